@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Syncline builds and tests with, only when one is missing.
+set -euo pipefail
+packages=(
+  build-essential pkg-config
+  postgresql-15 postgresql-server-dev-15 libpq-dev
+  libwebsockets-dev libprotobuf-dev protobuf-compiler
+  libssl-dev libsqlite3-dev libgtest-dev
+  nlohmann-json3-dev libjwt-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "Installing missing packages: ${missing[*]}"
+sudo_cmd=()
+[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
