@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Runs every test suite against a throwaway PostgreSQL cluster (called by
+# `make test` after the build and `make install`).
+#   scripts/run-tests.sh            all suites
+#   SUITES="regress concurrency" scripts/run-tests.sh   only those
+#   CONC_SEEDS="1 2 3" CONC_SECONDS=10 CONC_WRITERS=4   concurrency test knobs
+# Prints one line per suite and a final "N passed, M failed" (suites); exits
+# non-zero when any suite failed. On failure it prints regression.diffs and the
+# server log tail.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+PG_REGRESS=${PG_REGRESS:-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress}
+SUITES=${SUITES:-"regress units gateway concurrency e2e"}
+CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
+CONC_SECONDS=${CONC_SECONDS:-10}
+CONC_WRITERS=${CONC_WRITERS:-4}
+
+CLUSTER_DIR=$(mktemp -d /tmp/syncline-test.XXXXXX)
+cleanup() {
+  bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER_DIR" || true
+  rm -rf "$CLUSTER_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== starting throwaway cluster in $CLUSTER_DIR"
+if ! exports=$(bash scripts/pgcluster.sh start "$CLUSTER_DIR"); then
+  echo "could not start the test cluster (is the extension installed? try: make install)" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+eval "$exports"
+export PGHOST PGPORT PGUSER PGDATA
+export PGDATABASE=postgres
+
+passed=0
+failed=0
+results=()
+show_server_log=0
+
+# record NAME STATUS(0 ok, 77 skipped, else failed) SECONDS
+record() {
+  local name=$1 rc=$2 secs=$3
+  if [ "$rc" -eq 0 ]; then
+    passed=$((passed + 1)); results+=("$(printf '%-24s ok      %4ss' "$name" "$secs")")
+  elif [ "$rc" -eq 77 ]; then
+    results+=("$(printf '%-24s skipped' "$name")")
+  else
+    failed=$((failed + 1)); show_server_log=1
+    results+=("$(printf '%-24s FAILED  %4ss (exit %s)' "$name" "$secs" "$rc")")
+  fi
+}
+
+# run_suite NAME COMMAND...: runs it with its output streamed, then records it.
+run_suite() {
+  local name=$1; shift
+  echo
+  echo "== $name"
+  local start=$SECONDS rc=0
+  "$@" || rc=$?
+  record "$name" "$rc" $((SECONDS - start))
+}
+
+suite_wanted() { case " $SUITES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+regress() {
+  if [ ! -f sql/schedule ]; then
+    echo "sql/schedule is missing: no pg_regress suite yet"
+    return 77
+  fi
+  mkdir -p build/regress
+  "$PG_REGRESS" --inputdir=. --outputdir=build/regress --bindir="$PGBIN" \
+    --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+    --dbname=contrib_regression --schedule=sql/schedule
+  local rc=$?
+  if [ $rc -ne 0 ] && [ -f build/regress/regression.diffs ]; then
+    echo "---- build/regress/regression.diffs"
+    head -c 20000 build/regress/regression.diffs
+  fi
+  return $rc
+}
+
+units() {
+  if [ ! -x build/unit/extension_tests ]; then
+    echo "build/unit/extension_tests was not built"
+    return 1
+  fi
+  build/unit/extension_tests
+}
+
+gateway_units() {
+  if [ ! -x build/gateway/gateway_tests ]; then
+    echo "build/gateway/gateway_tests is not there: skipped"
+    return 77
+  fi
+  build/gateway/gateway_tests
+}
+
+concurrency() {
+  local seed=$1
+  if [ ! -x build/tests/concurrency ]; then
+    echo "build/tests/concurrency was not built"
+    return 1
+  fi
+  build/tests/concurrency --seed "$seed" --writers "$CONC_WRITERS" --seconds "$CONC_SECONDS"
+}
+
+e2e() {
+  if [ ! -f tests/e2e/run.sh ]; then
+    echo "tests/e2e/run.sh is not there: skipped"
+    return 77
+  fi
+  SYNCLINE_TEST_CLUSTER="$CLUSTER_DIR" bash tests/e2e/run.sh
+}
+
+suite_wanted regress && run_suite regress regress
+suite_wanted units && run_suite unit/extension_tests units
+suite_wanted gateway && run_suite gateway/gateway_tests gateway_units
+if suite_wanted concurrency; then
+  for seed in $CONC_SEEDS; do run_suite "concurrency seed $seed" concurrency "$seed"; done
+fi
+suite_wanted e2e && run_suite e2e e2e
+
+if [ "$show_server_log" -eq 1 ]; then
+  echo
+  echo "---- server log tail ($CLUSTER_DIR/server.log)"
+  tail -n 60 "$CLUSTER_DIR/server.log" 2>/dev/null || true
+fi
+
+echo
+echo "== summary"
+for line in "${results[@]}"; do echo "$line"; done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
