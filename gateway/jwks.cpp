@@ -46,10 +46,10 @@ using BnPtr = std::unique_ptr<BIGNUM, BnDeleter>;
 using ParamBldPtr = std::unique_ptr<OSSL_PARAM_BLD, ParamBldDeleter>;
 using ParamPtr = std::unique_ptr<OSSL_PARAM, ParamDeleter>;
 
-// The oldest queued OpenSSL error as text (or `fallback`), clearing the queue so errors from one
-// call never leak into the next message.
+// The latest queued OpenSSL error as text (or `fallback`), clearing the queue so errors from one
+// call never leak into the next message. Entry points also clear the queue before they start.
 std::string TakeOpenSslError(const char *fallback) {
-  unsigned long code = ERR_get_error();
+  unsigned long code = ERR_peek_last_error();
   ERR_clear_error();
   if (code == 0) return fallback;
   char buf[256];
@@ -184,6 +184,7 @@ bool Base64UrlDecode(std::string_view in, std::string *out) {
 }
 
 PublicKey PublicKeyFromPem(std::string_view pem, std::string kid) {
+  ERR_clear_error();
   BioPtr in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!in) throw std::runtime_error("out of memory reading PEM");
   PkeyPtr pkey(PEM_read_bio_PUBKEY(in.get(), nullptr, nullptr, nullptr));
@@ -196,6 +197,7 @@ PublicKey PublicKeyFromPem(std::string_view pem, std::string kid) {
 
 PublicKey RsaPublicKeyFromJwk(std::string_view n_b64url, std::string_view e_b64url,
                               std::string kid) {
+  ERR_clear_error();
   std::string n = DecodeJwkMember(n_b64url, "n");
   std::string e = DecodeJwkMember(e_b64url, "e");
   BnPtr n_bn(BN_bin2bn(reinterpret_cast<const unsigned char *>(n.data()),
@@ -214,6 +216,7 @@ PublicKey RsaPublicKeyFromJwk(std::string_view n_b64url, std::string_view e_b64u
 
 PublicKey EcP256PublicKeyFromJwk(std::string_view x_b64url, std::string_view y_b64url,
                                  std::string kid) {
+  ERR_clear_error();
   std::string x = DecodeJwkMember(x_b64url, "x");
   std::string y = DecodeJwkMember(y_b64url, "y");
   // RFC 7518 6.2.1.2: coordinates are full-length octet strings (32 bytes for P-256).

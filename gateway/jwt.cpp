@@ -8,6 +8,7 @@
 #include "jwt.hpp"
 
 #include <jwt.h>
+#include <openssl/err.h>
 #include <strings.h>
 
 #include <cerrno>
@@ -443,12 +444,15 @@ bool JwtVerifier::Verify(std::string_view token, int64_t now_unix, VerifiedToken
                       reinterpret_cast<const unsigned char *>(key_material->data()),
                       static_cast<int>(key_material->size()));
   std::unique_ptr<jwt_t, JwtDeleter> decoded(raw);
+  // libjwt leaves OpenSSL errors queued on failure; do not hand them to the next TLS call.
+  ERR_clear_error();
   if (rc != 0 || !decoded) {
     // Tell a bad signature from a token libjwt cannot parse (e.g. an integer beyond 64 bits):
     // parse again without a key. The result is only used for this message.
     jwt_t *parsed_raw = nullptr;
     int parse_rc = jwt_decode(&parsed_raw, token_text.c_str(), nullptr, 0);
     std::unique_ptr<jwt_t, JwtDeleter> parsed(parsed_raw);
+    ERR_clear_error();
     if (parse_rc != 0) {
       *error =
           "malformed token: libjwt cannot parse it (" + std::string(std::strerror(parse_rc)) + ")";
