@@ -1,5 +1,5 @@
 // Public keys for JWT verification: PEM loading, JWK -> PEM, JWKS parsing (see jwks.hpp).
-#include "jwks.hpp"
+#include "gateway/jwks.hpp"
 
 #include <openssl/bn.h>
 #include <openssl/core_names.h>

@@ -5,7 +5,7 @@
 // the key according to the token's own alg, so handing it an RSA public key for an HS256 token
 // would verify an HMAC keyed with the public PEM (algorithm confusion). libjwt then checks the
 // signature, and the claims it returns are checked here.
-#include "jwt.hpp"
+#include "gateway/jwt.hpp"
 
 #include <jwt.h>
 #include <openssl/err.h>

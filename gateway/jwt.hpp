@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "jwks.hpp"
+#include "gateway/jwks.hpp"
 
 namespace syncline::gateway {
 

@@ -19,8 +19,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "jwks.hpp"
-#include "jwt.hpp"
+#include "gateway/jwks.hpp"
+#include "gateway/jwt.hpp"
 
 namespace {
 
