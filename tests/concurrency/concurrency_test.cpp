@@ -376,6 +376,7 @@ struct Options {
   double seconds = 10;
   bool keep = false;
   int prepopulate = 40;
+  bool naive_flush = false;  // self-check: a deliberately wrong flusher the test must catch
 };
 
 Options g_opt;
@@ -521,11 +522,39 @@ void IdleThread() {
 // ---------------------------------------------------------------------------
 // Flusher and compactor.
 
+// The textbook mistake (--naive-flush, to show this test catches it): op ids
+// are the sequence values the triggers took, so a transaction that commits
+// late publishes ops below checkpoints readers already completed.
+long NaiveFlush(Conn &c) {
+  c.Exec("BEGIN");
+  c.Exec("SELECT 1 FROM syncline_internal.state FOR UPDATE");
+  std::string n = c.Value(R"sql(
+WITH moved AS (DELETE FROM syncline_internal.pending RETURNING *),
+ops AS (SELECT * FROM moved WHERE op IN (1, 2)),
+ins AS (INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
+        SELECT bucket, seq, op, object_type, object_id, data, checksum FROM ops),
+st AS (INSERT INTO syncline_internal.bucket_state AS s (bucket, checksum, count, last_op_id)
+       SELECT bucket, sum(checksum) % 4294967296, count(*), max(seq) FROM ops GROUP BY bucket
+       ON CONFLICT (bucket) DO UPDATE
+         SET checksum = (s.checksum + excluded.checksum) % 4294967296,
+             count = s.count + excluded.count,
+             last_op_id = greatest(s.last_op_id, excluded.last_op_id)),
+up AS (UPDATE syncline_internal.state
+          SET last_op_id = greatest(last_op_id, (SELECT max(seq) FROM ops))
+        WHERE EXISTS (SELECT 1 FROM ops))
+SELECT count(*) FROM ops)sql");
+  c.Exec("COMMIT");
+  return std::atol(n.c_str());
+}
+
 void FlusherThread() {
   try {
     Conn c(g_db);
     while (!g_stop_background.load()) {
-      g_flushed += std::atoll(c.Value("SELECT syncline.flush()").c_str());
+      if (g_opt.naive_flush)
+        g_flushed += NaiveFlush(c);
+      else
+        g_flushed += std::atoll(c.Value("SELECT syncline.flush()").c_str());
       SleepMs(2);
     }
   } catch (const std::exception &e) {
@@ -831,6 +860,10 @@ void Setup(Conn &c) {
 
 // Flushes until nothing is left staged (snapshot jobs may take several calls).
 void FlushAll(Conn &c) {
+  if (g_opt.naive_flush) {
+    NaiveFlush(c);
+    return;
+  }
   for (int i = 0; i < 1000; i++) {
     long n = std::atol(c.Value("SELECT syncline.flush()").c_str());
     if (n == 0) {
@@ -844,7 +877,9 @@ void FlushAll(Conn &c) {
 void Usage() {
   fprintf(stderr,
           "usage: concurrency [--seed S] [--writers W] [--seconds T] [--prepopulate N]\n"
-          "                   [--conninfo STR] [--keep]\n"
+          "                   [--conninfo STR] [--keep] [--naive-flush]\n"
+          "--naive-flush replaces syncline.flush() with the classic wrong design (op id =\n"
+          "trigger-time sequence value); the test must then fail.\n"
           "Connects with the libpq environment (PGHOST, PGPORT, PGUSER) unless --conninfo.\n");
 }
 
@@ -866,11 +901,13 @@ int main(int argc, char **argv) {
     else if (a == "--prepopulate") g_opt.prepopulate = std::atoi(next().c_str());
     else if (a == "--conninfo") g_conninfo = next();
     else if (a == "--keep") g_opt.keep = true;
+    else if (a == "--naive-flush") g_opt.naive_flush = true;
     else {
       Usage();
       return 2;
     }
   }
+  if (g_opt.naive_flush) g_opt.prepopulate = 0;  // the initial copy is syncline.flush()'s job
   if (g_opt.writers < 1 || g_opt.seconds <= 0) {
     Usage();
     return 2;

@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Syncline benchmarks (`make bench`). Figures only: nothing here passes or fails
+# on timing. Each part starts its own throwaway cluster (database `syncline`, so
+# the background worker flushes) and writes build/bench/<part>.md; the results
+# table build/bench/results.md is assembled from the parts that ran.
+#
+#   bench/run.sh                 every part
+#   bench/run.sh write oplog     only those parts (write, oplog, checkpoint, paging)
+# Knobs: BENCH_SECONDS (pgbench run length, 15), BENCH_CLIENTS (8),
+#        OPLOG_ROWS (200000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
+#        PAGING_OPS (1000000), PAGING_PAGE (10000).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+OUT=$ROOT/build/bench
+mkdir -p "$OUT"
+
+PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+BENCH_SECONDS=${BENCH_SECONDS:-15}
+BENCH_CLIENTS=${BENCH_CLIENTS:-8}
+OPLOG_ROWS=${OPLOG_ROWS:-200000}
+CHECKPOINT_BUCKETS=${CHECKPOINT_BUCKETS:-1000}
+CHECKPOINT_CALLS=${CHECKPOINT_CALLS:-200}
+PAGING_OPS=${PAGING_OPS:-1000000}
+PAGING_PAGE=${PAGING_PAGE:-10000}
+
+parts=("$@")
+[ ${#parts[@]} -eq 0 ] && parts=(write oplog checkpoint paging)
+
+HARNESS=$OUT/syncline_bench
+g++ -std=c++17 -O2 -Wall -Wextra -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
+  bench/syncline_bench.cpp -lpq -o "$HARNESS"
+
+cluster_dir=""
+stop_cluster() {
+  if [ -n "$cluster_dir" ]; then
+    bash "$ROOT/scripts/pgcluster.sh" stop "$cluster_dir" || true
+    rm -rf "$cluster_dir"
+    cluster_dir=""
+  fi
+}
+trap stop_cluster EXIT
+trap 'exit 130' INT TERM
+
+# A fresh cluster with database `syncline` and the extension.
+start_cluster() {
+  stop_cluster
+  cluster_dir=$(mktemp -d /tmp/syncline-bench.XXXXXX)
+  eval "$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir")"
+  export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
+  psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE syncline"
+  sql "CREATE EXTENSION syncline"
+}
+
+sql() { psql -X -q -v ON_ERROR_STOP=1 -At -c "$1"; }
+
+# Waits until the background worker has flushed every staged op.
+drain() {
+  local i
+  for i in $(seq 1 1200); do
+    [ "$(sql "SELECT count(*) FROM syncline_internal.pending")" = 0 ] && return 0
+    sleep 0.1
+  done
+  echo "warning: staged ops still pending after 120 s" >&2
+}
+
+# pgbench_tps SCRIPT [PGOPTIONS]: prints the run's tps.
+pgbench_tps() {
+  local script=$1 opts=${2:-}
+  PGOPTIONS="$opts" "$PGBIN/pgbench" -n -c "$BENCH_CLIENTS" -j 2 -T "$BENCH_SECONDS" -f "$script" syncline \
+    2>&1 | tee -a "$OUT/pgbench.log" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p'
+}
+
+part_write() {
+  echo "== write overhead: pgbench -c $BENCH_CLIENTS -j 2 -T $BENCH_SECONDS, single-row INSERT / UPDATE"
+  start_cluster
+  sql "CREATE TABLE plain_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  sql "CREATE TABLE synced_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  sql "SELECT syncline.create_bucket('by_owner', 'SELECT syncline.user_id() AS owner',
+         ARRAY['SELECT * FROM synced_t WHERE owner = bucket.owner'])"
+  for t in plain_t synced_t; do
+    sql "INSERT INTO $t (owner, val, payload) SELECT 'u' || (g % 1000), g, 'payload ' || md5(g::text)
+           FROM generate_series(1, 100000) g"
+    cat >"$OUT/insert_$t.sql" <<EOF
+\\set owner random(1, 1000)
+INSERT INTO $t (owner, val, payload) VALUES ('u' || :owner, :owner, 'payload text of a typical row');
+EOF
+    cat >"$OUT/update_$t.sql" <<EOF
+\\set id random(1, 100000)
+UPDATE $t SET val = val + 1 WHERE id = :id;
+EOF
+  done
+  drain
+  sql "VACUUM ANALYZE" && sql "CHECKPOINT"
+  : >"$OUT/pgbench.log"
+  {
+    echo "### Write overhead (pgbench -c $BENCH_CLIENTS -j 2, ${BENCH_SECONDS} s per run)"
+    echo
+    echo "| statement | synchronous_commit | plain tps | synced tps | synced / plain |"
+    echo "|---|---|---:|---:|---:|"
+  } >"$OUT/write.md"
+  local mode op plain synced
+  for mode in on off; do
+    for op in insert update; do
+      plain=$(pgbench_tps "$OUT/${op}_plain_t.sql" "-c synchronous_commit=$mode")
+      drain
+      synced=$(pgbench_tps "$OUT/${op}_synced_t.sql" "-c synchronous_commit=$mode")
+      drain
+      ratio=$(awk -v a="$synced" -v b="$plain" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
+      printf '%-7s sync_commit=%-3s plain %8.0f tps  synced %8.0f tps  ratio %s\n' "$op" "$mode" "$plain" "$synced" "$ratio"
+      printf '| single-row %s | %s | %.0f | %.0f | %s |\n' "$(echo "$op" | tr a-z A-Z)" "$mode" "$plain" "$synced" "$ratio" >>"$OUT/write.md"
+    done
+  done
+  echo >>"$OUT/write.md"
+  echo "Target: synced / plain >= 0.67. Synced table: one parameterized bucket (by owner); the worker flushes during the run." >>"$OUT/write.md"
+}
+
+part_oplog() {
+  echo "== op log: bulk INSERT of $OPLOG_ROWS rows into a synced table until all ops are visible"
+  start_cluster
+  sql "CREATE TABLE synced_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  sql "SELECT syncline.create_bucket('by_owner', 'SELECT syncline.user_id() AS owner',
+         ARRAY['SELECT * FROM synced_t WHERE owner = bucket.owner'])"
+  local worker flush
+  worker=$("$HARNESS" oplog --table synced_t --rows "$OPLOG_ROWS" --worker)
+  echo "background worker: $worker"
+  flush=""
+  # Same again in a database without a worker, made visible by syncline.flush().
+  psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE noworker"
+  PGDATABASE=noworker sql "CREATE EXTENSION syncline"
+  PGDATABASE=noworker sql "CREATE TABLE synced_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  PGDATABASE=noworker sql "SELECT syncline.create_bucket('by_owner', 'SELECT syncline.user_id() AS owner',
+         ARRAY['SELECT * FROM synced_t WHERE owner = bucket.owner'])"
+  flush=$(PGDATABASE=noworker "$HARNESS" oplog --table synced_t --rows "$OPLOG_ROWS")
+  echo "syncline.flush():  $flush"
+  field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+  {
+    echo "### Op log ($OPLOG_ROWS-row INSERT ... SELECT into a synced table, one op per row)"
+    echo
+    echo "| made visible by | INSERT s | until all visible s | ops/s (end to end) |"
+    echo "|---|---:|---:|---:|"
+    echo "| background worker | $(field "$worker" insert_s) | $(field "$worker" visible_s) | $(field "$worker" ops_per_s) |"
+    echo "| syncline.flush() | $(field "$flush" insert_s) | $(field "$flush" visible_s) | $(field "$flush" ops_per_s) |"
+    echo
+    echo "Target: >= 20,000 ops/s."
+  } >"$OUT/oplog.md"
+}
+
+part_checkpoint() {
+  echo "== checkpoint latency: one user with $CHECKPOINT_BUCKETS buckets"
+  start_cluster
+  sql "CREATE TABLE memberships (user_id text NOT NULL, list_id int NOT NULL, PRIMARY KEY (user_id, list_id))"
+  sql "CREATE TABLE todos (id bigserial PRIMARY KEY, list_id int NOT NULL, title text NOT NULL, done bool NOT NULL DEFAULT false)"
+  sql "SELECT syncline.create_bucket('by_list',
+         'SELECT list_id FROM memberships WHERE user_id = syncline.user_id()',
+         ARRAY['SELECT * FROM todos WHERE list_id = bucket.list_id'])"
+  sql "INSERT INTO memberships SELECT 'u1', g FROM generate_series(1, $CHECKPOINT_BUCKETS) g"
+  sql "INSERT INTO memberships SELECT 'u2', g FROM generate_series(1, 10) g"
+  sql "INSERT INTO todos (list_id, title) SELECT 1 + g % $CHECKPOINT_BUCKETS, 'todo ' || g
+         FROM generate_series(1, $((CHECKPOINT_BUCKETS * 5))) g"
+  drain
+  local big small
+  big=$("$HARNESS" checkpoint --claims '{"sub":"u1"}' --calls "$CHECKPOINT_CALLS")
+  small=$("$HARNESS" checkpoint --claims '{"sub":"u2"}' --calls "$CHECKPOINT_CALLS")
+  echo "1000 buckets: $big"
+  echo "10 buckets:   $small"
+  field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+  {
+    echo "### syncline.checkpoint(claims) latency ($CHECKPOINT_CALLS calls, prepared, client-side timing)"
+    echo
+    echo "| buckets for the user | median ms | p99 ms | mean ms | document bytes |"
+    echo "|---:|---:|---:|---:|---:|"
+    echo "| $(field "$big" buckets) | $(field "$big" median_ms) | $(field "$big" p99_ms) | $(field "$big" mean_ms) | $(field "$big" doc_bytes) |"
+    echo "| $(field "$small" buckets) | $(field "$small" median_ms) | $(field "$small" p99_ms) | $(field "$small" mean_ms) | $(field "$small" doc_bytes) |"
+    echo
+    echo "Each bucket holds ~5 ops. Target: < 10 ms for 1,000 buckets."
+  } >"$OUT/checkpoint.md"
+}
+
+part_paging() {
+  echo "== bucket_data paging: one bucket with $PAGING_OPS ops, pages of $PAGING_PAGE"
+  start_cluster
+  sql "CREATE TABLE events (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  sql "SELECT syncline.create_bucket('all_events', NULL, ARRAY['SELECT * FROM events'])"
+  sql "INSERT INTO events (owner, val, payload) SELECT 'u' || (g % 1000), g, 'payload ' || md5(g::text)
+         FROM generate_series(1, $PAGING_OPS) g"
+  drain
+  sql "VACUUM ANALYZE"
+  local cold warm
+  cold=$("$HARNESS" paging --bucket 'all_events[]' --page "$PAGING_PAGE")
+  warm=$("$HARNESS" paging --bucket 'all_events[]' --page "$PAGING_PAGE")
+  echo "first pass:  $cold"
+  echo "second pass: $warm"
+  field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+  {
+    echo "### bucket_data paging (one bucket, $(field "$warm" ops) ops, pages of $PAGING_PAGE, one connection)"
+    echo
+    echo "| pass | pages | data MB | seconds | ops/s |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| first | $(field "$cold" pages) | $(field "$cold" data_mb) | $(field "$cold" seconds) | $(field "$cold" ops_per_s) |"
+    echo "| second | $(field "$warm" pages) | $(field "$warm" data_mb) | $(field "$warm" seconds) | $(field "$warm" ops_per_s) |"
+    echo
+    echo "Target: >= 200,000 ops/s."
+  } >"$OUT/paging.md"
+}
+
+for part in "${parts[@]}"; do
+  case "$part" in
+    write|oplog|checkpoint|paging) "part_$part"; stop_cluster ;;
+    *) echo "unknown part $part (write, oplog, checkpoint, paging)" >&2; exit 2 ;;
+  esac
+done
+
+{
+  echo "# Syncline benchmark results"
+  echo
+  echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  echo
+  for part in write oplog checkpoint paging; do
+    [ -f "$OUT/$part.md" ] && { cat "$OUT/$part.md"; echo; }
+  done
+} >"$OUT/results.md"
+echo
+cat "$OUT/results.md"
