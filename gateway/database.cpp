@@ -1,0 +1,346 @@
+#include "gateway/database.hpp"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+namespace syncline::gateway {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
+
+std::string Trim(const char *text) {
+  std::string s = text ? text : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+Database::Database(std::string conninfo, int pool_size, Handlers handlers)
+    : conninfo_(std::move(conninfo)), pool_size_(pool_size), handlers_(std::move(handlers)) {
+  pool_.resize(pool_size_);
+}
+
+Database::~Database() { Stop(); }
+
+void Database::Start() {
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  thread_ = std::thread([this] { ThreadMain(); });
+}
+
+void Database::Stop() {
+  if (!thread_.joinable()) return;
+  stop_ = true;
+  uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof one) < 0) perror("syncline-gateway: eventfd write");
+  thread_.join();
+  for (auto &c : pool_) {
+    if (c.pg) PQfinish(c.pg);
+    c.pg = nullptr;
+  }
+  if (listener_.pg) PQfinish(listener_.pg);
+  listener_.pg = nullptr;
+  close(wake_fd_);
+  wake_fd_ = -1;
+}
+
+void Database::Query(std::string sql, std::vector<std::string> params,
+                     std::function<void(QueryReply &)> done) {
+  auto task = std::make_unique<Task>();
+  task->sql = std::move(sql);
+  task->params = std::move(params);
+  task->done = std::move(done);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tasks_.push_back(std::move(task));
+  }
+  uint64_t one = 1;
+  if (write(wake_fd_, &one, sizeof one) < 0) perror("syncline-gateway: eventfd write");
+}
+
+void Database::RunCompletions() {
+  std::vector<std::function<void()>> batch;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    batch.swap(outbox_);
+  }
+  for (auto &fn : batch) fn();
+}
+
+Database::Stats Database::stats() const {
+  Stats s;
+  s.pool_size = pool_size_;
+  s.pool_connected = pool_connected_;
+  s.pool_busy = pool_busy_;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    s.queued = tasks_.size();
+  }
+  s.listener_connected = listener_connected_;
+  s.queries = queries_;
+  s.query_errors = query_errors_;
+  s.reconnects = reconnects_;
+  return s;
+}
+
+void Database::Post(std::function<void()> fn) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    outbox_.push_back(std::move(fn));
+  }
+  handlers_.wake();
+}
+
+bool Database::Connect(Conn *c, bool listener) {
+  // Blocking connect, but on the database thread only: the websocket loop is
+  // unaffected. connect_timeout bounds it when the server is unreachable.
+  std::string info = conninfo_;
+  const char *keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
+  const char *values[] = {info.empty() ? nullptr : info.c_str(), "3",
+                          listener ? "syncline-gateway-listen" : "syncline-gateway", nullptr};
+  PGconn *pg = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
+  if (PQstatus(pg) != CONNECTION_OK) {
+    if (c->backoff == std::chrono::milliseconds(100) || c->backoff >= kMaxBackoff)
+      fprintf(stderr, "syncline-gateway: database connect failed (%s): %s; retrying in %lld ms\n",
+              listener ? "listener" : "pool", Trim(PQerrorMessage(pg)).c_str(),
+              static_cast<long long>(c->backoff.count()));
+    PQfinish(pg);
+    c->next_attempt = Clock::now() + c->backoff;
+    c->backoff = std::min(c->backoff * 2, kMaxBackoff);
+    return false;
+  }
+  if (listener) {
+    PGresult *r = PQexec(pg, "LISTEN syncline");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+      fprintf(stderr, "syncline-gateway: LISTEN syncline failed: %s\n",
+              Trim(PQresultErrorMessage(r)).c_str());
+    PQclear(r);
+    if (!ok) {
+      PQfinish(pg);
+      c->next_attempt = Clock::now() + c->backoff;
+      c->backoff = std::min(c->backoff * 2, kMaxBackoff);
+      return false;
+    }
+  }
+  PQsetnonblocking(pg, 1);
+  c->pg = pg;
+  c->backoff = std::chrono::milliseconds(100);
+  reconnects_++;
+  return true;
+}
+
+void Database::Disconnect(Conn *c, const char *why, bool listener) {
+  fprintf(stderr, "syncline-gateway: database %s connection lost: %s\n",
+          listener ? "listener" : "pool", why);
+  PQfinish(c->pg);
+  c->pg = nullptr;
+  c->first_result.reset();
+  c->flushing = false;
+  c->next_attempt = Clock::now() + c->backoff;
+  if (listener) {
+    listener_connected_ = false;
+    Post([this] { handlers_.listener_state(false); });
+    return;
+  }
+  pool_connected_--;
+  if (c->task) {
+    pool_busy_--;
+    // Queries are read-only: retry once on another connection.
+    std::unique_ptr<Task> task = std::move(c->task);
+    if (++task->attempts < 2) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      tasks_.push_front(std::move(task));
+    } else {
+      FailTask(std::move(task), std::string("database connection lost: ") + why, true);
+    }
+  }
+}
+
+void Database::FailTask(std::unique_ptr<Task> task, const std::string &error, bool unavailable) {
+  query_errors_++;
+  auto shared = std::shared_ptr<Task>(std::move(task));
+  Post([shared, error, unavailable] {
+    QueryReply reply;
+    reply.error = error;
+    reply.unavailable = unavailable;
+    shared->done(reply);
+  });
+}
+
+void Database::Dispatch(Conn *c) {
+  std::vector<const char *> values;
+  values.reserve(c->task->params.size());
+  for (const auto &p : c->task->params) values.push_back(p.c_str());
+  c->sent_at = Clock::now();
+  c->error.clear();
+  c->sqlstate.clear();
+  if (!PQsendQueryParams(c->pg, c->task->sql.c_str(), static_cast<int>(values.size()), nullptr,
+                         values.data(), nullptr, nullptr, 0)) {
+    Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), false);
+    return;
+  }
+  pool_busy_++;
+  queries_++;
+  c->flushing = PQflush(c->pg) == 1;
+}
+
+void Database::Finish(Conn *c) {
+  auto task = std::shared_ptr<Task>(std::move(c->task));
+  pool_busy_--;
+  auto result = std::make_shared<PgResult>(std::move(c->first_result));
+  std::string error = c->error, sqlstate = c->sqlstate;
+  double seconds = std::chrono::duration<double>(Clock::now() - c->sent_at).count();
+  if (!error.empty()) query_errors_++;
+  Post([task, result, error, sqlstate, seconds] {
+    QueryReply reply;
+    reply.result = std::move(*result);
+    reply.error = error;
+    reply.sqlstate = sqlstate;
+    reply.seconds = seconds;
+    task->done(reply);
+  });
+}
+
+void Database::OnReadable(Conn *c) {
+  if (!PQconsumeInput(c->pg)) {
+    Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), false);
+    return;
+  }
+  if (!c->task) {
+    // Idle connection became readable: usually the server going away.
+    if (PQstatus(c->pg) == CONNECTION_BAD) Disconnect(c, "server closed the connection", false);
+    return;
+  }
+  while (!PQisBusy(c->pg)) {
+    PGresult *r = PQgetResult(c->pg);
+    if (r == nullptr) {
+      Finish(c);
+      return;
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
+      if (c->error.empty()) {
+        c->error = Trim(PQresultErrorMessage(r));
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        c->sqlstate = state ? state : "";
+      }
+      PQclear(r);
+    } else if (!c->first_result) {
+      c->first_result.reset(r);
+    } else {
+      PQclear(r);
+    }
+  }
+  if (PQstatus(c->pg) == CONNECTION_BAD) Disconnect(c, "server closed the connection", false);
+}
+
+void Database::ThreadMain() {
+  while (!stop_) {
+    auto now = Clock::now();
+    auto next_wake = now + std::chrono::milliseconds(1000);
+    // (Re)connect what is down and due.
+    for (auto &c : pool_) {
+      if (c.pg == nullptr && now >= c.next_attempt && !stop_) {
+        if (Connect(&c, false)) pool_connected_++;
+      }
+      if (c.pg == nullptr) next_wake = std::min(next_wake, c.next_attempt);
+    }
+    if (listener_.pg == nullptr && now >= listener_.next_attempt && !stop_) {
+      if (Connect(&listener_, true)) {
+        listener_connected_ = true;
+        Post([this] { handlers_.listener_state(true); });
+      }
+    }
+    if (listener_.pg == nullptr) next_wake = std::min(next_wake, listener_.next_attempt);
+    ever_tried_ = true;
+
+    // Hand queued tasks to idle connections; fail them when none is up.
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (pool_connected_ == 0) {
+        while (!tasks_.empty()) {
+          auto task = std::move(tasks_.front());
+          tasks_.pop_front();
+          lock.unlock();
+          FailTask(std::move(task), "database unavailable (no pool connection is up)", true);
+          lock.lock();
+        }
+      }
+      for (auto &c : pool_) {
+        if (tasks_.empty()) break;
+        if (c.pg == nullptr || c.task) continue;
+        c.task = std::move(tasks_.front());
+        tasks_.pop_front();
+        lock.unlock();
+        Dispatch(&c);
+        lock.lock();
+      }
+    }
+
+    // Wait for sockets, new tasks, or the next reconnect attempt.
+    std::vector<pollfd> fds;
+    std::vector<Conn *> owners;
+    fds.push_back({wake_fd_, POLLIN, 0});
+    owners.push_back(nullptr);
+    for (auto &c : pool_) {
+      if (c.pg == nullptr) continue;
+      short events = POLLIN;
+      if (c.flushing) events |= POLLOUT;
+      fds.push_back({PQsocket(c.pg), events, 0});
+      owners.push_back(&c);
+    }
+    size_t listener_index = 0;
+    if (listener_.pg) {
+      listener_index = fds.size();
+      fds.push_back({PQsocket(listener_.pg), POLLIN, 0});
+      owners.push_back(&listener_);
+    }
+    int timeout_ms = static_cast<int>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(next_wake - Clock::now()).count());
+    if (timeout_ms < 0) timeout_ms = 0;
+    int n = poll(fds.data(), fds.size(), timeout_ms);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      perror("syncline-gateway: poll");
+      continue;
+    }
+    if (fds[0].revents & POLLIN) {
+      uint64_t v;
+      while (read(wake_fd_, &v, sizeof v) > 0) {
+      }
+    }
+    for (size_t i = 1; i < fds.size(); i++) {
+      if (fds[i].revents == 0) continue;
+      Conn *c = owners[i];
+      if (listener_index != 0 && i == listener_index) {
+        if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
+          Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), true);
+          continue;
+        }
+        while (PGnotify *note = PQnotifies(c->pg)) {
+          std::string payload = note->extra ? note->extra : "";
+          PQfreemem(note);
+          Post([this, payload] { handlers_.notify(payload); });
+        }
+        continue;
+      }
+      if (c->flushing && (fds[i].revents & POLLOUT)) {
+        int f = PQflush(c->pg);
+        if (f < 0) {
+          Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), false);
+          continue;
+        }
+        c->flushing = f == 1;
+      }
+      if (fds[i].revents & (POLLIN | POLLERR | POLLHUP)) OnReadable(c);
+    }
+  }
+}
+
+}  // namespace syncline::gateway

@@ -1,0 +1,123 @@
+// The database side of the gateway: a pool of non-blocking libpq connections
+// and one LISTEN connection, driven by their own thread so that the
+// websocket loop never waits on Postgres. Results come back to the loop
+// thread as callbacks, run by RunCompletions() after wake() was called.
+#pragma once
+
+#include <libpq-fe.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace syncline::gateway {
+
+struct PgResultDeleter {
+  void operator()(PGresult *r) const { PQclear(r); }
+};
+using PgResult = std::unique_ptr<PGresult, PgResultDeleter>;
+
+// Outcome of one query: either a result with PGRES_TUPLES_OK / COMMAND_OK or
+// an error text (and whether it came from a lost or missing connection).
+struct QueryReply {
+  PgResult result;
+  std::string error;
+  std::string sqlstate;
+  bool unavailable = false;  // no connection / connection lost: worth retrying later
+  double seconds = 0;        // time from send to result
+  bool ok() const { return error.empty(); }
+};
+
+class Database {
+ public:
+  struct Handlers {
+    std::function<void()> wake;                              // any thread: wake the loop
+    std::function<void(const std::string &payload)> notify;  // loop thread
+    std::function<void(bool connected)> listener_state;      // loop thread
+  };
+  struct Stats {
+    int pool_size = 0;
+    int pool_connected = 0;
+    int pool_busy = 0;
+    size_t queued = 0;
+    bool listener_connected = false;
+    uint64_t queries = 0;
+    uint64_t query_errors = 0;
+    uint64_t reconnects = 0;
+  };
+
+  Database(std::string conninfo, int pool_size, Handlers handlers);
+  ~Database();
+  Database(const Database &) = delete;
+  Database &operator=(const Database &) = delete;
+
+  void Start();
+  void Stop();
+
+  // Queues a query with text parameters; `done` runs on the loop thread.
+  void Query(std::string sql, std::vector<std::string> params,
+             std::function<void(QueryReply &)> done);
+
+  // Loop thread: runs the callbacks of finished queries and notifications.
+  void RunCompletions();
+
+  Stats stats() const;
+  bool healthy() const { return pool_connected_ > 0 && listener_connected_; }
+
+ private:
+  struct Task {
+    std::string sql;
+    std::vector<std::string> params;
+    std::function<void(QueryReply &)> done;
+    int attempts = 0;
+  };
+  struct Conn {
+    PGconn *pg = nullptr;
+    std::unique_ptr<Task> task;  // in flight
+    bool flushing = false;
+    PgResult first_result;
+    std::string error, sqlstate;
+    std::chrono::steady_clock::time_point sent_at;
+    std::chrono::steady_clock::time_point next_attempt{};
+    std::chrono::milliseconds backoff{100};
+  };
+
+  void ThreadMain();
+  bool Connect(Conn *c, bool listener);
+  void Disconnect(Conn *c, const char *why, bool listener);
+  void Dispatch(Conn *c);
+  void OnReadable(Conn *c);
+  void Finish(Conn *c);
+  void FailTask(std::unique_ptr<Task> task, const std::string &error, bool unavailable);
+  void Post(std::function<void()> fn);
+
+  const std::string conninfo_;
+  const int pool_size_;
+  Handlers handlers_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  int wake_fd_ = -1;  // eventfd: new tasks or stop
+
+  mutable std::mutex mutex_;
+  std::deque<std::unique_ptr<Task>> tasks_;    // guarded by mutex_
+  std::vector<std::function<void()>> outbox_;  // guarded by mutex_
+
+  // Owned by the database thread.
+  std::vector<Conn> pool_;
+  Conn listener_;
+  bool ever_tried_ = false;
+
+  std::atomic<int> pool_connected_{0};
+  std::atomic<int> pool_busy_{0};
+  std::atomic<bool> listener_connected_{false};
+  std::atomic<uint64_t> queries_{0}, query_errors_{0}, reconnects_{0};
+};
+
+}  // namespace syncline::gateway

@@ -1,0 +1,618 @@
+#include "gateway/gateway.hpp"
+
+#include <time.h>
+
+#include <cstdio>
+#include <cstring>
+
+namespace syncline::gateway {
+namespace {
+
+namespace pb = syncline::v1;
+
+// Per-connection storage that libwebsockets allocates for us.
+struct Pss {
+  Session *session;
+  std::string *header_token;  // captured during the upgrade request
+  std::string *http_body;     // response body for /healthz and /metrics
+};
+
+double MonotonicSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+int64_t UnixNow() { return static_cast<int64_t>(time(nullptr)); }
+
+lws_protocols kProtocols[] = {
+    {"http", Gateway::Callback, sizeof(Pss), 0, 0, nullptr, 0},
+    {"syncline.v1", Gateway::Callback, sizeof(Pss), 8192, 0, nullptr, 0},
+    {nullptr, nullptr, 0, 0, 0, nullptr, 0},
+};
+
+}  // namespace
+
+void LogEvent(const Session *s, const char *event, const std::string &detail) {
+  fprintf(stderr, "syncline-gateway: conn=%llu peer=%s sub=%s event=%s%s%s\n",
+          static_cast<unsigned long long>(s->id), s->peer.c_str(),
+          s->subject.empty() ? "-" : s->subject.c_str(), event, detail.empty() ? "" : " ",
+          detail.c_str());
+}
+
+Gateway::Gateway(Config config, std::unique_ptr<JwtVerifier> verifier)
+    : config_(std::move(config)), verifier_(std::move(verifier)) {}
+
+Gateway::~Gateway() {
+  if (db_) db_->Stop();
+  if (context_) lws_context_destroy(context_);
+  for (auto &[id, s] : sessions_) delete s;
+}
+
+bool Gateway::Start() {
+  lws_set_log_level(LLL_ERR | LLL_WARN, nullptr);
+  lws_context_creation_info info;
+  memset(&info, 0, sizeof info);
+  info.port = config_.listen_port;
+  info.iface = config_.listen_host == "0.0.0.0" ? nullptr : config_.listen_host.c_str();
+  info.protocols = kProtocols;
+  info.user = this;
+  info.timeout_secs = 10;
+  info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 & 0;  // binary protocol: no UTF-8 checks
+  if (!config_.tls_cert.empty()) {
+    info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.ssl_cert_filepath = config_.tls_cert.c_str();
+    info.ssl_private_key_filepath = config_.tls_key.c_str();
+  }
+  context_ = lws_create_context(&info);
+  if (context_ == nullptr) {
+    fprintf(stderr,
+            "syncline-gateway: cannot listen on %s:%d (address in use, bad TLS files, or bad "
+            "interface)\n",
+            config_.listen_host.c_str(), config_.listen_port);
+    return false;
+  }
+  Database::Handlers handlers;
+  lws_context *context = context_;
+  handlers.wake = [context] { lws_cancel_service(context); };
+  handlers.notify = [this](const std::string &payload) { OnNotify(payload); };
+  handlers.listener_state = [this](bool up) { OnListenerState(up); };
+  db_ = std::make_unique<Database>(config_.database_url, config_.pool_size, std::move(handlers));
+  db_->Start();
+  tick_.gateway = this;
+  ScheduleTick();
+  fprintf(stderr, "syncline-gateway: listening on %s://%s:%d (subprotocol syncline.v1)\n",
+          config_.tls_cert.empty() ? "ws" : "wss", config_.listen_host.c_str(),
+          config_.listen_port);
+  return true;
+}
+
+int Gateway::Run() {
+  while (!stopped_) {
+    if (lws_service(context_, 0) < 0) break;
+    if (shutdown_requested_ && !shutting_down_) {
+      shutting_down_ = true;
+      shutdown_deadline_ = MonotonicSeconds() + config_.shutdown_grace_ms / 1000.0;
+      fprintf(stderr, "syncline-gateway: shutting down, closing %zu connections\n",
+              sessions_.size());
+      for (auto &[id, s] : sessions_)
+        CloseWithError(s, pb::Error::SHUTTING_DOWN, "server shutting down; reconnect", true,
+                       kCloseGoingAway, 1000);
+    }
+    if (shutting_down_ && (sessions_.empty() || MonotonicSeconds() > shutdown_deadline_))
+      stopped_ = true;
+  }
+  db_->Stop();
+  fprintf(stderr, "syncline-gateway: stopped\n");
+  return 0;
+}
+
+void Gateway::RequestShutdown() {
+  shutdown_requested_ = 1;
+  if (context_) lws_cancel_service(context_);
+}
+
+int Gateway::Callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, size_t len) {
+  lws_context *context = lws_get_context(wsi);
+  auto *g = context ? static_cast<Gateway *>(lws_context_user(context)) : nullptr;
+  if (g == nullptr) return lws_callback_http_dummy(wsi, reason, user, in, len);
+  return g->OnCallback(wsi, reason, user, in, len);
+}
+
+int Gateway::OnCallback(lws *wsi, lws_callback_reasons reason, void *user, void *in, size_t len) {
+  Pss *pss = static_cast<Pss *>(user);
+  switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+      if (db_) db_->RunCompletions();
+      return 0;
+    case LWS_CALLBACK_HTTP:
+      return OnHttp(wsi, user, static_cast<const char *>(in));
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+      return OnHttpWriteable(wsi, user);
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+      if (pss && pss->http_body) {
+        delete pss->http_body;
+        pss->http_body = nullptr;
+      }
+      break;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+      int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+      if (pss && n > 0 && n < 16384) {
+        std::string header(n + 1, '\0');
+        lws_hdr_copy(wsi, &header[0], n + 1, WSI_TOKEN_HTTP_AUTHORIZATION);
+        header.resize(strlen(header.c_str()));
+        const char kBearer[] = "Bearer ";
+        if (strncasecmp(header.c_str(), kBearer, sizeof kBearer - 1) == 0)
+          pss->header_token = new std::string(header.substr(sizeof kBearer - 1));
+        else
+          pss->header_token = new std::string();  // present but not a bearer token
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED: {
+      Session *s = OnEstablished(wsi);
+      pss->session = s;
+      if (pss->header_token) {
+        s->header_token = *pss->header_token;
+        delete pss->header_token;
+        pss->header_token = nullptr;
+        if (!s->closing) {
+          std::string error;
+          if (s->header_token.empty()) {
+            metrics_.auth_failures++;
+            CloseWithError(s, pb::Error::UNAUTHENTICATED,
+                           "Authorization header is not \"Bearer <jwt>\"", false,
+                           kCloseUnauthenticated);
+          } else if (!Authenticate(s, s->header_token, &error)) {
+            metrics_.auth_failures++;
+            CloseWithError(s, pb::Error::UNAUTHENTICATED, "token refused: " + error, false,
+                           kCloseUnauthenticated);
+          }
+        }
+      }
+      return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+      if (pss && pss->session) return OnReceive(pss->session, in, len);
+      return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+      if (pss && pss->session) return OnWriteable(pss->session);
+      return 0;
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+      if (pss && pss->session && len >= 2) {
+        const auto *p = static_cast<const unsigned char *>(in);
+        pss->session->close_code = static_cast<uint16_t>((p[0] << 8) | p[1]);
+      }
+      return 0;
+    case LWS_CALLBACK_CLOSED:
+      if (pss && pss->header_token) {
+        delete pss->header_token;
+        pss->header_token = nullptr;
+      }
+      if (pss && pss->session) {
+        OnClosed(pss->session);
+        pss->session = nullptr;
+      }
+      return 0;
+    default:
+      break;
+  }
+  return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+int Gateway::OnHttp(lws *wsi, void *user, const char *uri) {
+  Pss *pss = static_cast<Pss *>(user);
+  std::string path = uri ? uri : "";
+  unsigned int status = HTTP_STATUS_OK;
+  std::string body;
+  const char *type = "text/plain; charset=utf-8";
+  if (path == "/healthz") {
+    auto st = db_->stats();
+    bool ok = st.pool_connected > 0 && st.listener_connected && !shutting_down_;
+    status = ok ? HTTP_STATUS_OK : HTTP_STATUS_SERVICE_UNAVAILABLE;
+    char text[160];
+    snprintf(text, sizeof text, "%s pool=%d/%d listener=%s connections=%zu\n",
+             ok ? "ok" : "unavailable", st.pool_connected, st.pool_size,
+             st.listener_connected ? "up" : "down", sessions_.size());
+    body = text;
+  } else if (path == "/metrics") {
+    body = RenderMetrics();
+    type = "text/plain; version=0.0.4; charset=utf-8";
+  } else {
+    status = HTTP_STATUS_NOT_FOUND;
+    body = "not found; try /healthz or /metrics\n";
+  }
+  uint8_t headers[LWS_PRE + 512];
+  uint8_t *start = headers + LWS_PRE;
+  uint8_t *p = start;
+  uint8_t *end = headers + sizeof headers - 1;
+  if (lws_add_http_common_headers(wsi, status, type, body.size(), &p, end) ||
+      lws_finalize_write_http_header(wsi, start, &p, end))
+    return 1;
+  pss->http_body = new std::string(LWS_PRE, '\0');
+  pss->http_body->append(body);
+  lws_callback_on_writable(wsi);
+  return 0;
+}
+
+int Gateway::OnHttpWriteable(lws *wsi, void *user) {
+  Pss *pss = static_cast<Pss *>(user);
+  if (!pss || !pss->http_body) return 0;
+  std::string *b = pss->http_body;
+  int n = lws_write(wsi, reinterpret_cast<unsigned char *>(&(*b)[LWS_PRE]), b->size() - LWS_PRE,
+                    LWS_WRITE_HTTP_FINAL);
+  delete b;
+  pss->http_body = nullptr;
+  if (n < 0) return -1;
+  if (lws_http_transaction_completed(wsi)) return -1;
+  return 0;
+}
+
+Session *Gateway::OnEstablished(lws *wsi) {
+  auto *s = new Session();
+  s->id = next_session_id_++;
+  s->wsi = wsi;
+  s->connected_at = MonotonicSeconds();
+  s->rx = FrameAssembler(config_.max_message_bytes);
+  char peer[64] = "?";
+  lws_get_peer_simple(wsi, peer, sizeof peer);
+  s->peer = peer;
+  sessions_[s->id] = s;
+  metrics_.connections_total++;
+  LogEvent(s, "open");
+  if (shutting_down_) {
+    CloseWithError(s, pb::Error::SHUTTING_DOWN, "server shutting down; reconnect", true,
+                   kCloseGoingAway, 1000);
+  } else if (static_cast<int>(sessions_.size()) > config_.max_connections) {
+    metrics_.connections_rejected++;
+    CloseWithError(s, pb::Error::TOO_MANY_CONNECTIONS,
+                   "too many connections to this gateway; retry later", true, kCloseTryAgainLater,
+                   1000);
+  } else if (strcmp(lws_get_protocol(wsi)->name, "syncline.v1") != 0) {
+    metrics_.protocol_errors++;
+    CloseWithError(s, pb::Error::BAD_MESSAGE, "websocket subprotocol \"syncline.v1\" is required",
+                   false, kCloseProtocol);
+  }
+  return s;
+}
+
+int Gateway::OnReceive(Session *s, const void *in, size_t len) {
+  metrics_.bytes_in += len;
+  if (s->closing) return 0;  // ignore whatever arrives after we decided to close
+  if (!lws_frame_is_binary(s->wsi)) {
+    metrics_.protocol_errors++;
+    CloseWithError(s, pb::Error::BAD_MESSAGE,
+                   "text frames are not accepted: send binary syncline.v1.ClientMessage protobufs",
+                   false, kCloseUnsupportedData);
+    return 0;
+  }
+  auto status =
+      s->rx.Add(in, len, lws_is_final_fragment(s->wsi) != 0, lws_remaining_packet_payload(s->wsi));
+  if (status == FrameAssembler::Status::kTooBig) {
+    metrics_.protocol_errors++;
+    CloseWithError(
+        s, pb::Error::MESSAGE_TOO_BIG,
+        "message exceeds the limit of " + std::to_string(config_.max_message_bytes) + " bytes",
+        false, kCloseTooBig);
+    return 0;
+  }
+  if (status == FrameAssembler::Status::kIncomplete) return 0;
+  metrics_.messages_in++;
+  pb::ClientMessage m;
+  DecodeStatus decoded = DecodeClientMessage(s->rx.message(), config_.max_message_bytes, &m);
+  s->rx.Reset();
+  if (decoded != DecodeStatus::kOk) {
+    metrics_.protocol_errors++;
+    if (!s->hello_done) {
+      CloseWithError(s, pb::Error::HELLO_REQUIRED,
+                     std::string("expected Hello first; got: ") + DecodeStatusText(decoded), false,
+                     kCloseProtocol);
+    } else {
+      Send(s,
+           MakeError(pb::Error::BAD_MESSAGE, DecodeStatusText(decoded), false, 0, m.request_id()));
+    }
+    return 0;
+  }
+  HandleMessage(s, m);
+  return 0;
+}
+
+void Gateway::HandleMessage(Session *s, const pb::ClientMessage &m) {
+  if (m.kind_case() == pb::ClientMessage::kHello) {
+    HandleHello(s, m);
+    return;
+  }
+  if (!s->hello_done) {
+    metrics_.protocol_errors++;
+    CloseWithError(s, pb::Error::HELLO_REQUIRED, "the first message must be Hello", false,
+                   kCloseProtocol);
+    return;
+  }
+  switch (m.kind_case()) {
+    case pb::ClientMessage::kSyncRequest: {
+      auto job = std::make_unique<SyncJob>();
+      job->initial = true;
+      job->request_id = m.request_id();
+      for (const auto &kb : m.sync_request().buckets()) job->known[kb.bucket()] = kb.last_op_id();
+      if (s->job) {
+        s->pending_request = std::move(job);  // answered when the running job ends
+      } else {
+        StartSync(s, std::move(job));
+      }
+      break;
+    }
+    case pb::ClientMessage::kPing: {
+      pb::ServerMessage reply;
+      reply.set_request_id(m.request_id());
+      reply.mutable_keepalive();
+      Send(s, reply);
+      break;
+    }
+    case pb::ClientMessage::kWriteBatch: {
+      // The write path (syncline.apply_writes) is a later issue; keep the batch queued.
+      pb::ServerMessage reply;
+      reply.set_request_id(m.request_id());
+      auto *ack = reply.mutable_write_ack();
+      ack->set_seq(m.write_batch().seq());
+      ack->set_status(pb::WriteAck::RETRY);
+      ack->set_error_code("0A000");
+      ack->set_error_message("writes are not accepted by this gateway version yet");
+      ack->set_error_hint("keep the batch queued and retry after upgrading the gateway");
+      Send(s, reply);
+      break;
+    }
+    default:
+      Send(s,
+           MakeError(pb::Error::BAD_MESSAGE, "unexpected message kind", false, 0, m.request_id()));
+  }
+}
+
+bool Gateway::Authenticate(Session *s, const std::string &token, std::string *error) {
+  VerifiedToken verified;
+  if (!verifier_->Verify(token, UnixNow(), &verified, error)) return false;
+  if (!s->subject.empty() && verified.subject != s->subject) {
+    *error = "a refreshed token must have the same subject (\"sub\"); reconnect instead";
+    return false;
+  }
+  bool claims_changed = !s->claims_json.empty() && s->claims_json != verified.claims_json;
+  s->subject = verified.subject;
+  s->claims_json = verified.claims_json;
+  s->token_expires_at = verified.expires_at;
+  s->expiring_sent = false;
+  if (claims_changed) StartCatchUp(s);
+  return true;
+}
+
+void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
+  const pb::Hello &hello = m.hello();
+  if (hello.protocol_version() != 1) {
+    metrics_.protocol_errors++;
+    CloseWithError(s, pb::Error::UNSUPPORTED_VERSION,
+                   "protocol_version " + std::to_string(hello.protocol_version()) +
+                       " is not served here; this gateway speaks version 1 (syncline.v1)",
+                   false, kCloseProtocol);
+    return;
+  }
+  std::string token = hello.has_token() ? hello.token() : s->header_token;
+  if (token.empty()) {
+    metrics_.auth_failures++;
+    CloseWithError(s, pb::Error::UNAUTHENTICATED,
+                   "a token is required: send Authorization: Bearer <jwt> or Hello.token", false,
+                   kCloseUnauthenticated);
+    return;
+  }
+  std::string error;
+  if (!Authenticate(s, token, &error)) {
+    metrics_.auth_failures++;
+    LogEvent(s, "auth-failed", error);
+    CloseWithError(s, pb::Error::UNAUTHENTICATED, "token refused: " + error, false,
+                   kCloseUnauthenticated);
+    return;
+  }
+  bool first = !s->hello_done;
+  s->hello_done = true;
+  s->client_id = hello.client_id();
+  LogEvent(s, first ? "hello" : "token-refreshed", "client_id=" + s->client_id);
+}
+
+void Gateway::Tick() {
+  double now = MonotonicSeconds();
+  int64_t unix_now = UnixNow();
+  std::vector<Session *> list;
+  list.reserve(sessions_.size());
+  for (auto &[id, s] : sessions_) list.push_back(s);
+  for (Session *s : list) {
+    if (s->closing) continue;
+    if (!s->hello_done) {
+      if (now - s->connected_at > config_.hello_timeout_seconds)
+        CloseWithError(s, pb::Error::HELLO_REQUIRED, "no Hello received in time", true,
+                       kCloseProtocol);
+      continue;
+    }
+    if (s->token_expires_at == 0) continue;
+    int64_t left = s->token_expires_at - unix_now;
+    if (left <= 0) {
+      LogEvent(s, "token-expired");
+      CloseWithError(s, pb::Error::UNAUTHENTICATED, "token expired; reconnect with a fresh token",
+                     true, kCloseTokenExpired);
+    } else if (left <= config_.token_expiring_seconds && !s->expiring_sent) {
+      s->expiring_sent = true;
+      pb::ServerMessage m;
+      m.mutable_token_expiring()->set_seconds_left(static_cast<uint32_t>(left));
+      Send(s, m);
+    }
+  }
+  if (db_->healthy()) {
+    // Catch-ups that failed while the database was away.
+    for (Session *s : list)
+      if (s->needs_recheck && !s->job && s->live && !s->closing) StartCatchUp(s);
+    if (live_retry_) {
+      live_retry_ = false;
+      MaybeStartLiveRound();
+    }
+  }
+  ScheduleTick();
+}
+
+void Gateway::ScheduleTick() {
+  lws_sul_schedule(
+      context_, 0, &tick_.sul,
+      [](lws_sorted_usec_list_t *sul) { reinterpret_cast<TickTimer *>(sul)->gateway->Tick(); },
+      LWS_US_PER_SEC);
+}
+
+void Gateway::CloseWithError(Session *s, pb::Error::Code code, const std::string &text,
+                             bool retryable, uint16_t close_code, uint32_t retry_after_ms) {
+  if (s->closing) return;
+  Send(s, MakeError(code, text, retryable, retry_after_ms), /*enforce_limit=*/false);
+  s->closing = true;
+  s->close_code = close_code;
+  s->close_reason = text.substr(0, 120);  // a close reason must fit in 123 bytes
+  LogEvent(s, "closing", "code=" + std::to_string(close_code) + " reason=\"" + text + "\"");
+  // A peer that does not read must not keep us waiting for the close to drain.
+  lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, 5);
+  lws_callback_on_writable(s->wsi);
+}
+
+void Gateway::Send(Session *s, const pb::ServerMessage &m, bool enforce_limit) {
+  size_t ops = m.kind_case() == pb::ServerMessage::kBucketData ? m.bucket_data().ops_size() : 0;
+  SendBytes(s, std::make_shared<const std::string>(EncodeWithHeadroom(m, LWS_PRE)), ops,
+            enforce_limit);
+}
+
+void Gateway::SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit) {
+  if (s->closing) return;
+  size_t size = bytes->size() - LWS_PRE;
+  if (enforce_limit && s->send_queue_bytes + size > config_.send_queue_bytes) {
+    // Too far behind: drop what is queued, tell it why, and disconnect.
+    metrics_.slow_consumer_disconnects++;
+    s->send_queue.clear();
+    s->send_queue_bytes = 0;
+    CloseWithError(s, pb::Error::SLOW_CONSUMER,
+                   "client fell too far behind (send queue over " +
+                       std::to_string(config_.send_queue_bytes) + " bytes); reconnect and resume",
+                   true, kCloseSlowConsumer, 1000);
+    return;
+  }
+  metrics_.ops_sent += ops;
+  s->send_queue_bytes += size;
+  s->send_queue.push_back(std::move(bytes));
+  if (s->send_queue.size() == 1) lws_callback_on_writable(s->wsi);
+}
+
+int Gateway::OnWriteable(Session *s) {
+  if (!s->send_queue.empty()) {
+    Bytes bytes = std::move(s->send_queue.front());
+    s->send_queue.pop_front();
+    size_t size = bytes->size() - LWS_PRE;
+    s->send_queue_bytes -= size;
+    // lws writes the frame header into the LWS_PRE headroom; the buffer may be
+    // shared by several sessions, which is fine on this single thread.
+    auto *data = reinterpret_cast<unsigned char *>(const_cast<char *>(bytes->data())) + LWS_PRE;
+    if (lws_write(s->wsi, data, size, LWS_WRITE_BINARY) < static_cast<int>(size)) {
+      LogEvent(s, "write-failed");
+      return -1;
+    }
+    metrics_.messages_out++;
+    metrics_.bytes_out += size;
+    if (!s->send_queue.empty()) {
+      lws_callback_on_writable(s->wsi);
+    } else if (s->closing) {
+      lws_callback_on_writable(s->wsi);  // send the close frame next
+    }
+    MaybeResumeJob(s);
+    return 0;
+  }
+  if (s->closing) {
+    lws_close_reason(s->wsi, static_cast<lws_close_status>(s->close_code),
+                     reinterpret_cast<unsigned char *>(&s->close_reason[0]),
+                     s->close_reason.size());
+    return -1;
+  }
+  return 0;
+}
+
+void Gateway::OnClosed(Session *s) {
+  LogEvent(s, "closed", s->close_code ? "code=" + std::to_string(s->close_code) : "");
+  for (const auto &[bucket, state] : s->buckets) {
+    auto it = holders_.find(bucket);
+    if (it == holders_.end()) continue;
+    it->second.erase(s->id);
+    if (it->second.empty()) holders_.erase(it);
+  }
+  sessions_.erase(s->id);
+  delete s;
+}
+
+Session *Gateway::FindSession(uint64_t id) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->closing) return nullptr;
+  return it->second;
+}
+
+std::string Gateway::RenderMetrics() {
+  std::string out;
+  auto st = db_->stats();
+  RenderMetric("syncline_connections", "gauge", "Open websocket connections.",
+               static_cast<double>(sessions_.size()), &out);
+  RenderMetric("syncline_connections_total", "counter", "Websocket connections accepted.",
+               metrics_.connections_total, &out);
+  RenderMetric("syncline_connections_rejected_total", "counter",
+               "Connections refused over --max-connections.", metrics_.connections_rejected, &out);
+  RenderMetric("syncline_auth_failures_total", "counter", "Tokens refused.", metrics_.auth_failures,
+               &out);
+  RenderMetric("syncline_protocol_errors_total", "counter",
+               "Malformed, oversized, text or out-of-order client messages.",
+               metrics_.protocol_errors, &out);
+  RenderMetric("syncline_slow_consumer_disconnects_total", "counter",
+               "Clients dropped for falling too far behind.", metrics_.slow_consumer_disconnects,
+               &out);
+  RenderMetric("syncline_messages_in_total", "counter", "Client messages received.",
+               metrics_.messages_in, &out);
+  RenderMetric("syncline_bytes_in_total", "counter", "Websocket payload bytes received.",
+               metrics_.bytes_in, &out);
+  RenderMetric("syncline_messages_out_total", "counter", "Server messages written.",
+               metrics_.messages_out, &out);
+  RenderMetric("syncline_bytes_out_total", "counter", "Websocket payload bytes written.",
+               metrics_.bytes_out, &out);
+  RenderMetric("syncline_ops_sent_total", "counter", "Bucket ops queued to clients.",
+               metrics_.ops_sent, &out);
+  RenderMetric("syncline_syncs_started_total", "counter", "Sync runs started.",
+               metrics_.syncs_started, &out);
+  RenderMetric("syncline_syncs_completed_total", "counter", "Sync runs completed.",
+               metrics_.syncs_completed, &out);
+  RenderMetric("syncline_syncs_failed_total", "counter", "Sync runs that failed.",
+               metrics_.syncs_failed, &out);
+  RenderMetric("syncline_notifications_total", "counter", "NOTIFY syncline received.",
+               metrics_.notifications, &out);
+  RenderMetric("syncline_live_rounds_total", "counter", "Shared live fan-out rounds.",
+               metrics_.live_rounds, &out);
+  size_t queued_bytes = 0;
+  for (auto &[id, s] : sessions_) queued_bytes += s->send_queue_bytes;
+  RenderMetric("syncline_send_queue_bytes", "gauge", "Bytes queued to clients.",
+               static_cast<double>(queued_bytes), &out);
+  RenderMetric("syncline_db_pool_size", "gauge", "Configured pool connections.", st.pool_size,
+               &out);
+  RenderMetric("syncline_db_pool_connected", "gauge", "Pool connections up.", st.pool_connected,
+               &out);
+  RenderMetric("syncline_db_pool_busy", "gauge", "Pool connections running a query.", st.pool_busy,
+               &out);
+  RenderMetric("syncline_db_queue_length", "gauge", "Queries waiting for a connection.",
+               static_cast<double>(st.queued), &out);
+  RenderMetric("syncline_db_listener_connected", "gauge", "1 when LISTEN syncline is up.",
+               st.listener_connected ? 1 : 0, &out);
+  RenderMetric("syncline_db_queries_total", "counter", "Queries sent.",
+               static_cast<double>(st.queries), &out);
+  RenderMetric("syncline_db_query_errors_total", "counter", "Queries that failed.",
+               static_cast<double>(st.query_errors), &out);
+  RenderMetric("syncline_db_connects_total", "counter", "Successful database connects.",
+               static_cast<double>(st.reconnects), &out);
+  metrics_.checkpoint_seconds.Render("syncline_checkpoint_seconds",
+                                     "Latency of syncline.checkpoint() queries.", &out);
+  metrics_.live_round_seconds.Render("syncline_live_round_seconds",
+                                     "From NOTIFY to live data queued for every client.", &out);
+  return out;
+}
+
+}  // namespace syncline::gateway

@@ -1,0 +1,198 @@
+// The websocket server: sessions, their send queues, initial sync and the
+// shared live fan-out. Everything here runs on the libwebsockets loop thread.
+#pragma once
+
+#include <libwebsockets.h>
+
+#include <csignal>
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "gateway/config.hpp"
+#include "gateway/database.hpp"
+#include "gateway/framing.hpp"
+#include "gateway/jwt.hpp"
+#include "gateway/metrics.hpp"
+
+namespace syncline::gateway {
+
+// One bucket's state at a checkpoint.
+struct BucketState {
+  uint32_t checksum = 0;
+  uint64_t count = 0;
+  uint64_t last_op_id = 0;
+  bool operator==(const BucketState &o) const {
+    return checksum == o.checksum && count == o.count && last_op_id == o.last_op_id;
+  }
+  bool operator!=(const BucketState &o) const { return !(*this == o); }
+};
+using BucketMap = std::map<std::string, BucketState>;
+
+// Parses the JSON returned by syncline.checkpoint(); false with *error on bad shape.
+bool ParseCheckpointJson(const std::string &json, uint64_t *last_op_id, BucketMap *buckets,
+                         std::string *error);
+
+// "by_list[\"L1\"]" -> "by_list": the bucket definition an instance id comes from.
+std::string DefinitionOf(const std::string &bucket_id);
+
+using Bytes = std::shared_ptr<const std::string>;  // serialized message with LWS_PRE headroom
+
+// A sync run for one session: checkpoint, then pages of bucket data, then
+// CheckpointComplete. Used for the first sync and for per-session catch-up.
+struct SyncJob {
+  bool initial = true;  // answer to a SyncRequest (full Checkpoint) vs catch-up (diff)
+  uint64_t request_id = 0;
+  std::map<std::string, uint64_t> known;  // initial: bucket -> op id the client has
+  uint64_t upto = 0;
+  BucketMap target;
+  std::vector<std::pair<std::string, uint64_t>> todo;  // bucket, after
+  size_t index = 0;
+  bool query_in_flight = false;
+  bool waiting_for_drain = false;
+  bool quiet = false;       // catch-up found nothing new: send nothing
+  uint64_t notify_seq = 0;  // notifications seen when the job started
+  double started = 0;
+};
+
+struct Session {
+  uint64_t id = 0;
+  lws *wsi = nullptr;
+  std::string peer;
+  double connected_at = 0;
+  FrameAssembler rx{0};
+
+  // Authentication.
+  std::string header_token;
+  bool hello_done = false;
+  std::string client_id;
+  std::string subject;
+  std::string claims_json;
+  int64_t token_expires_at = 0;
+  bool expiring_sent = false;
+
+  // Sending.
+  std::deque<Bytes> send_queue;
+  size_t send_queue_bytes = 0;
+  bool closing = false;  // close after the queue drains
+  uint16_t close_code = 0;
+  std::string close_reason;
+
+  // Sync state: what the client holds once its last checkpoint completed.
+  bool live = false;      // completed a checkpoint and not in a job
+  uint64_t position = 0;  // op id the client is complete up to
+  BucketMap buckets;
+  std::unique_ptr<SyncJob> job;
+  bool needs_recheck = false;                // re-run checkpoint when idle
+  std::unique_ptr<SyncJob> pending_request;  // SyncRequest that arrived mid-job
+};
+
+// One stderr line per connection event.
+void LogEvent(const Session *s, const char *event, const std::string &detail = "");
+
+class Gateway {
+ public:
+  Gateway(Config config, std::unique_ptr<JwtVerifier> verifier);
+  ~Gateway();
+
+  // Creates the lws context and the database thread; false on failure.
+  bool Start();
+  // Serves until Shutdown() completes; returns the exit code.
+  int Run();
+  // Async-signal-safe: asks the loop to close clients and stop.
+  void RequestShutdown();
+
+  // libwebsockets entry point.
+  static int Callback(lws *wsi, lws_callback_reasons reason, void *user, void *in, size_t len);
+
+ private:
+  int OnCallback(lws *wsi, lws_callback_reasons reason, void *user, void *in, size_t len);
+  int OnHttp(lws *wsi, void *user, const char *uri);
+  int OnHttpWriteable(lws *wsi, void *user);
+
+  // Session lifecycle and messages (gateway.cpp).
+  Session *OnEstablished(lws *wsi);
+  int OnReceive(Session *s, const void *in, size_t len);
+  int OnWriteable(Session *s);
+  void OnClosed(Session *s);
+  void HandleMessage(Session *s, const syncline::v1::ClientMessage &m);
+  void HandleHello(Session *s, const syncline::v1::ClientMessage &m);
+  bool Authenticate(Session *s, const std::string &token, std::string *error);
+  void Tick();
+  void CloseWithError(Session *s, syncline::v1::Error::Code code, const std::string &text,
+                      bool retryable, uint16_t close_code, uint32_t retry_after_ms = 0);
+  // Queues a message; with enforce_limit, a full queue disconnects the client.
+  void Send(Session *s, const syncline::v1::ServerMessage &m, bool enforce_limit = true);
+  void SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit);
+  Session *FindSession(uint64_t id);
+  std::string RenderMetrics();
+
+  // Sync (sync.cpp).
+  void StartSync(Session *s, std::unique_ptr<SyncJob> job);
+  void OnCheckpoint(uint64_t session_id, QueryReply &reply);
+  void FetchNextPage(Session *s);
+  void OnPage(uint64_t session_id, QueryReply &reply);
+  void FinishJob(Session *s);
+  void FailJob(Session *s, const std::string &why, bool retryable);
+  void MaybeResumeJob(Session *s);  // after the send queue drained below the low mark
+  void SetBuckets(Session *s, BucketMap buckets);
+  void StartCatchUp(Session *s);
+
+  // Live fan-out (sync.cpp).
+  void OnNotify(const std::string &payload);
+  void OnListenerState(bool connected);
+  void MaybeStartLiveRound();
+  void OnChanges(QueryReply &reply);
+  void FetchLiveBucket(const std::string &bucket, uint64_t after);
+  void OnLivePage(const std::string &bucket, QueryReply &reply);
+  void FinishLiveRound();
+
+  Config config_;
+  std::unique_ptr<JwtVerifier> verifier_;
+  std::unique_ptr<Database> db_;
+  lws_context *context_ = nullptr;
+  struct TickTimer {
+    lws_sorted_usec_list_t sul;  // first member: the callback casts back
+    Gateway *gateway;
+  } tick_{};
+  void ScheduleTick();
+  volatile sig_atomic_t shutdown_requested_ = 0;
+  bool shutting_down_ = false;
+  double shutdown_deadline_ = 0;
+  bool stopped_ = false;
+
+  uint64_t next_session_id_ = 1;
+  std::unordered_map<uint64_t, Session *> sessions_;
+  std::unordered_map<std::string, std::set<uint64_t>> holders_;  // bucket -> live session ids
+  Metrics metrics_;
+
+  // Live fan-out state.
+  uint64_t live_position_ = 0;  // every live session at this position is up to date
+  bool live_position_known_ = false;
+  uint64_t notified_upto_ = 0;  // highest last_op_id announced by NOTIFY
+  std::set<std::string> pending_definitions_;
+  bool pending_rules_changed_ = false;
+  bool live_round_running_ = false;
+  bool live_retry_ = false;
+  bool listener_seen_ = false;  // the first LISTEN connect is not a reconnect
+  uint64_t notify_seq_ = 0;     // bumped per notification and per listener reconnect
+  struct LiveRound {
+    uint64_t from = 0, upto = 0;
+    double started = 0;
+    std::map<std::string, BucketState> changed;
+    std::map<std::string, std::vector<syncline::v1::OplogEntry>> ops;  // fetched, op id order
+    size_t fetches_outstanding = 0;
+    bool failed = false;
+    std::set<std::string> definitions;
+    bool rules_changed = false;
+  };
+  std::unique_ptr<LiveRound> round_;
+};
+
+}  // namespace syncline::gateway

@@ -1,0 +1,44 @@
+// Counters exported at GET /metrics in the Prometheus text format.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+namespace syncline::gateway {
+
+// A fixed-bucket latency histogram (seconds).
+class Histogram {
+ public:
+  static constexpr std::array<double, 12> kBounds = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                     0.1,   0.25,   0.5,   1,    2.5,   10};
+  void Observe(double seconds);
+  // Appends the _bucket/_sum/_count lines for `name`.
+  void Render(const std::string &name, const std::string &help, std::string *out) const;
+
+ private:
+  std::array<uint64_t, kBounds.size()> counts_{};
+  uint64_t count_ = 0;
+  double sum_ = 0;
+};
+
+struct Metrics {
+  uint64_t connections_total = 0;
+  uint64_t connections_rejected = 0;  // over --max-connections
+  uint64_t auth_failures = 0;
+  uint64_t protocol_errors = 0;  // malformed, text, too big, before Hello
+  uint64_t slow_consumer_disconnects = 0;
+  uint64_t messages_in = 0, bytes_in = 0;
+  uint64_t messages_out = 0, bytes_out = 0;
+  uint64_t ops_sent = 0;
+  uint64_t syncs_started = 0, syncs_completed = 0, syncs_failed = 0;
+  uint64_t notifications = 0, live_rounds = 0;
+  Histogram checkpoint_seconds;  // syncline.checkpoint() query latency
+  Histogram live_round_seconds;  // notification -> live data queued to every client
+};
+
+// Appends a counter or gauge line with HELP/TYPE.
+void RenderMetric(const std::string &name, const char *type, const std::string &help, double value,
+                  std::string *out);
+
+}  // namespace syncline::gateway

@@ -1,0 +1,512 @@
+// Initial sync / catch-up runs per session, and the live fan-out shared by all
+// sessions (one syncline.changes() query and one bucket_data() fetch per
+// changed bucket, whatever the number of clients holding it).
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "gateway/gateway.hpp"
+
+namespace syncline::gateway {
+namespace {
+
+namespace pb = syncline::v1;
+
+constexpr size_t kOpsPerMessage = 1000;
+constexpr size_t kBytesPerMessage = 256 * 1024;
+constexpr uint32_t kRetryAfterMs = 1000;
+
+const char kBucketDataSql[] =
+    "SELECT op_id, op, object_type, object_id, data, checksum "
+    "FROM syncline.bucket_data($1, $2::bigint, $3::bigint, $4::int)";
+
+double Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+uint64_t ToU64(const char *text) { return std::strtoull(text, nullptr, 10); }
+
+pb::OplogEntry::Op ParseOp(const char *text) {
+  if (strcmp(text, "PUT") == 0) return pb::OplogEntry::PUT;
+  if (strcmp(text, "REMOVE") == 0) return pb::OplogEntry::REMOVE;
+  if (strcmp(text, "MOVE") == 0) return pb::OplogEntry::MOVE;
+  if (strcmp(text, "CLEAR") == 0) return pb::OplogEntry::CLEAR;
+  return pb::OplogEntry::OP_UNSPECIFIED;
+}
+
+// Reads bucket_data() rows into entries.
+void ReadOps(PGresult *r, std::vector<pb::OplogEntry> *out) {
+  int rows = PQntuples(r);
+  out->reserve(out->size() + rows);
+  for (int i = 0; i < rows; i++) {
+    pb::OplogEntry e;
+    e.set_op_id(ToU64(PQgetvalue(r, i, 0)));
+    e.set_op(ParseOp(PQgetvalue(r, i, 1)));
+    if (!PQgetisnull(r, i, 2)) e.set_object_type(PQgetvalue(r, i, 2), PQgetlength(r, i, 2));
+    if (!PQgetisnull(r, i, 3)) e.set_object_id(PQgetvalue(r, i, 3), PQgetlength(r, i, 3));
+    if (!PQgetisnull(r, i, 4)) e.set_data(PQgetvalue(r, i, 4), PQgetlength(r, i, 4));
+    e.set_checksum(static_cast<uint32_t>(ToU64(PQgetvalue(r, i, 5))));
+    out->push_back(std::move(e));
+  }
+}
+
+// Splits ops [begin, end) into BucketData messages; the last one has
+// has_more = more_after. Always yields at least one message.
+std::vector<pb::ServerMessage> MakeBucketData(const std::string &bucket, uint64_t request_id,
+                                              std::vector<pb::OplogEntry>::const_iterator begin,
+                                              std::vector<pb::OplogEntry>::const_iterator end,
+                                              bool more_after) {
+  std::vector<pb::ServerMessage> out;
+  auto it = begin;
+  do {
+    pb::ServerMessage m;
+    m.set_request_id(request_id);
+    auto *bd = m.mutable_bucket_data();
+    bd->set_bucket(bucket);
+    size_t bytes = 0;
+    while (it != end && static_cast<size_t>(bd->ops_size()) < kOpsPerMessage &&
+           bytes < kBytesPerMessage) {
+      bytes += it->data().size() + it->object_id().size() + it->object_type().size() + 24;
+      *bd->add_ops() = *it++;
+    }
+    bd->set_has_more(it != end || more_after);
+    out.push_back(std::move(m));
+  } while (it != end);
+  return out;
+}
+
+void FillChecksum(pb::BucketChecksum *out, const std::string &bucket, const BucketState &st) {
+  out->set_bucket(bucket);
+  out->set_checksum(st.checksum);
+  out->set_count(st.count);
+}
+
+}  // namespace
+
+bool ParseCheckpointJson(const std::string &text, uint64_t *last_op_id, BucketMap *buckets,
+                         std::string *error) {
+  try {
+    auto j = nlohmann::json::parse(text);
+    *last_op_id = j.at("last_op_id").get<uint64_t>();
+    buckets->clear();
+    for (const auto &b : j.at("buckets")) {
+      BucketState st;
+      st.checksum = static_cast<uint32_t>(b.at("checksum").get<uint64_t>());
+      st.count = b.at("count").get<uint64_t>();
+      st.last_op_id = b.contains("last_op_id") && !b["last_op_id"].is_null()
+                          ? b["last_op_id"].get<uint64_t>()
+                          : *last_op_id;
+      (*buckets)[b.at("bucket").get<std::string>()] = st;
+    }
+    return true;
+  } catch (const std::exception &e) {
+    *error = std::string("syncline.checkpoint() returned unexpected JSON: ") + e.what();
+    return false;
+  }
+}
+
+std::string DefinitionOf(const std::string &bucket_id) {
+  return bucket_id.substr(0, bucket_id.find('['));
+}
+
+// ---------------------------------------------------------------- per-session sync
+
+void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
+  metrics_.syncs_started++;
+  job->started = Now();
+  job->notify_seq = notify_seq_;
+  s->live = false;
+  s->job = std::move(job);
+  uint64_t id = s->id;
+  db_->Query("SELECT syncline.checkpoint($1::jsonb)", {s->claims_json},
+             [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
+}
+
+void Gateway::StartCatchUp(Session *s) {
+  if (s->closing || !s->hello_done) return;
+  if (s->job) {
+    s->needs_recheck = true;  // picked up when the running job ends
+    return;
+  }
+  if (!s->live) return;  // never synced: nothing to catch up
+  s->needs_recheck = false;
+  auto job = std::make_unique<SyncJob>();
+  job->initial = false;
+  StartSync(s, std::move(job));
+}
+
+void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
+  Session *s = FindSession(session_id);
+  if (s == nullptr || !s->job) return;
+  SyncJob *job = s->job.get();
+  if (!reply.ok()) {
+    FailJob(s, "syncline.checkpoint() failed: " + reply.error, reply.unavailable);
+    return;
+  }
+  metrics_.checkpoint_seconds.Observe(reply.seconds);
+  std::string error;
+  if (!reply.result || PQntuples(reply.result.get()) != 1 ||
+      !ParseCheckpointJson(PQgetvalue(reply.result.get(), 0, 0), &job->upto, &job->target,
+                           &error)) {
+    FailJob(s, error.empty() ? "syncline.checkpoint() returned no row" : error, false);
+    return;
+  }
+  if (job->initial) {
+    pb::ServerMessage m;
+    m.set_request_id(job->request_id);
+    auto *cp = m.mutable_checkpoint();
+    cp->set_last_op_id(job->upto);
+    for (const auto &[bucket, st] : job->target) {
+      FillChecksum(cp->add_buckets(), bucket, st);
+      auto known = job->known.find(bucket);
+      uint64_t after = known == job->known.end() ? 0 : known->second;
+      if (st.last_op_id > after) job->todo.emplace_back(bucket, after);
+    }
+    for (const auto &[bucket, after] : job->known)
+      if (job->target.count(bucket) == 0) cp->add_removed_buckets(bucket);
+    Send(s, m, /*enforce_limit=*/false);
+  } else {
+    pb::ServerMessage m;
+    auto *diff = m.mutable_checkpoint_diff();
+    diff->set_last_op_id(std::max(job->upto, s->position));
+    for (const auto &[bucket, st] : job->target) {
+      auto held = s->buckets.find(bucket);
+      if (held != s->buckets.end() && held->second == st) continue;
+      FillChecksum(diff->add_updated_buckets(), bucket, st);
+      uint64_t after = held == s->buckets.end() ? 0 : s->position;
+      if (st.last_op_id > after) job->todo.emplace_back(bucket, after);
+    }
+    for (const auto &[bucket, st] : s->buckets)
+      if (job->target.count(bucket) == 0) diff->add_removed_buckets(bucket);
+    if (diff->updated_buckets_size() == 0 && diff->removed_buckets_size() == 0) {
+      // Nothing changed for this client: no messages.
+      job->quiet = true;
+    } else {
+      Send(s, m, /*enforce_limit=*/false);
+    }
+  }
+  FetchNextPage(s);
+}
+
+void Gateway::FetchNextPage(Session *s) {
+  SyncJob *job = s->job.get();
+  if (job->query_in_flight) return;
+  if (job->index >= job->todo.size()) {
+    FinishJob(s);
+    return;
+  }
+  // Back-pressure: do not read more from the database for a client that has
+  // not taken what it was sent.
+  if (s->send_queue_bytes >= config_.send_queue_bytes / 2) {
+    job->waiting_for_drain = true;
+    return;
+  }
+  job->waiting_for_drain = false;
+  job->query_in_flight = true;
+  const auto &[bucket, after] = job->todo[job->index];
+  uint64_t id = s->id;
+  db_->Query(
+      kBucketDataSql,
+      {bucket, std::to_string(after), std::to_string(job->upto), std::to_string(config_.page_ops)},
+      [this, id](QueryReply &reply) { OnPage(id, reply); });
+}
+
+void Gateway::MaybeResumeJob(Session *s) {
+  if (s->job && s->job->waiting_for_drain && !s->closing &&
+      s->send_queue_bytes < config_.send_queue_bytes / 2)
+    FetchNextPage(s);
+}
+
+void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
+  Session *s = FindSession(session_id);
+  if (s == nullptr || !s->job) return;
+  SyncJob *job = s->job.get();
+  job->query_in_flight = false;
+  if (!reply.ok()) {
+    FailJob(s, "syncline.bucket_data() failed: " + reply.error, reply.unavailable);
+    return;
+  }
+  auto &[bucket, after] = job->todo[job->index];
+  std::vector<pb::OplogEntry> ops;
+  ReadOps(reply.result.get(), &ops);
+  bool full_page = ops.size() >= static_cast<size_t>(config_.page_ops);
+  for (auto &m : MakeBucketData(bucket, job->request_id, ops.begin(), ops.end(), full_page))
+    Send(s, m, /*enforce_limit=*/false);
+  if (full_page) {
+    after = ops.back().op_id();
+  } else {
+    job->index++;
+  }
+  FetchNextPage(s);
+}
+
+void Gateway::FinishJob(Session *s) {
+  std::unique_ptr<SyncJob> job = std::move(s->job);
+  if (!job->quiet) {
+    pb::ServerMessage m;
+    m.set_request_id(job->request_id);
+    m.mutable_checkpoint_complete()->set_last_op_id(std::max(job->upto, s->position));
+    Send(s, m, /*enforce_limit=*/false);
+  }
+  if (job->initial)
+    s->position = job->upto;
+  else
+    s->position = std::max(job->upto, s->position);
+  SetBuckets(s, std::move(job->target));
+  s->live = true;
+  metrics_.syncs_completed++;
+  if (job->initial)
+    LogEvent(s, "synced",
+             "last_op_id=" + std::to_string(s->position) +
+                 " buckets=" + std::to_string(s->buckets.size()) +
+                 " seconds=" + std::to_string(Now() - job->started));
+  if (s->pending_request) {
+    StartSync(s, std::move(s->pending_request));
+  } else if (s->needs_recheck || job->notify_seq != notify_seq_ ||
+             (live_position_known_ && s->position < live_position_)) {
+    // Changes were announced while this job ran: catch up from its end.
+    s->needs_recheck = false;
+    auto next = std::make_unique<SyncJob>();
+    next->initial = false;
+    StartSync(s, std::move(next));
+  }
+}
+
+void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
+  std::unique_ptr<SyncJob> job = std::move(s->job);
+  metrics_.syncs_failed++;
+  LogEvent(s, "sync-failed", why);
+  if (job->initial) {
+    // The client asked: tell it, it retries its SyncRequest.
+    Send(s,
+         MakeError(retryable ? pb::Error::DATABASE_UNAVAILABLE : pb::Error::SYNC_FAILED, why, true,
+                   kRetryAfterMs, job->request_id),
+         /*enforce_limit=*/false);
+    if (s->pending_request) StartSync(s, std::move(s->pending_request));
+  } else {
+    // A catch-up: the client still holds its last checkpoint; retry later.
+    s->live = true;
+    s->needs_recheck = true;
+  }
+}
+
+void Gateway::SetBuckets(Session *s, BucketMap buckets) {
+  for (const auto &[bucket, st] : s->buckets) {
+    if (buckets.count(bucket)) continue;
+    auto it = holders_.find(bucket);
+    if (it == holders_.end()) continue;
+    it->second.erase(s->id);
+    if (it->second.empty()) holders_.erase(it);
+  }
+  for (const auto &[bucket, st] : buckets) holders_[bucket].insert(s->id);
+  s->buckets = std::move(buckets);
+}
+
+// ---------------------------------------------------------------- live fan-out
+
+void Gateway::OnNotify(const std::string &payload) {
+  metrics_.notifications++;
+  notify_seq_++;
+  try {
+    auto j = nlohmann::json::parse(payload);
+    uint64_t last = j.value("last_op_id", static_cast<uint64_t>(0));
+    notified_upto_ = std::max(notified_upto_, last);
+    if (j.contains("definitions") && j["definitions"].is_array())
+      for (const auto &d : j["definitions"])
+        if (d.is_string()) pending_definitions_.insert(d.get<std::string>());
+    if (j.value("rules_changed", false)) pending_rules_changed_ = true;
+  } catch (const std::exception &e) {
+    fprintf(stderr, "syncline-gateway: unreadable NOTIFY payload (%s); rechecking everyone\n",
+            e.what());
+    pending_rules_changed_ = true;
+  }
+  MaybeStartLiveRound();
+}
+
+void Gateway::OnListenerState(bool connected) {
+  if (!connected) {
+    fprintf(stderr, "syncline-gateway: LISTEN connection down; live updates paused\n");
+    return;
+  }
+  if (!listener_seen_) {
+    listener_seen_ = true;
+    return;
+  }
+  // Notifications sent while we were not listening are lost: resync everyone.
+  fprintf(stderr, "syncline-gateway: LISTEN connection back; resyncing %zu connections\n",
+          sessions_.size());
+  live_position_known_ = false;
+  notify_seq_++;
+  for (auto &[id, s] : sessions_) StartCatchUp(s);
+}
+
+void Gateway::MaybeStartLiveRound() {
+  if (live_round_running_) return;
+  bool any_live = false;
+  uint64_t min_position = UINT64_MAX;
+  for (auto &[id, s] : sessions_) {
+    if (!s->live || s->job || s->closing) continue;
+    any_live = true;
+    min_position = std::min(min_position, s->position);
+  }
+  if (!live_position_known_) {
+    live_position_ = any_live ? min_position : notified_upto_;
+    live_position_known_ = true;
+  }
+  if (!any_live) {
+    // Nobody to push to; jobs that are running catch up at their end.
+    live_position_ = std::max(live_position_, notified_upto_);
+    pending_definitions_.clear();
+    pending_rules_changed_ = false;
+    return;
+  }
+  bool recheck = !pending_definitions_.empty() || pending_rules_changed_;
+  if (notified_upto_ <= live_position_ && !recheck) return;
+  round_ = std::make_unique<LiveRound>();
+  round_->from = live_position_;
+  round_->upto = std::max(live_position_, notified_upto_);
+  round_->started = Now();
+  round_->definitions.swap(pending_definitions_);
+  round_->rules_changed = pending_rules_changed_;
+  pending_rules_changed_ = false;
+  live_round_running_ = true;
+  if (notified_upto_ <= live_position_) {
+    FinishLiveRound();
+    return;
+  }
+  db_->Query("SELECT bucket, checksum, count, last_op_id FROM syncline.changes($1::bigint)",
+             {std::to_string(round_->from)}, [this](QueryReply &reply) { OnChanges(reply); });
+}
+
+void Gateway::OnChanges(QueryReply &reply) {
+  if (!reply.ok()) {
+    fprintf(stderr, "syncline-gateway: syncline.changes() failed: %s\n", reply.error.c_str());
+    round_->failed = true;
+    FinishLiveRound();
+    return;
+  }
+  PGresult *r = reply.result.get();
+  for (int i = 0; i < PQntuples(r); i++) {
+    BucketState st;
+    st.checksum = static_cast<uint32_t>(ToU64(PQgetvalue(r, i, 1)));
+    st.count = ToU64(PQgetvalue(r, i, 2));
+    st.last_op_id = ToU64(PQgetvalue(r, i, 3));
+    round_->upto = std::max(round_->upto, st.last_op_id);
+    round_->changed[PQgetvalue(r, i, 0)] = st;
+  }
+  for (const auto &[bucket, st] : round_->changed) {
+    if (holders_.count(bucket) == 0) continue;  // nobody connected holds it
+    round_->fetches_outstanding++;
+    FetchLiveBucket(bucket, round_->from);
+  }
+  if (round_->fetches_outstanding == 0) FinishLiveRound();
+}
+
+void Gateway::FetchLiveBucket(const std::string &bucket, uint64_t after) {
+  db_->Query(kBucketDataSql,
+             {bucket, std::to_string(after), std::to_string(round_->upto),
+              std::to_string(config_.page_ops)},
+             [this, bucket](QueryReply &reply) { OnLivePage(bucket, reply); });
+}
+
+void Gateway::OnLivePage(const std::string &bucket, QueryReply &reply) {
+  if (!reply.ok()) {
+    fprintf(stderr, "syncline-gateway: live bucket_data(%s) failed: %s\n", bucket.c_str(),
+            reply.error.c_str());
+    round_->failed = true;
+  } else {
+    auto &ops = round_->ops[bucket];
+    size_t before = ops.size();
+    ReadOps(reply.result.get(), &ops);
+    if (ops.size() - before >= static_cast<size_t>(config_.page_ops)) {
+      FetchLiveBucket(bucket, ops.back().op_id());
+      return;
+    }
+  }
+  if (--round_->fetches_outstanding == 0) FinishLiveRound();
+}
+
+void Gateway::FinishLiveRound() {
+  std::unique_ptr<LiveRound> round = std::move(round_);
+  live_round_running_ = false;
+  metrics_.live_rounds++;
+  if (round->failed) {
+    // Put the work back and let each client catch up on its own once the
+    // database answers again.
+    live_position_known_ = false;
+    live_retry_ = true;
+    for (auto &[id, s] : sessions_)
+      if (s->live && !s->job) s->needs_recheck = true;
+    return;
+  }
+  // Serialize each changed bucket's ops once for all clients at round->from.
+  std::map<std::string, std::vector<Bytes>> shared;
+  std::map<std::string, size_t> shared_ops;
+  for (const auto &[bucket, ops] : round->ops) {
+    auto &list = shared[bucket];
+    for (const auto &m : MakeBucketData(bucket, 0, ops.begin(), ops.end(), false))
+      list.push_back(std::make_shared<const std::string>(EncodeWithHeadroom(m, LWS_PRE)));
+    shared_ops[bucket] = ops.size();
+  }
+  // Which live sessions hold which changed buckets.
+  std::unordered_map<uint64_t, std::vector<const std::string *>> per_session;
+  for (const auto &[bucket, st] : round->changed) {
+    auto it = holders_.find(bucket);
+    if (it == holders_.end()) continue;
+    for (uint64_t id : it->second) per_session[id].push_back(&bucket);
+  }
+  bool recheck_all = round->rules_changed || !round->definitions.empty();
+  std::vector<Session *> list;
+  list.reserve(sessions_.size());
+  for (auto &[id, s] : sessions_) list.push_back(s);
+  for (Session *s : list) {
+    if (!s->live || s->job || s->closing) continue;
+    uint64_t q = s->position;
+    if (q < round->from) {
+      StartCatchUp(s);
+      continue;
+    }
+    auto mine = per_session.find(s->id);
+    if (q >= round->upto || mine == per_session.end()) {
+      s->position = std::max(q, round->upto);
+      if (recheck_all) StartCatchUp(s);
+      continue;
+    }
+    pb::ServerMessage diff_msg;
+    auto *diff = diff_msg.mutable_checkpoint_diff();
+    diff->set_last_op_id(round->upto);
+    for (const std::string *bucket : mine->second)
+      FillChecksum(diff->add_updated_buckets(), *bucket, round->changed[*bucket]);
+    Send(s, diff_msg);
+    for (const std::string *bucket : mine->second) {
+      if (s->closing) break;
+      const auto &ops = round->ops[*bucket];
+      if (q == round->from) {
+        for (const auto &bytes : shared[*bucket]) SendBytes(s, bytes, 0, /*enforce_limit=*/true);
+        metrics_.ops_sent += shared_ops[*bucket];
+      } else {
+        // This client is already past round->from: only the newer ops.
+        auto first =
+            std::upper_bound(ops.begin(), ops.end(), q,
+                             [](uint64_t v, const pb::OplogEntry &e) { return v < e.op_id(); });
+        for (const auto &m : MakeBucketData(*bucket, 0, first, ops.end(), false)) Send(s, m);
+      }
+      s->buckets[*bucket] = round->changed[*bucket];
+    }
+    pb::ServerMessage done;
+    done.mutable_checkpoint_complete()->set_last_op_id(round->upto);
+    Send(s, done);
+    s->position = round->upto;
+    if (recheck_all) StartCatchUp(s);
+  }
+  live_position_ = std::max(live_position_, round->upto);
+  metrics_.live_round_seconds.Observe(Now() - round->started);
+  MaybeStartLiveRound();
+}
+
+}  // namespace syncline::gateway
