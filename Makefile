@@ -1,0 +1,70 @@
+# Syncline top-level build.
+#   make            build the extension (syncline.so) and the gateway
+#   make install    install the extension into the PostgreSQL found by pg_config
+#   make test       install missing packages, build everything, run every test
+#   make run        throwaway Postgres + example app + gateway (or SYNCLINE_DATABASE_URL)
+#   make bench      run the benchmarks in bench/
+PG_CONFIG ?= $(shell command -v pg_config 2>/dev/null || echo /usr/lib/postgresql/15/bin/pg_config)
+
+EXTENSION = syncline
+MODULE_big = syncline
+EXT_SRCS := $(sort $(wildcard extension/*.cpp))
+OBJS = $(EXT_SRCS:.cpp=.o)
+DATA = $(sort $(wildcard extension/syncline--*.sql))
+SHLIB_LINK += -lstdc++ -lcrypto
+PG_CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter -Wno-missing-field-initializers \
+  -Wno-cast-function-type -fno-omit-frame-pointer
+EXTRA_CLEAN = build
+
+override with_llvm = no
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+ifeq ($(PGXS),)
+# Build tools are not there yet: the only useful targets install them.
+all test run bench install:
+	@bash scripts/install-deps.sh
+	@$(MAKE) $@
+else
+include $(PGXS)
+endif
+
+.PHONY: deps gateway units regress test run bench format
+
+deps:
+	@bash scripts/install-deps.sh
+
+all: gateway units
+
+gateway:
+	@if [ -f gateway/gateway.mk ]; then $(MAKE) --no-print-directory -f gateway/gateway.mk all; fi
+
+# GoogleTest binary for the parts of the extension that include no Postgres header.
+UNIT_SRCS := $(sort $(wildcard tests/unit/ext_*_test.cpp))
+PURE_SRCS := extension/json_text.cpp extension/checksum.cpp
+build/unit/extension_tests: $(UNIT_SRCS) $(PURE_SRCS) $(wildcard extension/*.hpp)
+	@mkdir -p build/unit
+	$(CXX) -std=c++17 -Wall -Wextra -g -O1 -fsanitize=address,undefined -Iextension \
+	  $(UNIT_SRCS) $(PURE_SRCS) -lgtest_main -lgtest -lcrypto -lpthread -o $@
+
+build/tests/concurrency: tests/concurrency/concurrency_test.cpp
+	@mkdir -p build/tests
+	$(CXX) -std=c++17 -Wall -Wextra -g -O2 -I$(shell $(PG_CONFIG) --includedir) $< -lpq -lpthread -o $@
+
+units: build/unit/extension_tests build/tests/concurrency
+
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@bash scripts/run-tests.sh
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@bash scripts/run.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory install >/dev/null
+	@bash bench/run.sh
+
+format:
+	clang-format -i $(wildcard extension/*.cpp extension/*.hpp gateway/*.cpp gateway/*.hpp client/*.cpp client/*.hpp tests/*/*.cpp bench/*.cpp)

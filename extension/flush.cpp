@@ -1,0 +1,224 @@
+#include "flush.hpp"
+
+extern "C" {
+#include "access/heapam.h"
+#include "access/relscan.h"
+#include "access/tableam.h"
+#include "commands/async.h"
+#include "executor/tuptable.h"
+#include "storage/bufmgr.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+}
+
+#include <string>
+#include <vector>
+
+#include "json_text.hpp"
+#include "rule_cache.hpp"
+#include "staging.hpp"
+
+namespace syncline {
+namespace {
+
+// Publishes every staged op visible to this statement's snapshot: numbers
+// them after $1 in staging order (initial-copy ops first), appends them to
+// the op log, and folds them into the running bucket state. Ops of buckets
+// dropped meanwhile are discarded. Returns (ops, markers, changed
+// definitions, rules changed, write markers).
+const char *kFlushSql = R"sql(
+WITH moved AS (
+  DELETE FROM syncline_internal.pending RETURNING *),
+live AS (
+  SELECT m.* FROM moved m
+   WHERE m.op IN (1, 2)
+     AND EXISTS (SELECT 1 FROM syncline_internal.bucket_definitions d
+                  WHERE d.name = split_part(m.bucket, '[', 1))),
+numbered AS (
+  SELECT l.bucket, l.op, l.object_type, l.object_id, l.data, l.checksum,
+         $1 + row_number() OVER (ORDER BY l.seq) AS op_id
+    FROM live l),
+inserted AS (
+  INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
+  SELECT bucket, op_id, op, object_type, object_id, data, checksum FROM numbered),
+state AS (
+  INSERT INTO syncline_internal.bucket_state AS s (bucket, checksum, count, last_op_id)
+  SELECT bucket, sum(checksum) % 4294967296, count(*), max(op_id) FROM numbered GROUP BY bucket
+  ON CONFLICT (bucket) DO UPDATE
+    SET checksum = (s.checksum + excluded.checksum) % 4294967296,
+        count = s.count + excluded.count,
+        last_op_id = excluded.last_op_id)
+SELECT (SELECT count(*) FROM numbered),
+       (SELECT count(*) FROM moved WHERE op >= 10),
+       (SELECT coalesce(array_agg(DISTINCT p.bucket_name ORDER BY p.bucket_name), '{}')
+          FROM moved m JOIN syncline_internal.parameter_tables p
+            ON m.op = 10 AND p.table_oid = m.object_id::oid),
+       (SELECT count(*) > 0 FROM moved WHERE op = 12),
+       (SELECT coalesce(array_agg(m.object_id || ' ' || m.data), '{}') FROM moved m WHERE m.op = 11)
+)sql";
+
+int64 FetchInt64(int row, int column) {
+  bool isnull;
+  Datum value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, &isnull);
+  return isnull ? 0 : DatumGetInt64(value);
+}
+
+// Copies up to `max_blocks` blocks of one pending initial snapshot into
+// staging as initial-copy ops. Rows written since the bucket was declared
+// also have trigger ops; those sort after the copy in the same flush or come
+// in later flushes, so the newest state always wins.
+bool CopySnapshotChunk(int64 max_blocks, bool *more) {
+  *more = false;
+  int rc = SPI_execute(
+      "SELECT j.bucket_name, j.position, j.next_block, j.end_block, d.table_oid "
+      "  FROM syncline_internal.snapshot_jobs j "
+      "  JOIN syncline_internal.data_queries d USING (bucket_name, position) "
+      " ORDER BY j.bucket_name, j.position LIMIT 2",
+      false, 0);
+  if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline snapshot jobs failed: %d", rc);
+  if (SPI_processed == 0) return false;
+  bool isnull;
+  HeapTuple job = SPI_tuptable->vals[0];
+  TupleDesc desc = SPI_tuptable->tupdesc;
+  char *definition = TextDatumGetCString(SPI_getbinval(job, desc, 1, &isnull));
+  int32 position = DatumGetInt32(SPI_getbinval(job, desc, 2, &isnull));
+  int64 next_block = DatumGetInt64(SPI_getbinval(job, desc, 3, &isnull));
+  int64 end_block = DatumGetInt64(SPI_getbinval(job, desc, 4, &isnull));
+  Oid relid = DatumGetObjectId(SPI_getbinval(job, desc, 5, &isnull));
+  bool other_jobs = SPI_processed > 1;
+  int64 stop_block = std::min(end_block, next_block + max_blocks);
+
+  Relation rel = table_open(relid, AccessShareLock);
+  // A table truncated meanwhile may have fewer blocks than recorded.
+  int64 nblocks = RelationGetNumberOfBlocks(rel);
+  if (stop_block > nblocks) stop_block = nblocks;
+  if (next_block < stop_block) {
+    const TableRules &rules = GetTableRules(rel);
+    static std::vector<RowOp> ops;
+    ops.clear();
+    Snapshot snapshot = RegisterSnapshot(GetLatestSnapshot());
+    TableScanDesc scan = table_beginscan(rel, snapshot, 0, nullptr);
+    heap_setscanlimits(scan, static_cast<BlockNumber>(next_block),
+                       static_cast<BlockNumber>(stop_block - next_block));
+    TupleTableSlot *slot = table_slot_create(rel, nullptr);
+    while (table_scan_getnextslot(scan, ForwardScanDirection, slot)) {
+      ComputeRowOps(rules, nullptr, slot, ops, definition, position);
+      if (ops.size() >= 10000) {
+        StageOps(ops, true);
+        ops.clear();
+      }
+    }
+    ExecDropSingleTupleTableSlot(slot);
+    table_endscan(scan);
+    UnregisterSnapshot(snapshot);
+    StageOps(ops, true);
+    ops.clear();
+  }
+  table_close(rel, AccessShareLock);
+
+  Oid types[3] = {TEXTOID, INT4OID, INT8OID};
+  Datum args[3] = {CStringGetTextDatum(definition), Int32GetDatum(position),
+                   Int64GetDatum(stop_block)};
+  const char *sql = stop_block >= end_block || stop_block >= nblocks
+                        ? "DELETE FROM syncline_internal.snapshot_jobs "
+                          " WHERE bucket_name = $1 AND position = $2 AND $3 IS NOT NULL"
+                        : "UPDATE syncline_internal.snapshot_jobs SET next_block = $3 "
+                          " WHERE bucket_name = $1 AND position = $2";
+  rc = SPI_execute_with_args(sql, 3, types, args, nullptr, false, 0);
+  if (rc != SPI_OK_DELETE && rc != SPI_OK_UPDATE) elog(ERROR, "updating snapshot job failed");
+  *more = other_jobs || (stop_block < end_block && stop_block < nblocks);
+  return true;
+}
+
+}  // namespace
+
+FlushResult FlushStep(int64 copy_blocks) {
+  FlushResult result;
+  if (IsolationUsesXactSnapshot())
+    ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+                    errmsg("syncline.flush() must run in a READ COMMITTED transaction"),
+                    errhint("Under REPEATABLE READ or SERIALIZABLE its snapshot could predate "
+                            "the flush lock.")));
+  // The flush lock: held until this transaction is visible, so the next
+  // flush numbers its ops after ours and sees everything we published.
+  int rc = SPI_execute("SELECT last_op_id FROM syncline_internal.state FOR UPDATE", false, 0);
+  if (rc != SPI_OK_SELECT || SPI_processed != 1)
+    elog(ERROR, "syncline_internal.state must hold exactly one row");
+  int64 last_op_id = FetchInt64(0, 1);
+  int64 start_op_id = last_op_id;
+
+  bool copied = copy_blocks > 0 && CopySnapshotChunk(copy_blocks, &result.more_copy);
+  (void)copied;
+
+  Oid types[1] = {INT8OID};
+  Datum args[1] = {Int64GetDatum(last_op_id)};
+  rc = SPI_execute_with_args(kFlushSql, 1, types, args, nullptr, false, 0);
+  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
+  result.ops = FetchInt64(0, 1);
+  result.markers = FetchInt64(0, 2);
+  bool isnull;
+  Datum definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+  bool rules_changed =
+      DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+  Datum writes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
+  last_op_id += result.ops;
+
+  if (result.ops > 0) {
+    Datum update_args[1] = {Int64GetDatum(last_op_id)};
+    rc = SPI_execute_with_args("UPDATE syncline_internal.state SET last_op_id = $1", 1, types,
+                               update_args, nullptr, false, 0);
+    if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
+  }
+  ArrayType *write_array = DatumGetArrayTypeP(writes);
+  if (ArrayGetNItems(ARR_NDIM(write_array), ARR_DIMS(write_array)) > 0) {
+    Oid write_types[2] = {TEXTARRAYOID, INT8OID};
+    Datum write_args[2] = {writes, Int64GetDatum(last_op_id)};
+    rc = SPI_execute_with_args(
+        "UPDATE syncline_internal.client_batches b SET write_checkpoint = $2 "
+        "  FROM unnest($1::text[]) w "
+        " WHERE b.client_id = split_part(w, ' ', 1) AND b.seq = split_part(w, ' ', 2)::bigint",
+        2, write_types, write_args, nullptr, false, 0);
+    if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
+  }
+
+  if (result.ops > 0 || result.markers > 0) {
+    // {"last_op_id": N, "definitions": [...], "rules_changed": bool}
+    static std::string payload;
+    payload.assign("{\"last_op_id\":");
+    payload += std::to_string(last_op_id);
+    payload += ",\"definitions\":[";
+    ArrayType *array = DatumGetArrayTypeP(definitions);
+    Datum *names;
+    int count;
+    deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &names, nullptr, &count);
+    for (int i = 0; i < count; i++) {
+      if (i > 0) payload.push_back(',');
+      AppendJsonString(payload, TextDatumGetCString(names[i]));
+    }
+    payload += "],\"rules_changed\":";
+    payload += rules_changed ? "true" : "false";
+    payload += ",\"first_op_id\":";
+    payload += std::to_string(start_op_id + 1);
+    payload += "}";
+    Async_Notify("syncline", payload.c_str());
+  }
+  return result;
+}
+
+}  // namespace syncline
+
+SYNCLINE_FUNCTION(syncline_flush) {
+  int64 total = 0;
+  syncline::PgGuard([&] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    // Publish everything committed so far, including every initial copy.
+    for (;;) {
+      syncline::FlushResult step = syncline::FlushStep(1 << 30);
+      total += step.ops;
+      if (!step.more_copy) break;
+    }
+    SPI_finish();
+  });
+  PG_RETURN_INT64(total);
+}

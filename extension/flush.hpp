@@ -1,0 +1,29 @@
+// The flusher: gives committed staged ops their final op ids, one flush at a
+// time, so op ids increase in the order ops become visible.
+#pragma once
+
+#include "pg_compat.hpp"
+
+namespace syncline {
+
+struct FlushResult {
+  int64 ops = 0;           // ops made visible
+  int64 markers = 0;       // parameter/rules/write markers consumed
+  bool more_copy = false;  // an initial copy has blocks left
+};
+
+// One flush in the current transaction (READ COMMITTED): takes the flush
+// lock, publishes every committed staged op, copies up to `copy_blocks`
+// blocks of pending initial snapshots, and notifies listeners. Postgres
+// calls: use inside PgGuard, with SPI connected.
+FlushResult FlushStep(int64 copy_blocks);
+
+// Wakes the background worker (no-op when it is not running).
+void WakeFlusher();
+
+// Shared memory for the worker's latch (called from _PG_init when preloaded).
+void RequestFlusherSharedMemory();
+void RegisterFlusherWorker();
+extern char *worker_database;
+
+}  // namespace syncline

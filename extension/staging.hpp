@@ -1,0 +1,45 @@
+// Staged ops: rows appended to syncline_internal.pending by triggers (without
+// SPI, without permission checks on the internal table) and later given
+// their final op ids by the flusher.
+#pragma once
+
+#include "pg_compat.hpp"
+
+#include <string>
+#include <vector>
+
+namespace syncline {
+
+// Kinds of rows in syncline_internal.pending.
+enum StagedKind : int16 {
+  kStagedPut = 1,
+  kStagedRemove = 2,
+  kStagedParameterChange = 10,  // object_id: oid of a table read by parameter queries
+  kStagedWriteMarker = 11,      // object_id: client id, data: batch seq
+  kStagedRulesChanged = 12,
+};
+
+// One op a row change produces for one bucket instance.
+struct RowOp {
+  int16 kind = kStagedPut;
+  std::string bucket;
+  std::string object_type;
+  std::string object_id;
+  std::string data;  // PUT only
+  uint32_t checksum = 0;
+};
+
+// Appends `ops` to pending. `initial_copy` ops sort before every other op of
+// the flush that publishes them (see flush.cpp). Postgres calls: use in PgGuard.
+void StageOps(const std::vector<RowOp> &ops, bool initial_copy = false);
+
+// Appends one marker row (kind >= 10). Postgres calls: use in PgGuard.
+void StageMarker(int16 kind, const char *object_id, const char *data);
+
+// Oid of a relation in schema syncline_internal (cached; reset on invalidation).
+Oid InternalRelid(const char *name);
+
+// Asks the flusher to run when the current transaction commits.
+void WakeFlusherAtCommit();
+
+}  // namespace syncline

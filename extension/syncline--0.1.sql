@@ -1,0 +1,265 @@
+-- Syncline 0.1: sync rules, commit-ordered bucket op log, checkpoints.
+\echo Use "CREATE EXTENSION syncline" to load this file. \quit
+
+DO $roles$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'syncline_admin') THEN
+    CREATE ROLE syncline_admin NOLOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'syncline_gateway') THEN
+    CREATE ROLE syncline_gateway NOLOGIN;
+  END IF;
+END
+$roles$;
+
+CREATE SCHEMA syncline;
+CREATE SCHEMA syncline_internal;
+GRANT USAGE ON SCHEMA syncline TO PUBLIC;
+COMMENT ON SCHEMA syncline IS 'Syncline public API';
+COMMENT ON SCHEMA syncline_internal IS 'Syncline internals: rules catalog and op log (do not write directly)';
+
+-- Bucket definitions: one row per syncline.create_bucket().
+CREATE TABLE syncline_internal.bucket_definitions (
+  name text PRIMARY KEY,
+  parameter_query text,                 -- NULL: one global instance name[]
+  parameter_names text[] NOT NULL,
+  parameter_types regtype[] NOT NULL,
+  definer oid NOT NULL,                 -- parameter queries run as this role
+  search_path text,                     -- names in rules resolve as when declared
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Data queries: which rows of which table land in which bucket instance.
+CREATE TABLE syncline_internal.data_queries (
+  bucket_name text NOT NULL REFERENCES syncline_internal.bucket_definitions ON DELETE CASCADE,
+  position int NOT NULL,
+  table_oid oid NOT NULL,
+  object_type text NOT NULL,
+  query text NOT NULL,
+  PRIMARY KEY (bucket_name, position)
+);
+CREATE INDEX ON syncline_internal.data_queries (table_oid);
+
+-- Tables read by parameter queries: a change there may change who gets which bucket.
+CREATE TABLE syncline_internal.parameter_tables (
+  bucket_name text NOT NULL REFERENCES syncline_internal.bucket_definitions ON DELETE CASCADE,
+  table_oid oid NOT NULL,
+  PRIMARY KEY (bucket_name, table_oid)
+);
+
+-- Initial snapshot of rows that existed when a data query was declared,
+-- copied in block ranges by the flusher without blocking writers.
+CREATE TABLE syncline_internal.snapshot_jobs (
+  bucket_name text NOT NULL,
+  position int NOT NULL,
+  next_block bigint NOT NULL,
+  end_block bigint NOT NULL,
+  PRIMARY KEY (bucket_name, position),
+  FOREIGN KEY (bucket_name, position) REFERENCES syncline_internal.data_queries ON DELETE CASCADE
+);
+
+-- Ops written by row triggers, not yet given their final op id. `seq` orders
+-- ops of one row across transactions (taken under the row lock). op: 1 PUT,
+-- 2 REMOVE; 10 parameter-input change (object_id = table oid); 11 write marker.
+CREATE TABLE syncline_internal.pending (
+  seq bigint NOT NULL,
+  op smallint NOT NULL,
+  bucket text COLLATE "C",
+  object_type text,
+  object_id text,
+  data text,
+  checksum bigint
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
+CREATE SEQUENCE syncline_internal.pending_seq CACHE 1;
+
+-- The op log. op_id is assigned by the flusher, one flush at a time, so op ids
+-- increase in the order ops become visible.
+CREATE TABLE syncline_internal.ops (
+  bucket text COLLATE "C" NOT NULL,
+  op_id bigint NOT NULL,
+  op smallint NOT NULL,                 -- 1 PUT, 2 REMOVE, 3 MOVE, 4 CLEAR
+  object_type text,
+  object_id text,
+  data text,
+  checksum bigint NOT NULL,
+  PRIMARY KEY (bucket, op_id)
+);
+
+-- Running state of every bucket instance, so a checkpoint is O(buckets).
+CREATE TABLE syncline_internal.bucket_state (
+  bucket text COLLATE "C" PRIMARY KEY,
+  checksum bigint NOT NULL,
+  count bigint NOT NULL,
+  last_op_id bigint NOT NULL
+);
+CREATE INDEX ON syncline_internal.bucket_state (last_op_id);
+
+-- Client write batches already applied (write path): (client_id, seq) is
+-- applied once; write_checkpoint is the first op id that includes it.
+CREATE TABLE syncline_internal.client_batches (
+  client_id text NOT NULL,
+  seq bigint NOT NULL,
+  outcome jsonb NOT NULL,
+  write_checkpoint bigint,
+  applied_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (client_id, seq)
+);
+
+-- The flush lock and op id counter (a single row).
+CREATE TABLE syncline_internal.state (
+  singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+  last_op_id bigint NOT NULL DEFAULT 0
+);
+INSERT INTO syncline_internal.state DEFAULT VALUES;
+
+SELECT pg_catalog.pg_extension_config_dump('syncline_internal.bucket_definitions', '');
+SELECT pg_catalog.pg_extension_config_dump('syncline_internal.data_queries', '');
+SELECT pg_catalog.pg_extension_config_dump('syncline_internal.parameter_tables', '');
+
+REVOKE ALL ON ALL TABLES IN SCHEMA syncline_internal FROM PUBLIC;
+
+-- Claims of the current request ---------------------------------------------
+
+CREATE FUNCTION syncline.claims() RETURNS jsonb
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT NULLIF(pg_catalog.current_setting('syncline.claims', true), '')::jsonb $$;
+COMMENT ON FUNCTION syncline.claims() IS
+  'Verified token claims of the current sync or write request (NULL outside one)';
+
+CREATE FUNCTION syncline.user_id() RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT syncline.claims() OPERATOR(pg_catalog.->>) 'sub' $$;
+COMMENT ON FUNCTION syncline.user_id() IS 'The ''sub'' claim of the current request';
+
+-- Rules -----------------------------------------------------------------------
+
+-- No SET search_path here: rules resolve names with the caller's search_path,
+-- which is recorded with the bucket.
+CREATE FUNCTION syncline.create_bucket(name text, parameters text, data text[]) RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'syncline_create_bucket';
+COMMENT ON FUNCTION syncline.create_bucket(text, text, text[]) IS
+  'Declares a bucket: a parameter query (NULL for one global instance) naming the instances a user gets, and data queries mapping rows to instances';
+
+CREATE FUNCTION syncline.drop_bucket(name text) RETURNS void
+LANGUAGE c VOLATILE SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'syncline_drop_bucket';
+COMMENT ON FUNCTION syncline.drop_bucket(text) IS
+  'Removes a bucket definition, its ops, and triggers no other bucket needs';
+
+-- Op log ----------------------------------------------------------------------
+
+CREATE FUNCTION syncline_internal.row_trigger() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'syncline_row_trigger';
+CREATE FUNCTION syncline_internal.truncate_trigger() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'syncline_truncate_trigger';
+CREATE FUNCTION syncline_internal.parameter_trigger() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'syncline_parameter_trigger';
+
+CREATE FUNCTION syncline.flush() RETURNS bigint
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'syncline_flush';
+COMMENT ON FUNCTION syncline.flush() IS
+  'Gives committed staged ops their final op ids now (the background worker does this continuously); returns how many';
+
+CREATE FUNCTION syncline.checkpoint(claims jsonb) RETURNS jsonb
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'syncline_checkpoint';
+COMMENT ON FUNCTION syncline.checkpoint(jsonb) IS
+  'The bucket instances the claims give access to, with checksum and op count, and the last op id';
+
+CREATE FUNCTION syncline.bucket_data(bucket text, after bigint, upto bigint DEFAULT NULL,
+                                     max_ops int DEFAULT 1000)
+RETURNS TABLE (op_id bigint, op text, object_type text, object_id text, data text, checksum bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT o.op_id,
+         CASE o.op WHEN 1 THEN 'PUT' WHEN 2 THEN 'REMOVE' WHEN 3 THEN 'MOVE' ELSE 'CLEAR' END,
+         o.object_type, o.object_id, o.data, o.checksum
+    FROM syncline_internal.ops o
+   WHERE o.bucket = $1 AND o.op_id > $2 AND ($3 IS NULL OR o.op_id <= $3)
+   ORDER BY o.op_id
+   LIMIT $4
+$$;
+COMMENT ON FUNCTION syncline.bucket_data(text, bigint, bigint, int) IS
+  'Ops of one bucket instance with after < op_id <= upto, in op id order, at most max_ops';
+
+CREATE FUNCTION syncline.changes(after bigint)
+RETURNS TABLE (bucket text, checksum bigint, count bigint, last_op_id bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT s.bucket, s.checksum, s.count, s.last_op_id
+    FROM syncline_internal.bucket_state s
+   WHERE s.last_op_id > $1
+   ORDER BY s.bucket
+$$;
+COMMENT ON FUNCTION syncline.changes(bigint) IS
+  'Bucket instances with ops newer than the given op id, with their current checksum and count';
+
+CREATE FUNCTION syncline.compact() RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  moved bigint;
+  cleared bigint;
+BEGIN
+  -- The flush lock: no flush changes bucket_state while we do.
+  PERFORM 1 FROM syncline_internal.state FOR UPDATE;
+
+  -- A PUT or REMOVE followed by a later op on the same object carries nothing
+  -- a client needs: keep its place and checksum, drop its data.
+  WITH superseded AS (
+    SELECT bucket, op_id
+      FROM (SELECT o.bucket, o.op_id,
+                   row_number() OVER (PARTITION BY o.bucket, o.object_type, o.object_id
+                                      ORDER BY o.op_id DESC) AS newer
+              FROM syncline_internal.ops o
+             WHERE o.op IN (1, 2, 3)) x
+     WHERE x.newer > 1)
+  UPDATE syncline_internal.ops o SET op = 3, data = NULL
+    FROM superseded s
+   WHERE o.bucket = s.bucket AND o.op_id = s.op_id AND o.op <> 3;
+  GET DIAGNOSTICS moved = ROW_COUNT;
+
+  -- A bucket's leading run of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the
+  -- run's last op id that carries the run's checksum.
+  WITH first_put AS (
+    SELECT o.bucket, min(o.op_id) FILTER (WHERE o.op = 1) AS op_id
+      FROM syncline_internal.ops o GROUP BY o.bucket),
+  runs AS (
+    SELECT o.bucket, max(o.op_id) AS last_op, sum(o.checksum) % 4294967296 AS checksum,
+           count(*) AS n
+      FROM syncline_internal.ops o JOIN first_put f USING (bucket)
+     WHERE f.op_id IS NULL OR o.op_id < f.op_id
+     GROUP BY o.bucket
+    HAVING count(*) > 1 OR bool_or(o.op <> 4)),
+  removed AS (
+    DELETE FROM syncline_internal.ops o USING runs r
+     WHERE o.bucket = r.bucket AND o.op_id < r.last_op
+    RETURNING o.bucket),
+  cleared AS (
+    UPDATE syncline_internal.ops o
+       SET op = 4, object_type = NULL, object_id = NULL, data = NULL, checksum = r.checksum
+      FROM runs r
+     WHERE o.bucket = r.bucket AND o.op_id = r.last_op
+    RETURNING o.bucket)
+  UPDATE syncline_internal.bucket_state s SET count = s.count - r.n + 1
+    FROM runs r WHERE s.bucket = r.bucket;
+  GET DIAGNOSTICS cleared = ROW_COUNT;
+  RETURN moved + cleared;
+END
+$$;
+COMMENT ON FUNCTION syncline.compact() IS
+  'Turns superseded ops into MOVE and leading REMOVE/MOVE runs into one CLEAR; checksums are unchanged';
+
+REVOKE ALL ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb),
+  syncline.bucket_data(text, bigint, bigint, int), syncline.changes(bigint), syncline.compact()
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb),
+  syncline.bucket_data(text, bigint, bigint, int), syncline.changes(bigint)
+  TO syncline_gateway;
+GRANT EXECUTE ON FUNCTION syncline.compact() TO syncline_admin;
+REVOKE ALL ON FUNCTION syncline.create_bucket(text, text, text[]), syncline.drop_bucket(text)
+  FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION syncline.create_bucket(text, text, text[]), syncline.drop_bucket(text)
+  TO syncline_admin;

@@ -1,0 +1,136 @@
+// The background worker that flushes staged ops within milliseconds of each
+// commit (pg_cron-style: registered in _PG_init, SIGHUP reloads, SIGTERM
+// ends it, a WaitLatch loop with one transaction per flush).
+#include "flush.hpp"
+
+extern "C" {
+#include "catalog/namespace.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "tcop/tcopprot.h"
+#include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
+}
+
+namespace syncline {
+
+char *worker_database = nullptr;
+
+namespace {
+
+struct FlusherShared {
+  Latch *latch;
+};
+
+FlusherShared *shared = nullptr;
+shmem_request_hook_type previous_request_hook = nullptr;
+shmem_startup_hook_type previous_startup_hook = nullptr;
+
+void RequestShmem() {
+  if (previous_request_hook) previous_request_hook();
+  RequestAddinShmemSpace(MAXALIGN(sizeof(FlusherShared)));
+}
+
+void StartupShmem() {
+  if (previous_startup_hook) previous_startup_hook();
+  LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+  bool found;
+  shared = static_cast<FlusherShared *>(
+      ShmemInitStruct("syncline flusher", sizeof(FlusherShared), &found));
+  if (!found) shared->latch = nullptr;
+  LWLockRelease(AddinShmemInitLock);
+}
+
+void ForgetLatch(int, Datum) {
+  if (shared) shared->latch = nullptr;
+}
+
+bool ExtensionInstalled() {
+  Oid nsp = get_namespace_oid("syncline_internal", true);
+  return OidIsValid(nsp) && OidIsValid(get_relname_relid("state", nsp)) &&
+         OidIsValid(get_relname_relid("pending", nsp));
+}
+
+// One transaction: one flush. Returns true when there may be more to do.
+bool FlushOnce() {
+  bool more = false;
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  PushActiveSnapshot(GetTransactionSnapshot());
+  pgstat_report_activity(STATE_RUNNING, "syncline flush");
+  if (ExtensionInstalled()) {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    try {
+      FlushResult result = FlushStep(256);
+      more = result.ops > 0 || result.more_copy;
+    } catch (const Error &e) {
+      RaiseCaught(e.pg_error(), e.sqlstate(), e.message(), e.detail().c_str(), e.hint().c_str(),
+                  nullptr);
+    }
+    SPI_finish();
+  }
+  PopActiveSnapshot();
+  CommitTransactionCommand();
+  pgstat_report_activity(STATE_IDLE, nullptr);
+  return more;
+}
+
+}  // namespace
+
+void WakeFlusher() {
+  if (shared != nullptr) {
+    Latch *latch = shared->latch;
+    if (latch != nullptr) SetLatch(latch);
+  }
+}
+
+void RequestFlusherSharedMemory() {
+  previous_request_hook = shmem_request_hook;
+  shmem_request_hook = RequestShmem;
+  previous_startup_hook = shmem_startup_hook;
+  shmem_startup_hook = StartupShmem;
+}
+
+void RegisterFlusherWorker() {
+  BackgroundWorker worker;
+  memset(&worker, 0, sizeof worker);
+  worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+  worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+  worker.bgw_restart_time = 2;
+  snprintf(worker.bgw_library_name, BGW_MAXLEN, "syncline");
+  snprintf(worker.bgw_function_name, BGW_MAXLEN, "syncline_worker_main");
+  snprintf(worker.bgw_name, BGW_MAXLEN, "syncline flusher");
+  snprintf(worker.bgw_type, BGW_MAXLEN, "syncline flusher");
+  RegisterBackgroundWorker(&worker);
+}
+
+}  // namespace syncline
+
+extern "C" PGDLLEXPORT void syncline_worker_main(Datum);
+
+void syncline_worker_main(Datum) {
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, die);
+  BackgroundWorkerUnblockSignals();
+  BackgroundWorkerInitializeConnection(syncline::worker_database, nullptr, 0);
+  syncline::shared->latch = &MyProc->procLatch;
+  before_shmem_exit(syncline::ForgetLatch, 0);
+  elog(LOG, "syncline flusher started for database \"%s\"", syncline::worker_database);
+  for (;;) {
+    while (syncline::FlushOnce()) CHECK_FOR_INTERRUPTS();
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending) {
+      ConfigReloadPending = false;
+      ProcessConfigFile(PGC_SIGHUP);
+    }
+  }
+}
