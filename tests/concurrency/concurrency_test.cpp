@@ -257,8 +257,9 @@ class Checks {
     std::lock_guard<std::mutex> g(mu_);
     if (!failures_.count(name)) order_.push_back(name);
     long n = ++failures_[name];
-    if (n <= 8) fprintf(stderr, "FAIL [%s] %s\n", name.c_str(), message.c_str());
-    if (n == 9) fprintf(stderr, "FAIL [%s] (further failures of this check not shown)\n", name.c_str());
+    if (n <= 8) printf("FAIL [%s] %s\n", name.c_str(), message.c_str());
+    if (n == 9) printf("FAIL [%s] (further failures of this check not shown)\n", name.c_str());
+    fflush(stdout);
   }
   int Report() {
     std::lock_guard<std::mutex> g(mu_);
@@ -809,10 +810,11 @@ void CompareFinal(Conn &c) {
     if (!expected.count(bucket))
       g_checks.Fail(kFinalEqual, "replica holds unexpected bucket " + bucket + " (" + std::to_string(r.objects.size()) + " objects)");
 
-  // The idle transaction's rows must have arrived.
+  // The idle transaction's item must have arrived (writers never touch its id;
+  // its tag may be gone again through a later TRUNCATE).
   const std::string idle = std::to_string(kIdleItemId);
-  if (!g_reader.buckets["by_owner[\"a\"]"].objects.count(idle) || !g_reader.buckets["all_tags[]"].objects.count(idle))
-    g_checks.Fail(kIdleRowSynced, "rows written by the idle-in-transaction connection are not in the replica");
+  if (!g_reader.buckets["by_owner[\"a\"]"].objects.count(idle))
+    g_checks.Fail(kIdleRowSynced, "the item written by the idle-in-transaction connection is not in the replica");
 }
 
 // During the idle-in-transaction period, completed checkpoints must advance.
