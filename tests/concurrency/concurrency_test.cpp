@@ -290,6 +290,7 @@ const char *kOrder = "op order within bucket";
 const char *kNoLateOps = "no op below checkpoint";
 const char *kLateScan = "late-op scan";
 const char *kChecksums = "checksums at checkpoint";
+const char *kFreshChecksums = "checksums from scratch";
 const char *kCheckpointMonotonic = "checkpoint monotonic";
 const char *kIdleNotBlocking = "idle txn does not block";
 const char *kIdleRowSynced = "idle txn row synced";
@@ -608,6 +609,8 @@ struct Reader {
   int64_t completed = 0;  // last_op_id of the last checkpoint fully applied
   std::vector<std::pair<double, int64_t>> history;  // (time, completed checkpoint)
   long rounds = 0, ops_received = 0;
+  std::map<std::string, long> received_by_kind;  // PUT, REMOVE, MOVE, CLEAR
+  const char *checksum_check = kChecksums;
   std::mt19937_64 rng{g_opt.seed * 77 + 1};
 
   // One round: checkpoint, page every bucket up to it, verify checksums.
@@ -657,7 +660,7 @@ struct Reader {
         buckets[id] = BucketReplica();
         continue;
       }
-      g_checks.Fail(kChecksums, "bucket " + id + " at checkpoint " + std::to_string(n) +
+      g_checks.Fail(checksum_check, "bucket " + id + " at checkpoint " + std::to_string(n) +
                                     ": replica checksum " + std::to_string(r.checksum) +
                                     " != checkpoint checksum " + std::to_string(want));
     }
@@ -699,6 +702,7 @@ struct Reader {
         r.last_received = std::max(r.last_received, op_id);
         r.received_ids.insert(op_id);
         ops_received++;
+        received_by_kind[op]++;
         if (op == "PUT") {
           if (!has_data) g_checks.Fail(kOrder, "PUT without data in " + bucket);
           r.objects[oid] = data;
@@ -744,12 +748,25 @@ struct Reader {
 };
 
 Reader g_reader;
+std::map<std::string, long> g_fresh_kinds;  // ops a from-scratch client received, by kind
+long g_fresh_clients = 0;
 
 void ReaderThread() {
   try {
     Conn c(g_db);
+    auto last_fresh = Clock::now();
     while (!g_stop_background.load()) {
       g_reader.Round(c, g_reader.rounds % 10 == 9);
+      // Now and then a client that starts from scratch: it reads what compaction
+      // left (MOVE, CLEAR) and must still match the checkpoint's checksums.
+      if (std::chrono::duration<double>(Clock::now() - last_fresh).count() > 1.0) {
+        Reader fresh;
+        fresh.checksum_check = kFreshChecksums;
+        fresh.Round(c, false);
+        for (const auto &[kind, n] : fresh.received_by_kind) g_fresh_kinds[kind] += n;
+        g_fresh_clients++;
+        last_fresh = Clock::now();
+      }
       SleepMs(double(g_reader.rng() % 20));
     }
   } catch (const std::exception &e) {
@@ -918,7 +935,7 @@ int main(int argc, char **argv) {
   printf("concurrency test: seed %" PRIu64 ", %d writers, %.1f s, database %s\n", g_opt.seed,
          g_opt.writers, g_opt.seconds, g_db.c_str());
   fflush(stdout);
-  for (const char *name : {kSetup, kOrder, kNoLateOps, kLateScan, kChecksums, kCheckpointMonotonic,
+  for (const char *name : {kSetup, kOrder, kNoLateOps, kLateScan, kChecksums, kFreshChecksums, kCheckpointMonotonic,
                            kIdleNotBlocking, kIdleRowSynced, kUnexpectedErrors, kFinalEqual, kProgress})
     g_checks.Declare(name);
 
@@ -973,6 +990,11 @@ int main(int argc, char **argv) {
          g_commits.load(), g_rollbacks.load(), g_retries.load(), g_flushed.load(),
          g_compactions.load(), g_reader.rounds, g_reader.ops_received, g_reader.completed,
          g_compaction_resyncs.load());
+  printf("ops received by kind: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld; "
+         "%ld from-scratch clients: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld\n",
+         g_reader.received_by_kind["PUT"], g_reader.received_by_kind["REMOVE"],
+         g_reader.received_by_kind["MOVE"], g_reader.received_by_kind["CLEAR"], g_fresh_clients,
+         g_fresh_kinds["PUT"], g_fresh_kinds["REMOVE"], g_fresh_kinds["MOVE"], g_fresh_kinds["CLEAR"]);
   if (!g_opt.keep) admin->TryExec("DROP DATABASE IF EXISTS " + g_db + " WITH (FORCE)");
   return g_checks.Report() == 0 ? 0 : 1;
 }
