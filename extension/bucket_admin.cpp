@@ -148,6 +148,10 @@ ParameterQuery AnalyzeParameterQuery(const std::string &bucket, const char *quer
       if (std::find(result.tables.begin(), result.tables.end(), relid) == result.tables.end())
         result.tables.push_back(relid);
     }
+    // Run it once (no claims, read-only) so missing privileges show now, not
+    // at the first sync.
+    int rc = SPI_execute_plan(plan, nullptr, nullptr, true, 1);
+    if (rc != SPI_OK_SELECT) elog(ERROR, "running the parameter query failed: %d", rc);
     SPI_freeplan(plan);
   });
   return result;
@@ -229,6 +233,11 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
         bool has_key = OidIsValid(RelationGetPrimaryKeyIndex(rel));
         std::string table = RelationGetRelationName(rel);
         relation_close(rel, AccessShareLock);
+        // Rules publish rows on the declarer's authority: they must be able to read them.
+        if (pg_class_aclcheck(shape.relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+          throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied for table " + table, {},
+                      "The role that declares a bucket must be allowed to SELECT the tables "
+                      "it syncs.");
         if (!has_key)
           throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                       "table \"" + table + "\" has no primary key", {},

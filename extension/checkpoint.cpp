@@ -48,14 +48,16 @@ void AddInstances(const Definition &def, std::vector<std::string> &ids) {
   for (uint64 row = 0; row < SPI_processed; row++) {
     id.assign(def.name);
     id.push_back('[');
-    for (int i = 0; i < desc->natts; i++) {
+    bool has_null = false;
+    for (int i = 0; i < desc->natts && !has_null; i++) {
       if (i > 0) id.push_back(',');
       bool isnull;
       Datum value = SPI_getbinval(SPI_tuptable->vals[row], desc, i + 1, &isnull);
+      has_null = isnull;  // NULL = column is never true: no rows, no instance
       encoders[i].AppendJson(id, value, isnull);
     }
     id.push_back(']');
-    ids.push_back(id);
+    if (!has_null) ids.push_back(id);
   }
 }
 

@@ -4,6 +4,7 @@ extern "C" {
 #include "common/shortest_dec.h"
 #include "utils/array.h"
 #include "utils/date.h"
+#include "utils/datetime.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/numeric.h"
@@ -67,6 +68,9 @@ void ValueEncoder::Init(Oid type, MemoryContext context) {
       break;
     case TIMEOID:
       kind_ = Kind::kTime;
+      break;
+    case INTERVALOID:
+      kind_ = Kind::kInterval;
       break;
     default:
       kind_ = Kind::kOther;
@@ -263,6 +267,15 @@ void ValueEncoder::AppendJson(std::string &out, Datum value, bool isnull) const 
       AppendIsoTime(out, DatumGetTimeADT(value));
       out.push_back('"');
       return;
+    case Kind::kInterval: {
+      // ISO 8601 duration (P1DT2H), whatever the session's IntervalStyle.
+      struct pg_itm itm;
+      char buf[MAXDATELEN + 1];
+      interval2itm(*DatumGetIntervalP(value), &itm);
+      EncodeInterval(&itm, INTSTYLE_ISO_8601, buf);
+      AppendJsonString(out, buf);
+      return;
+    }
     case Kind::kArray: {
       ArrayType *array = DatumGetArrayTypeP(value);
       int ndim = ARR_NDIM(array);

@@ -41,6 +41,7 @@ class ValueEncoder {
     kTimestamptz,
     kDate,
     kTime,
+    kInterval,
     kArray,
     kOther
   };

@@ -130,16 +130,20 @@ bool Passes(const TableRules &rules, const CompiledQuery &query, TupleTableSlot 
   return !isnull && DatumGetBool(result);
 }
 
-void BucketIdOf(const CompiledQuery &query, TupleTableSlot *slot, std::string &out) {
+// The bucket instance of a row; false when a parameter column is NULL (as
+// in SQL, NULL = bucket.x is never true, so the row is in no instance).
+bool BucketIdOf(const CompiledQuery &query, TupleTableSlot *slot, std::string &out) {
   out.assign(query.definition);
   out.push_back('[');
   for (size_t i = 0; i < query.param_attnums.size(); i++) {
     if (i > 0) out.push_back(',');
     bool isnull;
     Datum value = slot_getattr(slot, query.param_attnums[i], &isnull);
+    if (isnull) return false;
     query.param_encoders[i].AppendJson(out, value, isnull);
   }
   out.push_back(']');
+  return true;
 }
 
 void ObjectIdOf(const TableRules &rules, TupleTableSlot *slot, std::string &out) {
@@ -209,16 +213,18 @@ void ComputeRowOps(const TableRules &rules, TupleTableSlot *old_row, TupleTableS
     if (only_definition != nullptr &&
         (query.definition != only_definition || query.position != only_position))
       continue;
-    bool old_in = old_row != nullptr && Passes(rules, query, old_row);
-    bool new_in = new_row != nullptr && Passes(rules, query, new_row);
+    bool old_in = old_row != nullptr && BucketIdOf(query, old_row, old_bucket) &&
+                  Passes(rules, query, old_row);
+    bool new_in = new_row != nullptr && BucketIdOf(query, new_row, new_bucket) &&
+                  Passes(rules, query, new_row);
     if (!old_in && !new_in) continue;
-    if (old_in) {
-      BucketIdOf(query, old_row, old_bucket);
-      if (!have_old_id) ObjectIdOf(rules, old_row, old_id), have_old_id = true;
+    if (old_in && !have_old_id) {
+      ObjectIdOf(rules, old_row, old_id);
+      have_old_id = true;
     }
-    if (new_in) {
-      BucketIdOf(query, new_row, new_bucket);
-      if (!have_new_id) ObjectIdOf(rules, new_row, new_id), have_new_id = true;
+    if (new_in && !have_new_id) {
+      ObjectIdOf(rules, new_row, new_id);
+      have_new_id = true;
     }
     bool same_place = old_in && new_in && old_bucket == new_bucket && old_id == new_id;
     if (old_in && !same_place) {
