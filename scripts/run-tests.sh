@@ -126,8 +126,14 @@ suite_wanted e2e && run_suite e2e e2e
 
 if [ "$show_server_log" -eq 1 ]; then
   echo
-  echo "---- server log tail ($CLUSTER_DIR/server.log)"
-  tail -n 60 "$CLUSTER_DIR/server.log" 2>/dev/null || true
+  # Errors first (without the worker's retries while database "syncline" does
+  # not exist), then the raw tail.
+  echo "---- server log: last errors ($CLUSTER_DIR/server.log)"
+  grep -E 'ERROR|PANIC|TRAP|terminated by signal|server process' "$CLUSTER_DIR/server.log" 2>/dev/null |
+    grep -v 'database "syncline" does not exist' | tail -n 40 || true
+  echo "---- server log tail"
+  grep -vE 'database "syncline" does not exist|"syncline flusher" \(PID [0-9]+\) exited with exit code 1' \
+    "$CLUSTER_DIR/server.log" 2>/dev/null | tail -n 30 || true
 fi
 
 echo
