@@ -16,11 +16,11 @@ enum CloseCode : uint16_t {
   kCloseUnsupportedData = 1003,  // text frame
   kCloseTooBig = 1009,           // message over --max-message-bytes
   kCloseInternal = 1011,
-  kCloseTryAgainLater = 1013,    // too many connections
-  kCloseProtocol = 4000,         // message before Hello, bad version
-  kCloseUnauthenticated = 4001,  // token missing / forged / expired / refused
-  kCloseTokenExpired = 4002,     // token expired while connected, no refresh
-  kCloseSlowConsumer = 4008,     // fell too far behind
+  kCloseTooManyConnections = 4029,  // over --max-connections; retry later
+  kCloseProtocol = 4000,            // message before Hello, bad version
+  kCloseUnauthenticated = 4001,     // token missing / forged / expired / refused
+  kCloseTokenExpired = 4002,        // token expired while connected, no refresh
+  kCloseSlowConsumer = 4008,        // fell too far behind
 };
 
 // Collects the fragments of one websocket message, refusing it as soon as it

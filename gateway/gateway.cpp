@@ -267,8 +267,8 @@ Session *Gateway::OnEstablished(lws *wsi) {
   } else if (static_cast<int>(sessions_.size()) > config_.max_connections) {
     metrics_.connections_rejected++;
     CloseWithError(s, pb::Error::TOO_MANY_CONNECTIONS,
-                   "too many connections to this gateway; retry later", true, kCloseTryAgainLater,
-                   1000);
+                   "too many connections to this gateway; retry later", true,
+                   kCloseTooManyConnections, 1000);
   } else if (strcmp(lws_get_protocol(wsi)->name, "syncline.v1") != 0) {
     metrics_.protocol_errors++;
     CloseWithError(s, pb::Error::BAD_MESSAGE, "websocket subprotocol \"syncline.v1\" is required",
@@ -279,7 +279,17 @@ Session *Gateway::OnEstablished(lws *wsi) {
 
 int Gateway::OnReceive(Session *s, const void *in, size_t len) {
   metrics_.bytes_in += len;
-  if (s->closing) return 0;  // ignore whatever arrives after we decided to close
+  if (s->closing) {
+    // Ignore what arrives after we decided to close, but read the rest of an
+    // oversized message first: closing with unread data would reset the TCP
+    // connection and the client would never see our Error and close frame.
+    if (s->discarding && lws_is_final_fragment(s->wsi) &&
+        lws_remaining_packet_payload(s->wsi) == 0) {
+      s->discarding = false;
+      lws_callback_on_writable(s->wsi);
+    }
+    return 0;
+  }
   if (!lws_frame_is_binary(s->wsi)) {
     metrics_.protocol_errors++;
     CloseWithError(s, pb::Error::BAD_MESSAGE,
@@ -295,6 +305,7 @@ int Gateway::OnReceive(Session *s, const void *in, size_t len) {
         s, pb::Error::MESSAGE_TOO_BIG,
         "message exceeds the limit of " + std::to_string(config_.max_message_bytes) + " bytes",
         false, kCloseTooBig);
+    s->discarding = !(lws_is_final_fragment(s->wsi) && lws_remaining_packet_payload(s->wsi) == 0);
     return 0;
   }
   if (status == FrameAssembler::Status::kIncomplete) return 0;
@@ -524,7 +535,7 @@ int Gateway::OnWriteable(Session *s) {
     MaybeResumeJob(s);
     return 0;
   }
-  if (s->closing) {
+  if (s->closing && !s->discarding) {
     lws_close_reason(s->wsi, static_cast<lws_close_status>(s->close_code),
                      reinterpret_cast<unsigned char *>(&s->close_reason[0]),
                      s->close_reason.size());

@@ -80,7 +80,8 @@ struct Session {
   // Sending.
   std::deque<Bytes> send_queue;
   size_t send_queue_bytes = 0;
-  bool closing = false;  // close after the queue drains
+  bool closing = false;     // close after the queue drains
+  bool discarding = false;  // reading the rest of an oversized message before closing
   uint16_t close_code = 0;
   std::string close_reason;
 

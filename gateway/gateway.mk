@@ -1,6 +1,8 @@
 # Builds the gateway, its unit tests and the end-to-end test client.
 # Called from the repository root:  $(MAKE) -f gateway/gateway.mk all | test-units | clean
-# Everything it writes goes under build/gateway/.
+# Everything it writes goes under build/gateway/. Outputs are written to a temporary
+# name and renamed, so two concurrent builds (e.g. top-level `make` and tests/e2e/run.sh)
+# never link a half-written object.
 CXX ?= g++
 PROTOC ?= protoc
 OUT := build/gateway
@@ -36,38 +38,40 @@ all: $(OUT)/syncline-gateway $(OUT)/syncline-gateway-asan $(OUT)/gateway_tests \
 
 proto: $(PROTO_HDR)
 
-$(PROTO_SRC) $(PROTO_HDR): proto/syncline.proto
-	@mkdir -p $(GEN)
-	$(PROTOC) --cpp_out=$(GEN) proto/syncline.proto
+$(PROTO_SRC) $(PROTO_HDR) &: proto/syncline.proto
+	@mkdir -p $(GEN)/proto
+	mkdir -p $(GEN)/tmp.$$$$ && $(PROTOC) --cpp_out=$(GEN)/tmp.$$$$ proto/syncline.proto && \
+	  mv -f $(GEN)/tmp.$$$$/proto/syncline.pb.cc $(GEN)/tmp.$$$$/proto/syncline.pb.h $(GEN)/proto/ && \
+	  rm -rf $(GEN)/tmp.$$$$
 
 # Objects, one set per flavour.
 $(OUT)/obj/%.o: %.cpp $(GW_HDRS) $(PROTO_HDR)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXSTD) $(WARN) $(OPT) $(CPPFLAGS_GW) -c $< -o $@
+	$(CXX) $(CXXSTD) $(WARN) $(OPT) $(CPPFLAGS_GW) -c $< -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 $(OUT)/obj/proto.pb.o: $(PROTO_SRC)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXSTD) $(OPT) $(CPPFLAGS_GW) -c $< -o $@
+	$(CXX) $(CXXSTD) $(OPT) $(CPPFLAGS_GW) -c $< -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 $(OUT)/asan/%.o: %.cpp $(GW_HDRS) $(PROTO_HDR)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXSTD) $(WARN) $(ASAN) $(CPPFLAGS_GW) -c $< -o $@
+	$(CXX) $(CXXSTD) $(WARN) $(ASAN) $(CPPFLAGS_GW) -c $< -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 $(OUT)/asan/proto.pb.o: $(PROTO_SRC)
 	@mkdir -p $(dir $@)
-	$(CXX) $(CXXSTD) $(ASAN) $(CPPFLAGS_GW) -c $< -o $@
+	$(CXX) $(CXXSTD) $(ASAN) $(CPPFLAGS_GW) -c $< -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 $(OUT)/syncline-gateway: $(GW_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/proto.pb.o
-	$(CXX) $(OPT) $^ $(LIBS) -o $@
+	$(CXX) $(OPT) $^ $(LIBS) -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 $(OUT)/syncline-gateway-asan: $(GW_SRCS:%.cpp=$(OUT)/asan/%.o) $(OUT)/asan/proto.pb.o
-	$(CXX) $(ASAN) $^ $(LIBS) -o $@
+	$(CXX) $(ASAN) $^ $(LIBS) -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 $(OUT)/gateway_tests: $(UNIT_TESTS:%.cpp=$(OUT)/asan/%.o) $(GW_PURE_SRCS:%.cpp=$(OUT)/asan/%.o) \
                       $(OUT)/asan/proto.pb.o
-	$(CXX) $(ASAN) $^ $(TEST_LIBS) -o $@
+	$(CXX) $(ASAN) $^ $(TEST_LIBS) -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 $(OUT)/e2e_client: $(E2E_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/proto.pb.o
-	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@
+	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 $(OUT)/gateway_load: $(BENCH_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/proto.pb.o
-	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@
+	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 test-units: $(OUT)/gateway_tests
 	$(OUT)/gateway_tests

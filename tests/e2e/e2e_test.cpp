@@ -1,0 +1,639 @@
+// End-to-end tests: a real gateway (started by run.sh), a real Postgres with
+// the syncline extension, and libwebsockets clients that keep replicas and
+// verify checksums. Prints one line per test and "N passed, M failed".
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "tests/e2e/ws_client.hpp"
+
+namespace {
+
+using syncline::testing::Client;
+using syncline::testing::ClientContext;
+using syncline::testing::MakeHs256Token;
+using syncline::testing::MakeNoneToken;
+using syncline::testing::NowSeconds;
+namespace pb = syncline::v1;
+
+std::string Env(const char *name, const char *fallback = "") {
+  const char *v = getenv(name);
+  return v ? v : fallback;
+}
+
+struct Settings {
+  std::string host = Env("SYNCLINE_GW_HOST", "127.0.0.1");
+  int port = std::atoi(Env("SYNCLINE_GW_PORT", "8080").c_str());
+  std::string secret = Env("SYNCLINE_JWT_SECRET", "e2e-secret");
+  std::string cluster = Env("SYNCLINE_TEST_CLUSTER");
+  pid_t gateway_pid = std::atoi(Env("SYNCLINE_GW_PID", "0").c_str());
+  size_t send_queue_bytes = std::strtoull(Env("SYNCLINE_GW_SEND_QUEUE", "1048576").c_str(), 0, 10);
+  int max_connections = std::atoi(Env("SYNCLINE_GW_MAX_CONNECTIONS", "40").c_str());
+} g_settings;
+
+// A failed expectation ends the current test.
+struct Failure : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+#define EXPECT(cond, detail)                                                              \
+  do {                                                                                    \
+    if (!(cond))                                                                          \
+      throw Failure(std::string("line ") + std::to_string(__LINE__) + ": " #cond " -- " + \
+                    std::string(detail));                                                 \
+  } while (0)
+
+std::string Token(const std::string &sub, int64_t exp_in = 3600) {
+  int64_t now = time(nullptr);
+  nlohmann::json claims = {{"sub", sub}, {"iat", now}, {"exp", now + exp_in}};
+  return MakeHs256Token(g_settings.secret, claims.dump());
+}
+
+// ---------------------------------------------------------------- database
+
+class Db {
+ public:
+  Db() { Reconnect(); }
+  ~Db() { PQfinish(conn_); }
+  void Reconnect() {
+    if (conn_) PQfinish(conn_);
+    conn_ = PQconnectdb("dbname=syncline");
+  }
+  // Runs SQL; returns the first column of the first row ("" if none).
+  std::string Exec(const std::string &sql) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+      PGresult *r = PQexec(conn_, sql.c_str());
+      ExecStatusType st = PQresultStatus(r);
+      if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        std::string v = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+        PQclear(r);
+        return v;
+      }
+      std::string err = PQresultErrorMessage(r);
+      PQclear(r);
+      if (PQstatus(conn_) == CONNECTION_BAD && attempt == 0) {
+        Reconnect();
+        continue;
+      }
+      throw Failure("SQL failed: " + sql.substr(0, 200) + ": " + err);
+    }
+    return "";
+  }
+  // Makes committed ops visible now instead of waiting for the worker.
+  void Flush() { Exec("SELECT syncline.flush()"); }
+
+ private:
+  PGconn *conn_ = nullptr;
+};
+
+// ---------------------------------------------------------------- http
+
+// GET path from the gateway; returns the status code (0 on failure) and body.
+int HttpGet(const std::string &path, std::string *body) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(g_settings.port);
+  inet_pton(AF_INET, g_settings.host.c_str(), &addr.sin_addr);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return 0;
+  }
+  std::string req = "GET " + path + " HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+  if (write(fd, req.data(), req.size()) < 0) {
+    close(fd);
+    return 0;
+  }
+  std::string resp;
+  char buf[8192];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) {
+    resp.append(buf, n);
+    size_t hdr_end = resp.find("\r\n\r\n");
+    size_t cl = resp.find("content-length: ");
+    if (cl == std::string::npos) cl = resp.find("Content-Length: ");
+    if (hdr_end != std::string::npos && cl != std::string::npos && cl < hdr_end) {
+      size_t len = std::strtoull(resp.c_str() + cl + 16, nullptr, 10);
+      if (resp.size() >= hdr_end + 4 + len) break;
+    }
+  }
+  close(fd);
+  if (resp.size() < 12) return 0;
+  size_t hdr_end = resp.find("\r\n\r\n");
+  if (body) *body = hdr_end == std::string::npos ? "" : resp.substr(hdr_end + 4);
+  return std::atoi(resp.c_str() + 9);
+}
+
+// Value of one metric line ("name value"), -1 if absent.
+double Metric(const std::string &name) {
+  std::string body;
+  if (HttpGet("/metrics", &body) != 200) return -1;
+  size_t pos = 0;
+  while ((pos = body.find(name + " ", pos)) != std::string::npos) {
+    if (pos == 0 || body[pos - 1] == '\n') return std::atof(body.c_str() + pos + name.size() + 1);
+    pos += name.size();
+  }
+  return -1;
+}
+
+// ---------------------------------------------------------------- helpers
+
+std::string UserBucket(const std::string &user) { return "e2e_user[\"" + user + "\"]"; }
+const std::string kGlobal = "e2e_global[]";
+
+size_t Objects(Client &c, const std::string &bucket) {
+  auto it = c.buckets.find(bucket);
+  return it == c.buckets.end() ? 0 : it->second.objects.size();
+}
+
+std::string Join(const std::vector<std::string> &v) {
+  std::string out;
+  for (const auto &s : v) out += (out.empty() ? "" : "; ") + s;
+  return out;
+}
+
+std::string ErrorsOf(const Client &c) {
+  std::string out = "close=" + std::to_string(c.close_code) + " reason=\"" + c.close_reason + "\"";
+  for (const auto &e : c.errors) out += " error[" + std::to_string(e.code()) + "]=" + e.message();
+  return out;
+}
+
+// Expects the client to be closed by the server with `code` and an Error first.
+void ExpectClosedWith(ClientContext &ctx, Client &c, int code, pb::Error::Code error_code,
+                      const std::string &reason_part = "") {
+  (void)ctx;
+  EXPECT(c.WaitClosed(10), "connection not closed; " + ErrorsOf(c));
+  EXPECT(c.close_code == code, ErrorsOf(c));
+  EXPECT(!c.errors.empty() && c.errors.back().code() == error_code, ErrorsOf(c));
+  if (!reason_part.empty())
+    EXPECT(c.errors.back().message().find(reason_part) != std::string::npos, ErrorsOf(c));
+}
+
+// ---------------------------------------------------------------- tests
+
+void TestHealthAndMetrics(ClientContext &, Db &) {
+  std::string body;
+  EXPECT(HttpGet("/healthz", &body) == 200, body);
+  EXPECT(body.find("ok") == 0, body);
+  EXPECT(HttpGet("/metrics", &body) == 200, body);
+  EXPECT(body.find("# TYPE syncline_connections gauge") != std::string::npos, body);
+  EXPECT(body.find("syncline_checkpoint_seconds_bucket") != std::string::npos, body);
+  EXPECT(HttpGet("/nope", &body) == 404, body);
+}
+
+void TestInitialSync(ClientContext &ctx, Db &db) {
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'init-' || g, 'u_init', 'item ' || g FROM "
+      "generate_series(1, 2500) g");
+  db.Flush();
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_init")), ErrorsOf(c));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  EXPECT(Objects(c, UserBucket("u_init")) == 2500,
+         std::to_string(Objects(c, UserBucket("u_init"))));
+  EXPECT(c.buckets.count(kGlobal) == 1, "no global bucket");
+  size_t shared = std::stoul(db.Exec("SELECT count(*) FROM e2e_shared"));
+  EXPECT(Objects(c, kGlobal) == shared, std::to_string(Objects(c, kGlobal)));
+  // Replica checksums equal the extension's checkpoint.
+  auto cp = nlohmann::json::parse(db.Exec("SELECT syncline.checkpoint('{\"sub\":\"u_init\"}')"));
+  size_t compared = 0;
+  for (const auto &b : cp["buckets"]) {
+    std::string name = b["bucket"];
+    EXPECT(c.buckets.count(name), "client lacks " + name);
+    EXPECT(c.buckets[name].checksum == b["checksum"].get<uint64_t>(),
+           name + " client " + std::to_string(c.buckets[name].checksum) + " extension " +
+               b["checksum"].dump());
+    compared++;
+  }
+  EXPECT(compared == c.buckets.size(), "bucket sets differ");
+  // Data is the row JSON as stored by the extension.
+  auto data = nlohmann::json::parse(c.buckets[UserBucket("u_init")].objects.begin()->second);
+  EXPECT(data.contains("title"), data.dump());
+}
+
+void TestResumeWithoutRedownload(ClientContext &ctx, Db &db) {
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'res-' || g, 'u_res', 'r' || g FROM generate_series(1, 100) g");
+  db.Flush();
+  Client a(&ctx, g_settings.host, g_settings.port);
+  EXPECT(a.ConnectAndSync(Token("u_res")), ErrorsOf(a));
+  EXPECT(Objects(a, UserBucket("u_res")) == 100, "");
+  a.Close();
+  EXPECT(a.WaitClosed(), "");
+  // Unchanged: a resumed client downloads nothing.
+  Client b(&ctx, g_settings.host, g_settings.port);
+  b.buckets = a.buckets;
+  b.position = a.position;
+  EXPECT(b.ConnectAndSync(Token("u_res")), ErrorsOf(b));
+  EXPECT(b.ops_received == 0, std::to_string(b.ops_received) + " ops re-downloaded");
+  EXPECT(b.checksum_failures.empty(), Join(b.checksum_failures));
+  b.Close();
+  EXPECT(b.WaitClosed(), "");
+  // Three new rows while offline: exactly three ops.
+  db.Exec("INSERT INTO e2e_items VALUES ('res-new1','u_res','n1'),('res-new2','u_res','n2')");
+  db.Exec("UPDATE e2e_items SET title = 'changed' WHERE id = 'res-1'");
+  db.Flush();
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.buckets = a.buckets;
+  c.position = a.position;
+  EXPECT(c.ConnectAndSync(Token("u_res")), ErrorsOf(c));
+  EXPECT(c.ops_received == 3, std::to_string(c.ops_received) + " ops, expected 3");
+  EXPECT(Objects(c, UserBucket("u_res")) == 102, std::to_string(Objects(c, UserBucket("u_res"))));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  auto &objects = c.buckets[UserBucket("u_res")].objects;
+  EXPECT(objects.count("e2e_items/res-1") &&
+             objects["e2e_items/res-1"].find("changed") != std::string::npos,
+         "update not applied; keys look like " + objects.begin()->first);
+}
+
+void TestLiveUpdates(ClientContext &ctx, Db &db) {
+  Client live(&ctx, g_settings.host, g_settings.port);
+  Client other(&ctx, g_settings.host, g_settings.port);
+  EXPECT(live.ConnectAndSync(Token("u_live")), ErrorsOf(live));
+  EXPECT(other.ConnectAndSync(Token("u_other")), ErrorsOf(other));
+  uint64_t before_other = other.ops_received;
+  db.Exec("INSERT INTO e2e_items VALUES ('live-1', 'u_live', 'hello')");
+  EXPECT(ctx.WaitFor([&] { return Objects(live, UserBucket("u_live")) == 1; }, 5),
+         "live insert not received; " + ErrorsOf(live));
+  db.Exec("UPDATE e2e_items SET title = 'updated' WHERE id = 'live-1'");
+  EXPECT(ctx.WaitFor(
+             [&] {
+               auto &o = live.buckets[UserBucket("u_live")].objects;
+               return o.size() == 1 && o.begin()->second.find("updated") != std::string::npos;
+             },
+             5),
+         "live update not received");
+  db.Exec("DELETE FROM e2e_items WHERE id = 'live-1'");
+  EXPECT(ctx.WaitFor([&] { return Objects(live, UserBucket("u_live")) == 0; }, 5),
+         "live delete not received");
+  // Shared bucket: both get it.
+  size_t shared_before = Objects(other, kGlobal);
+  db.Exec("INSERT INTO e2e_shared VALUES ('news-live', 'for everyone')");
+  EXPECT(ctx.WaitFor(
+             [&] {
+               return Objects(other, kGlobal) == shared_before + 1 &&
+                      Objects(live, kGlobal) == shared_before + 1;
+             },
+             5),
+         "shared insert not received by both");
+  ctx.Pump(0.3);
+  EXPECT(other.ops_received == before_other + 1,
+         "other client got " + std::to_string(other.ops_received - before_other) +
+             " ops, expected only the shared one");
+  EXPECT(Objects(other, UserBucket("u_other")) == 0, "other user sees u_live's rows");
+  EXPECT(live.checksum_failures.empty() && other.checksum_failures.empty(),
+         Join(live.checksum_failures) + Join(other.checksum_failures));
+  EXPECT(live.diffs >= 3, std::to_string(live.diffs));
+}
+
+void TestBucketGainedAndLost(ClientContext &ctx, Db &db) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_lists")), ErrorsOf(c));
+  const std::string list_bucket = "e2e_list[\"L1\"]";
+  EXPECT(c.buckets.count(list_bucket) == 0, "already has the list");
+  db.Exec("INSERT INTO e2e_todos VALUES ('t1','L1','a'),('t2','L1','b'),('t3','L1','c')");
+  db.Exec("INSERT INTO e2e_members VALUES ('u_lists', 'L1')");
+  EXPECT(
+      ctx.WaitFor([&] { return Objects(c, list_bucket) == 3; }, 8),
+      "bucket not gained; buckets held: " + std::to_string(c.buckets.size()) + " " + ErrorsOf(c));
+  db.Exec("INSERT INTO e2e_todos VALUES ('t4','L1','d')");
+  EXPECT(ctx.WaitFor([&] { return Objects(c, list_bucket) == 4; }, 5), "gained bucket not live");
+  db.Exec("DELETE FROM e2e_members WHERE user_id = 'u_lists'");
+  EXPECT(ctx.WaitFor([&] { return c.buckets.count(list_bucket) == 0; }, 8), "bucket not lost");
+  bool told = false;
+  for (const auto &r : c.removed_seen) told |= r == list_bucket;
+  EXPECT(told, "removal not announced in a diff");
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+}
+
+void TestMalformedAndUnknownKeepConnection(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_bad")), ErrorsOf(c));
+  c.SendRaw(std::string("\x52\x7f\x01", 3));          // truncated Hello
+  c.SendRaw(std::string("\x08\x05\x98\x06\x01", 5));  // unknown kind (field 99)
+  c.SendRaw("");                                      // empty message
+  c.SendPing(77);
+  EXPECT(ctx.WaitFor([&] { return c.keepalives == 1; }, 5), ErrorsOf(c));
+  EXPECT(!c.closed, ErrorsOf(c));
+  EXPECT(c.errors.size() == 3, ErrorsOf(c));
+  EXPECT(c.errors[0].code() == pb::Error::BAD_MESSAGE &&
+             c.errors[0].message().find("not a valid") != std::string::npos,
+         ErrorsOf(c));
+  EXPECT(c.errors[1].message().find("not known") != std::string::npos, ErrorsOf(c));
+}
+
+void TestMessageBeforeHello(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect();
+  EXPECT(c.WaitEstablished(), "");
+  c.SendSync(false);
+  ExpectClosedWith(ctx, c, 4000, pb::Error::HELLO_REQUIRED, "Hello");
+  Client d(&ctx, g_settings.host, g_settings.port);
+  d.Connect();
+  EXPECT(d.WaitEstablished(), "");
+  d.SendRaw("\xff\xff\xff garbage");
+  ExpectClosedWith(ctx, d, 4000, pb::Error::HELLO_REQUIRED);
+}
+
+void TestOversizedFrame(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_big_frame")), ErrorsOf(c));
+  c.SendRaw(std::string(2 << 20, 'x'));
+  ExpectClosedWith(ctx, c, 1009, pb::Error::MESSAGE_TOO_BIG, "exceeds");
+}
+
+void TestTextFrame(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect();
+  EXPECT(c.WaitEstablished(), "");
+  c.SendRaw("{\"hello\": 1}", /*text=*/true);
+  ExpectClosedWith(ctx, c, 1003, pb::Error::BAD_MESSAGE, "text frames");
+}
+
+void TestBadTokens(ClientContext &ctx, Db &) {
+  int64_t now = time(nullptr);
+  struct Case {
+    const char *name;
+    std::string token;
+    bool send;
+  };
+  std::vector<Case> cases = {
+      {"missing", "", false},
+      {"forged",
+       MakeHs256Token("wrong-secret", R"({"sub":"u1","exp":)" + std::to_string(now + 600) + "}"),
+       true},
+      {"expired", Token("u1", -3600), true},
+      {"alg none", MakeNoneToken(R"({"sub":"u1","exp":)" + std::to_string(now + 600) + "}"), true},
+      {"garbage", "not.a.jwt", true},
+  };
+  for (const auto &tc : cases) {
+    Client c(&ctx, g_settings.host, g_settings.port);
+    c.Connect();
+    EXPECT(c.WaitEstablished(), tc.name);
+    c.SendHello(tc.send ? &tc.token : nullptr);
+    c.SendSync(false);
+    EXPECT(c.WaitClosed(5), std::string(tc.name) + ": not closed");
+    EXPECT(c.close_code == 4001, std::string(tc.name) + ": " + ErrorsOf(c));
+    EXPECT(!c.errors.empty() && c.errors[0].code() == pb::Error::UNAUTHENTICATED,
+           std::string(tc.name) + ": " + ErrorsOf(c));
+    EXPECT(c.completes == 0, std::string(tc.name) + ": got data");
+    fprintf(stderr, "    %-9s -> %d \"%s\"\n", tc.name, c.close_code, c.close_reason.c_str());
+  }
+  // Same through the Authorization header: refused before any Hello.
+  Client h(&ctx, g_settings.host, g_settings.port);
+  h.Connect(
+      MakeHs256Token("wrong-secret", R"({"sub":"u1","exp":)" + std::to_string(now + 600) + "}"));
+  EXPECT(h.WaitClosed(5), "forged header token not refused");
+  EXPECT(h.close_code == 4001, ErrorsOf(h));
+}
+
+void TestHeaderToken(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect(Token("u_header"));
+  EXPECT(c.WaitEstablished(), ErrorsOf(c));
+  c.SendHello(nullptr);
+  c.SendSync(false);
+  EXPECT(c.WaitComplete(0), ErrorsOf(c));
+}
+
+void TestWrongVersionAndSubprotocol(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect();
+  EXPECT(c.WaitEstablished(), "");
+  std::string t = Token("u1");
+  c.SendHello(&t, 2);
+  ExpectClosedWith(ctx, c, 4000, pb::Error::UNSUPPORTED_VERSION, "version");
+  Client d(&ctx, g_settings.host, g_settings.port);
+  d.Connect("", "other");  // a subprotocol the gateway does not speak
+  EXPECT(d.WaitClosed(5), "unknown subprotocol accepted");
+  EXPECT(!d.established || d.close_code != 0, ErrorsOf(d));
+}
+
+void TestTokenExpiryAndRefresh(ClientContext &ctx, Db &) {
+  // Expires in 2 s (the gateway's leeway lets it in): TokenExpiring, then closed.
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_exp", 2)), ErrorsOf(c));
+  EXPECT(ctx.WaitFor([&] { return c.token_expiring > 0; }, 3), "no TokenExpiring");
+  ExpectClosedWith(ctx, c, 4002, pb::Error::UNAUTHENTICATED, "expired");
+  // Refreshed in time: stays connected.
+  Client r(&ctx, g_settings.host, g_settings.port);
+  EXPECT(r.ConnectAndSync(Token("u_exp", 2)), ErrorsOf(r));
+  EXPECT(ctx.WaitFor([&] { return r.token_expiring > 0; }, 3), "no TokenExpiring");
+  std::string fresh = Token("u_exp", 3600);
+  r.SendHello(&fresh);
+  ctx.Pump(3.5);
+  EXPECT(!r.closed, "closed despite refresh: " + ErrorsOf(r));
+  // A refresh for another subject is refused.
+  std::string other = Token("someone_else", 3600);
+  r.SendHello(&other);
+  EXPECT(r.WaitClosed(5) && r.close_code == 4001, ErrorsOf(r));
+}
+
+void TestSlowReaderIsPausedThenResumes(ClientContext &ctx, Db &db) {
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'big-' || g, 'u_bigsync', repeat('x', 300) || g FROM "
+      "generate_series(1, 30000) g");
+  db.Flush();
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect();
+  EXPECT(c.WaitEstablished(), "");
+  c.SetReading(false);
+  std::string t = Token("u_bigsync");
+  c.SendHello(&t);
+  c.SendSync(false);
+  ctx.Pump(3);
+  double queued = Metric("syncline_send_queue_bytes");
+  double ops_sent = Metric("syncline_ops_sent_total");
+  fprintf(stderr, "    paused: gateway queue %.0f bytes\n", queued);
+  EXPECT(queued >= 0 && queued < g_settings.send_queue_bytes * 1.5,
+         "queue grew to " + std::to_string(queued));
+  EXPECT(c.completes == 0 && !c.closed, ErrorsOf(c));
+  ctx.Pump(1);
+  EXPECT(Metric("syncline_ops_sent_total") == ops_sent, "gateway kept reading for a paused client");
+  c.SetReading(true);
+  EXPECT(c.WaitComplete(0, 60), ErrorsOf(c));
+  EXPECT(Objects(c, UserBucket("u_bigsync")) == 30000,
+         std::to_string(Objects(c, UserBucket("u_bigsync"))));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+}
+
+void TestSlowConsumerIsDisconnected(ClientContext &ctx, Db &db) {
+  Client slow(&ctx, g_settings.host, g_settings.port);
+  Client fine(&ctx, g_settings.host, g_settings.port);
+  EXPECT(slow.ConnectAndSync(Token("u_slow")), ErrorsOf(slow));
+  EXPECT(fine.ConnectAndSync(Token("u_fine")), ErrorsOf(fine));
+  double before = Metric("syncline_slow_consumer_disconnects_total");
+  slow.SetReading(false);
+  // ~4 MB of live changes for the slow client: more than its send queue.
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'slow-' || g, 'u_slow', repeat('y', 1000) FROM "
+      "generate_series(1, 4000) g");
+  db.Exec("INSERT INTO e2e_items VALUES ('fine-1', 'u_fine', 'ok')");
+  EXPECT(ctx.WaitFor([&] { return Objects(fine, UserBucket("u_fine")) == 1; }, 10),
+         "the other client starved");
+  EXPECT(
+      ctx.WaitFor([&] { return Metric("syncline_slow_consumer_disconnects_total") > before; }, 10),
+      "slow consumer not dropped");
+  slow.SetReading(true);
+  EXPECT(slow.WaitClosed(10), "slow client still connected");
+  bool told = false;
+  for (const auto &e : slow.errors) told |= e.code() == pb::Error::SLOW_CONSUMER && e.retryable();
+  EXPECT(told || slow.close_code == 4008 || slow.close_code == 0, ErrorsOf(slow));
+  std::string body;
+  EXPECT(HttpGet("/healthz", &body) == 200, body);
+}
+
+void TestManyConnections(ClientContext &ctx, Db &) {
+  int extra = 20;
+  int total = g_settings.max_connections + extra;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < total; i++) {
+    clients.push_back(std::make_unique<Client>(&ctx, g_settings.host, g_settings.port));
+    clients.back()->Connect();
+  }
+  ctx.WaitFor(
+      [&] {
+        for (auto &c : clients)
+          if (!c->established && !c->closed) return false;
+        return true;
+      },
+      10);
+  ctx.Pump(1);
+  int refused = 0, open = 0;
+  Client *survivor = nullptr;
+  std::map<std::string, int> outcomes;
+  for (auto &c : clients)
+    outcomes[c->connect_error ? "connect-error"
+                              : (c->closed ? "closed-" + std::to_string(c->close_code) : "open")]++;
+  for (const auto &[k, v] : outcomes) fprintf(stderr, "    %s: %d\n", k.c_str(), v);
+  for (auto &c : clients) {
+    if (c->closed && c->close_code == 4029) {
+      refused++;
+      EXPECT(!c->errors.empty() && c->errors[0].code() == pb::Error::TOO_MANY_CONNECTIONS &&
+                 c->errors[0].retryable(),
+             ErrorsOf(*c));
+    } else if (!c->closed) {
+      open++;
+      survivor = c.get();
+    }
+  }
+  fprintf(stderr, "    %d opened, %d refused, %d open\n", total, refused, open);
+  EXPECT(refused >= extra, std::to_string(refused) + " refused");
+  EXPECT(open <= g_settings.max_connections, std::to_string(open) + " open");
+  EXPECT(survivor != nullptr, "none accepted");
+  std::string t = Token("u_many");
+  survivor->SendHello(&t);
+  survivor->SendSync(false);
+  EXPECT(survivor->WaitComplete(0), ErrorsOf(*survivor));
+  clients.clear();
+  ctx.Pump(0.5);
+  Client after(&ctx, g_settings.host, g_settings.port);
+  EXPECT(after.ConnectAndSync(Token("u_many")), "capacity not released: " + ErrorsOf(after));
+}
+
+void TestPostgresRestart(ClientContext &ctx, Db &db) {
+  EXPECT(!g_settings.cluster.empty(), "SYNCLINE_TEST_CLUSTER not set");
+  Client a(&ctx, g_settings.host, g_settings.port);
+  Client b(&ctx, g_settings.host, g_settings.port);
+  EXPECT(a.ConnectAndSync(Token("u_pg1")), ErrorsOf(a));
+  EXPECT(b.ConnectAndSync(Token("u_pg2")), ErrorsOf(b));
+  std::string cmd = "bash scripts/pgcluster.sh restart '" + g_settings.cluster + "'";
+  double t0 = NowSeconds();
+  // The restart blocks this thread; the clients' sockets just wait.
+  EXPECT(system(cmd.c_str()) == 0, cmd);
+  fprintf(stderr, "    restart took %.1f s\n", NowSeconds() - t0);
+  db.Reconnect();
+  // Written right away: likely before the gateway's listener is back, so the
+  // NOTIFY is lost and only the resync-after-reconnect can deliver it.
+  db.Exec("INSERT INTO e2e_items VALUES ('pg-1', 'u_pg1', 'after restart')");
+  EXPECT(ctx.WaitFor([&] { return Objects(a, UserBucket("u_pg1")) == 1; }, 20),
+         "change after restart not delivered; " + ErrorsOf(a));
+  std::string body;
+  EXPECT(ctx.WaitFor([&] { return HttpGet("/healthz", &body) == 200; }, 15), body);
+  db.Exec("INSERT INTO e2e_items VALUES ('pg-2', 'u_pg2', 'live again')");
+  EXPECT(ctx.WaitFor([&] { return Objects(b, UserBucket("u_pg2")) == 1; }, 10),
+         "live updates not back; " + ErrorsOf(b));
+  EXPECT(a.checksum_failures.empty() && b.checksum_failures.empty(),
+         Join(a.checksum_failures) + Join(b.checksum_failures));
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_pg1")), ErrorsOf(c));
+  EXPECT(Objects(c, UserBucket("u_pg1")) == 1, "");
+}
+
+void TestGracefulShutdown(ClientContext &ctx, Db &) {
+  EXPECT(g_settings.gateway_pid > 0, "SYNCLINE_GW_PID not set");
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_term")), ErrorsOf(c));
+  kill(g_settings.gateway_pid, SIGTERM);
+  EXPECT(c.WaitClosed(10), "not closed on SIGTERM");
+  EXPECT(c.close_code == 1001, ErrorsOf(c));
+  EXPECT(!c.errors.empty() && c.errors.back().code() == pb::Error::SHUTTING_DOWN &&
+             c.errors.back().retryable() && c.errors.back().retry_after_ms() > 0,
+         ErrorsOf(c));
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  std::string only = argc > 1 ? argv[1] : "";
+  signal(SIGPIPE, SIG_IGN);
+  struct Test {
+    const char *name;
+    std::function<void(ClientContext &, Db &)> fn;
+  };
+  std::vector<Test> tests = {
+      {"health_and_metrics", TestHealthAndMetrics},
+      {"initial_sync", TestInitialSync},
+      {"resume_without_redownload", TestResumeWithoutRedownload},
+      {"live_updates", TestLiveUpdates},
+      {"bucket_gained_and_lost", TestBucketGainedAndLost},
+      {"malformed_and_unknown_keep_connection", TestMalformedAndUnknownKeepConnection},
+      {"message_before_hello", TestMessageBeforeHello},
+      {"oversized_frame_1009", TestOversizedFrame},
+      {"text_frame_1003", TestTextFrame},
+      {"bad_tokens_4001", TestBadTokens},
+      {"header_token", TestHeaderToken},
+      {"wrong_version_and_subprotocol", TestWrongVersionAndSubprotocol},
+      {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
+      {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},
+      {"slow_consumer_disconnected", TestSlowConsumerIsDisconnected},
+      {"many_connections", TestManyConnections},
+      {"postgres_restart", TestPostgresRestart},
+      {"graceful_shutdown", TestGracefulShutdown},
+  };
+  int passed = 0, failed = 0;
+  ClientContext ctx;
+  Db db;
+  for (const auto &t : tests) {
+    if (!only.empty() && std::string(t.name).find(only) == std::string::npos) continue;
+    double start = NowSeconds();
+    try {
+      t.fn(ctx, db);
+      passed++;
+      printf("ok    %-40s %6.2fs\n", t.name, NowSeconds() - start);
+    } catch (const std::exception &e) {
+      failed++;
+      printf("FAIL  %-40s %6.2fs  %s\n", t.name, NowSeconds() - start, e.what());
+    }
+    fflush(stdout);
+    ctx.Pump(0.2);  // let closes finish between tests
+  }
+  printf("%d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}

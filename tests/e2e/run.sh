@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# End-to-end tests of the gateway against a real PostgreSQL with the syncline
+# extension. Called by `make test` (scripts/run-tests.sh) with a running
+# throwaway cluster: PGHOST/PGPORT/PGUSER set, SYNCLINE_TEST_CLUSTER = its dir.
+# Run alone, it starts (and stops) its own cluster.
+#   tests/e2e/run.sh [TEST_NAME_SUBSTRING]
+# Starts the ASan build of the gateway, runs build/gateway/e2e_client, then
+# checks the gateway stopped cleanly on SIGTERM with no sanitizer report.
+# Prints "N passed, M failed" last; exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$(pwd)
+OUT=build/gateway
+LOG_DIR=build/e2e
+mkdir -p "$LOG_DIR"
+
+make --no-print-directory -f gateway/gateway.mk all >"$LOG_DIR/build.log" 2>&1 || {
+  tail -n 40 "$LOG_DIR/build.log"
+  echo "0 passed, 1 failed"
+  exit 1
+}
+
+own_cluster=""
+if [ -z "${SYNCLINE_TEST_CLUSTER:-}" ]; then
+  if [ -n "${PGHOST:-}" ] && [ -d "${PGHOST}/data" ]; then
+    SYNCLINE_TEST_CLUSTER=$PGHOST
+  else
+    own_cluster=$(mktemp -d /tmp/syncline-e2e.XXXXXX)
+    eval "$(bash scripts/pgcluster.sh start "$own_cluster")" || { echo "0 passed, 1 failed"; exit 1; }
+    export PGHOST PGPORT PGUSER PGDATA
+    SYNCLINE_TEST_CLUSTER=$own_cluster
+  fi
+fi
+export SYNCLINE_TEST_CLUSTER
+export PGDATABASE=syncline
+
+gw_pid=""
+cleanup() {
+  [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null
+  if [ -n "$own_cluster" ]; then
+    bash scripts/pgcluster.sh stop "$own_cluster"
+    rm -rf "$own_cluster"
+  fi
+}
+trap cleanup EXIT
+
+# The extension's background worker serves database "syncline".
+psql -X -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'syncline'" | grep -q 1 ||
+  createdb syncline
+psql -X -q -v ON_ERROR_STOP=1 >"$LOG_DIR/setup.log" 2>&1 <<'SQL' || { cat "$LOG_DIR/setup.log"; echo "0 passed, 1 failed"; exit 1; }
+CREATE EXTENSION IF NOT EXISTS syncline;
+DO $$ BEGIN PERFORM syncline.drop_bucket('e2e_user'); EXCEPTION WHEN others THEN NULL; END $$;
+DO $$ BEGIN PERFORM syncline.drop_bucket('e2e_global'); EXCEPTION WHEN others THEN NULL; END $$;
+DO $$ BEGIN PERFORM syncline.drop_bucket('e2e_list'); EXCEPTION WHEN others THEN NULL; END $$;
+DROP TABLE IF EXISTS e2e_items, e2e_shared, e2e_members, e2e_todos;
+CREATE TABLE e2e_items (id text PRIMARY KEY, owner text NOT NULL, title text);
+CREATE TABLE e2e_shared (id text PRIMARY KEY, body text);
+CREATE TABLE e2e_members (user_id text, list_id text, PRIMARY KEY (user_id, list_id));
+CREATE TABLE e2e_todos (id text PRIMARY KEY, list_id text NOT NULL, title text);
+INSERT INTO e2e_shared VALUES ('welcome', 'hello everyone'), ('rules', 'be nice');
+SELECT syncline.create_bucket('e2e_user', 'SELECT syncline.user_id() AS user_id',
+  ARRAY['SELECT * FROM e2e_items WHERE owner = bucket.user_id']);
+SELECT syncline.create_bucket('e2e_global', NULL, ARRAY['SELECT * FROM e2e_shared']);
+SELECT syncline.create_bucket('e2e_list',
+  'SELECT list_id FROM e2e_members WHERE user_id = syncline.user_id()',
+  ARRAY['SELECT * FROM e2e_todos WHERE list_id = bucket.list_id']);
+SQL
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+secret="e2e-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+send_queue=1048576
+max_conn=40
+gw_log="$LOG_DIR/gateway.log"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+  "$OUT/syncline-gateway-asan" --listen "127.0.0.1:$port" --jwt-hs256-secret "$secret" \
+  --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
+  --send-queue-bytes "$send_queue" --max-connections "$max_conn" --page-ops 1000 \
+  >"$gw_log" 2>&1 &
+gw_pid=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+if ! curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+  echo "gateway did not become healthy:"; tail -n 30 "$gw_log"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
+  SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn \
+  "$OUT/e2e_client" "${1:-}" | tee "$LOG_DIR/client.out"
+summary=$(tail -n 1 "$LOG_DIR/client.out")
+passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+failed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+[ -n "$passed" ] || { passed=0; failed=1; echo "FAIL  e2e_client did not finish (crashed?)"; }
+
+# The gateway got SIGTERM from the last test (or gets it now): it must exit 0
+# with no AddressSanitizer / UBSan / leak report.
+kill -TERM "$gw_pid" 2>/dev/null
+gw_rc=0
+for _ in $(seq 1 100); do kill -0 "$gw_pid" 2>/dev/null || break; sleep 0.1; done
+if kill -0 "$gw_pid" 2>/dev/null; then
+  gw_rc=124
+  kill -KILL "$gw_pid"
+fi
+wait "$gw_pid" 2>/dev/null || gw_rc=$?
+gw_pid=""
+if [ "$gw_rc" -eq 0 ] && ! grep -qE "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$gw_log"; then
+  passed=$((passed + 1)); echo "ok    gateway_exit_clean_no_sanitizer_report"
+else
+  failed=$((failed + 1)); echo "FAIL  gateway_exit_clean_no_sanitizer_report (exit $gw_rc)"
+  grep -A30 -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$gw_log" | head -60
+fi
+if [ "$failed" -ne 0 ]; then
+  echo "---- gateway log tail ($gw_log)"
+  tail -n 40 "$gw_log"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
