@@ -55,7 +55,8 @@ SELECT (SELECT count(*) FROM numbered),
           FROM moved m JOIN syncline_internal.parameter_tables p
             ON m.op = 10 AND p.table_oid = m.object_id::oid),
        (SELECT count(*) > 0 FROM moved WHERE op = 12),
-       (SELECT coalesce(array_agg(m.object_id || ' ' || m.data), '{}') FROM moved m WHERE m.op = 11)
+       (SELECT coalesce(array_agg(m.object_id ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11),
+       (SELECT coalesce(array_agg(m.data::bigint ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11)
 )sql";
 
 int64 FetchInt64(int row, int column) {
@@ -162,6 +163,7 @@ FlushResult FlushStep(int64 copy_blocks) {
   bool rules_changed =
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
   Datum writes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
+  Datum write_seqs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull);
   last_op_id += result.ops;
 
   if (result.ops > 0) {
@@ -172,13 +174,16 @@ FlushResult FlushStep(int64 copy_blocks) {
   }
   ArrayType *write_array = DatumGetArrayTypeP(writes);
   if (ArrayGetNItems(ARR_NDIM(write_array), ARR_DIMS(write_array)) > 0) {
-    Oid write_types[2] = {TEXTARRAYOID, INT8OID};
-    Datum write_args[2] = {writes, Int64GetDatum(last_op_id)};
+    // Client batches published by this flush: their write checkpoint is now.
+    Oid write_types[3] = {TEXTARRAYOID, INT8ARRAYOID, INT8OID};
+    Datum write_args[3] = {writes, write_seqs, Int64GetDatum(last_op_id)};
     rc = SPI_execute_with_args(
-        "UPDATE syncline_internal.client_batches b SET write_checkpoint = $2 "
-        "  FROM unnest($1::text[]) w "
-        " WHERE b.client_id = split_part(w, ' ', 1) AND b.seq = split_part(w, ' ', 2)::bigint",
-        2, write_types, write_args, nullptr, false, 0);
+        "WITH w AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS w(client_id, seq)), "
+        "batches AS (UPDATE syncline_internal.client_batches b SET write_checkpoint = $3 "
+        "  FROM w WHERE b.client_id = w.client_id AND b.seq = w.seq) "
+        "UPDATE syncline_internal.clients c SET write_checkpoint = $3 "
+        "  FROM (SELECT DISTINCT client_id FROM w) d WHERE c.client_id = d.client_id",
+        3, write_types, write_args, nullptr, false, 0);
     if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
   }
 

@@ -12,6 +12,7 @@ void _PG_init(void);
 namespace syncline {
 
 int max_buckets_per_user = 10000;
+extern char *write_role_name;
 static char *claims_setting = nullptr;
 
 void RaiseCaught(ErrorData *pg_error, int sqlstate, const char *message, const char *detail,
@@ -35,6 +36,10 @@ void _PG_init(void) {
   DefineCustomIntVariable(
       "syncline.max_buckets_per_user", "Most bucket instances one checkpoint may name.", nullptr,
       &syncline::max_buckets_per_user, 10000, 1, 1000000, PGC_SUSET, 0, nullptr, nullptr, nullptr);
+  DefineCustomStringVariable(
+      "syncline.write_role", "Role whose privileges and row-level security apply client writes.",
+      "It must not be a superuser or bypass row-level security.", &syncline::write_role_name,
+      "syncline_writer", PGC_SUSET, 0, nullptr, nullptr, nullptr);
   if (process_shared_preload_libraries_in_progress) {
     DefineCustomStringVariable(
         "syncline.database", "Database whose staged ops the background worker flushes.", nullptr,

@@ -9,6 +9,11 @@ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'syncline_gateway') THEN
     CREATE ROLE syncline_gateway NOLOGIN;
   END IF;
+  -- Client writes run as this role (or the one syncline.write_role names):
+  -- grant it exactly what clients may do, and write RLS policies for it.
+  IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'syncline_writer') THEN
+    CREATE ROLE syncline_writer NOLOGIN;
+  END IF;
 END
 $roles$;
 
@@ -103,6 +108,28 @@ CREATE TABLE syncline_internal.client_batches (
   write_checkpoint bigint,
   applied_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (client_id, seq)
+);
+
+-- One row per client: the lock that orders its batches across gateways.
+CREATE TABLE syncline_internal.clients (
+  client_id text PRIMARY KEY,
+  last_seq bigint,
+  write_checkpoint bigint,
+  updated_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Tables no bucket syncs that clients may still write (explicit opt-in).
+CREATE TABLE syncline_internal.writable_tables (
+  table_oid oid PRIMARY KEY,
+  object_type text NOT NULL UNIQUE
+);
+
+-- How writes of clients built for an older schema version are applied.
+CREATE TABLE syncline_internal.write_handlers (
+  object_type text NOT NULL,
+  schema_version text NOT NULL,
+  handler regprocedure NOT NULL,
+  PRIMARY KEY (object_type, schema_version)
 );
 
 -- The flush lock and op id counter (a single row).
@@ -251,6 +278,102 @@ END
 $$;
 COMMENT ON FUNCTION syncline.compact() IS
   'Turns superseded ops into MOVE and leading REMOVE/MOVE runs into one CLEAR; checksums are unchanged';
+
+-- Writes -----------------------------------------------------------------------
+
+CREATE FUNCTION syncline.apply_writes(claims jsonb, client_id text, batch jsonb) RETURNS jsonb
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'syncline_apply_writes';
+COMMENT ON FUNCTION syncline.apply_writes(jsonb, text, jsonb) IS
+  'Applies one client transaction atomically as syncline.write_role with the claims in scope, once per (client_id, seq); returns applied, rejected (with the failing op), a duplicate''s first outcome, or out_of_order';
+
+CREATE FUNCTION syncline.write_checkpoint(client_id text, seq bigint DEFAULT NULL) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  checkpoint bigint;
+BEGIN
+  IF seq IS NULL THEN
+    SELECT c.write_checkpoint INTO checkpoint FROM syncline_internal.clients c
+     WHERE c.client_id = $1;
+    RETURN checkpoint;
+  END IF;
+  SELECT b.write_checkpoint INTO checkpoint FROM syncline_internal.client_batches b
+   WHERE b.client_id = $1 AND b.seq = $2;
+  IF NOT FOUND THEN
+    RETURN NULL;
+  END IF;
+  IF checkpoint IS NULL THEN
+    -- Not flushed yet: publish it now rather than wait for the worker.
+    PERFORM syncline.flush();
+    SELECT b.write_checkpoint INTO checkpoint FROM syncline_internal.client_batches b
+     WHERE b.client_id = $1 AND b.seq = $2;
+  END IF;
+  RETURN checkpoint;
+END
+$$;
+COMMENT ON FUNCTION syncline.write_checkpoint(text, bigint) IS
+  'The first op id whose checkpoint includes the client''s batch seq (or its latest batch); NULL for an unknown batch';
+
+CREATE FUNCTION syncline.allow_writes(target regclass) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT (pg_has_role(session_user, 'syncline_admin', 'USAGE')
+          OR (SELECT rolsuper FROM pg_roles WHERE rolname = session_user)) THEN
+    RAISE EXCEPTION 'permission denied to open % for client writes', target
+      USING ERRCODE = '42501', HINT = 'Only superusers and members of syncline_admin may.';
+  END IF;
+  INSERT INTO syncline_internal.writable_tables (table_oid, object_type)
+  SELECT target, c.relname FROM pg_class c WHERE c.oid = target
+  ON CONFLICT (table_oid) DO NOTHING;
+END
+$$;
+COMMENT ON FUNCTION syncline.allow_writes(regclass) IS
+  'Lets clients write a table that no bucket syncs (still subject to GRANTs and RLS for syncline.write_role)';
+
+CREATE FUNCTION syncline.disallow_writes(target regclass) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ DELETE FROM syncline_internal.writable_tables WHERE table_oid = $1 $$;
+COMMENT ON FUNCTION syncline.disallow_writes(regclass) IS
+  'Withdraws syncline.allow_writes for a table';
+
+CREATE FUNCTION syncline.set_write_handler(type text, schema_version text, handler regprocedure)
+RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+  fn pg_proc;
+BEGIN
+  SELECT * INTO fn FROM pg_proc WHERE oid = handler;
+  IF fn.pronargs <> 1 OR fn.proargtypes[0] <> 'jsonb'::regtype OR fn.prorettype <> 'jsonb'::regtype THEN
+    RAISE EXCEPTION 'write handler % must take one jsonb (the op) and return jsonb', handler
+      USING ERRCODE = '42P13',
+            HINT = 'Return the op to apply (rewritten for the current schema), or NULL when the handler applied it itself.';
+  END IF;
+  IF handler IS NULL THEN
+    DELETE FROM syncline_internal.write_handlers w
+     WHERE w.object_type = set_write_handler.type
+       AND w.schema_version = set_write_handler.schema_version;
+    RETURN;
+  END IF;
+  INSERT INTO syncline_internal.write_handlers (object_type, schema_version, handler)
+  VALUES (set_write_handler.type, set_write_handler.schema_version, set_write_handler.handler)
+  ON CONFLICT (object_type, schema_version) DO UPDATE SET handler = EXCLUDED.handler;
+END
+$$;
+COMMENT ON FUNCTION syncline.set_write_handler(text, text, regprocedure) IS
+  'Declares how ops of a type from clients built for an older schema version are applied';
+
+REVOKE ALL ON FUNCTION syncline.apply_writes(jsonb, text, jsonb),
+  syncline.write_checkpoint(text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION syncline.apply_writes(jsonb, text, jsonb),
+  syncline.write_checkpoint(text, bigint) TO syncline_gateway;
+REVOKE ALL ON FUNCTION syncline.allow_writes(regclass), syncline.disallow_writes(regclass),
+  syncline.set_write_handler(text, text, regprocedure) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION syncline.allow_writes(regclass), syncline.disallow_writes(regclass),
+  syncline.set_write_handler(text, text, regprocedure) TO syncline_admin;
 
 REVOKE ALL ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb),
   syncline.bucket_data(text, bigint, bigint, int), syncline.changes(bigint), syncline.compact()

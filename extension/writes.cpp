@@ -1,0 +1,601 @@
+// syncline.apply_writes: one client transaction applied atomically, as the
+// configured write role with the client's claims in scope, exactly once per
+// (client_id, seq).
+#include "pg_compat.hpp"
+
+extern "C" {
+#include "access/relation.h"
+#include "catalog/pg_authid.h"
+#include "utils/acl.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/resowner.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+}
+
+#include <nlohmann/json.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "rule_cache.hpp"
+#include "staging.hpp"
+
+using json = nlohmann::json;
+
+namespace syncline {
+
+char *write_role_name = nullptr;
+
+namespace {
+
+constexpr size_t kMaxOpsPerBatch = 10000;
+
+// Rejections a client cannot fix by retrying: they are recorded and replayed.
+struct Rejection {
+  std::string code;  // SQLSTATE
+  std::string message;
+  std::string hint;
+  int op_index = -1;
+};
+
+struct TableInfo {
+  Oid relid = InvalidOid;
+  std::string name;  // qualified, quoted
+  std::vector<AttrNumber> key_attnums;
+  std::vector<std::string> key_names;  // quoted
+};
+
+std::string SqlStateText(int code) { return unpack_sql_state(code); }
+
+// Transient failures are raised as errors (the caller retries the batch);
+// everything else rejects the batch for good.
+bool IsTransient(int code) {
+  std::string s = SqlStateText(code);
+  std::string cls = s.substr(0, 2);
+  return cls == "40" || cls == "53" || cls == "57" || cls == "58" || cls == "08" || s == "55P03" ||
+         s == "55006";
+}
+
+void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args,
+          const char *nulls = nullptr) {
+  int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),
+                                 nulls, false, 0);
+  if (rc < 0) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+}
+
+template <typename Fn>
+void AsOwner(Fn &&fn) {
+  WithRuleEnvironment(nullptr, BOOTSTRAP_SUPERUSERID, fn);
+}
+
+Oid WriteRole() {
+  const char *name = write_role_name && *write_role_name ? write_role_name : "syncline_writer";
+  Oid role = get_role_oid(name, true);
+  if (!OidIsValid(role))
+    throw Error(ERRCODE_UNDEFINED_OBJECT, std::string("write role \"") + name + "\" does not exist",
+                {},
+                "Set syncline.write_role to the role whose GRANTs and policies govern client "
+                "writes.");
+  if (superuser_arg(role) || has_bypassrls_privilege(role))
+    throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                std::string("write role \"") + name + "\" bypasses row-level security", {},
+                "Client writes must run as a role that holds only what the app grants it.");
+  return role;
+}
+
+// Renders a JSON array as a Postgres array literal.
+void AppendArrayLiteral(std::string &out, const json &array) {
+  out.push_back('{');
+  bool first = true;
+  for (const json &item : array) {
+    if (!first) out.push_back(',');
+    first = false;
+    if (item.is_null()) {
+      out += "NULL";
+    } else if (item.is_array()) {
+      AppendArrayLiteral(out, item);
+    } else {
+      std::string text = item.is_string() ? item.get<std::string>() : item.dump();
+      out.push_back('"');
+      for (char c : text) {
+        if (c == '"' || c == '\\') out.push_back('\\');
+        out.push_back(c);
+      }
+      out.push_back('"');
+    }
+  }
+  out.push_back('}');
+}
+
+// The input text of a JSON value for a column of `type`, or nullopt for NULL.
+std::optional<std::string> InputText(const json &value, Oid type, const std::string &column) {
+  if (value.is_null()) return std::nullopt;
+  if (value.is_string()) return value.get<std::string>();
+  Oid base = getBaseType(type);
+  if (base == JSONOID || base == JSONBOID) return value.dump();
+  if (value.is_array()) {
+    if (!OidIsValid(get_element_type(base)))
+      throw Rejection{"22023",
+                      "column \"" + column + "\" is " + format_type_be(type) + ", not an array"};
+    std::string literal;
+    AppendArrayLiteral(literal, value);
+    return literal;
+  }
+  if (value.is_object())
+    throw Rejection{"22023",
+                    "column \"" + column + "\" is " + format_type_be(type) + ", not an object"};
+  return value.dump();  // numbers and booleans
+}
+
+class BatchApplier {
+ public:
+  BatchApplier(const std::string &schema_version) : schema_version_(schema_version) {}
+
+  void Apply(const json &op, int index) {
+    index_ = index;
+    std::string kind = op.value("op", "");
+    if (!op.contains("type") || !op["type"].is_string())
+      Reject("22023", "op " + std::to_string(index) + " has no \"type\"");
+    std::string type = op["type"];
+    std::optional<json> rewritten = RunHandler(type, op);
+    if (!rewritten) return;  // the handler applied it
+    const json &effective = *rewritten;
+    kind = effective.value("op", "");
+    type = effective.value("type", type);
+    if (kind != "PUT" && kind != "PATCH" && kind != "DELETE")
+      Reject("22023", "op " + std::to_string(index) + " has unknown kind \"" + kind + "\"",
+             "Use PUT, PATCH or DELETE.");
+    if (!effective.contains("id") || effective["id"].is_null())
+      Reject("22023", "op " + std::to_string(index) + " has no \"id\"");
+    const TableInfo &table = Table(type);
+    json data = effective.value("data", json::object());
+    if ((kind == "PUT" || kind == "PATCH") && !data.is_object())
+      Reject("22023", "\"data\" of op " + std::to_string(index) + " must be an object");
+
+    std::vector<Oid> types;
+    std::vector<Datum> values;
+    std::string nulls;
+    // Key values from "id": a scalar, or an array for composite keys.
+    json id = effective["id"];
+    if (table.key_attnums.size() > 1 && !id.is_array())
+      Reject("22023", "\"" + type + "\" has a composite key: \"id\" must be an array of " +
+                          std::to_string(table.key_attnums.size()) + " values");
+    std::vector<json> key_values;
+    if (table.key_attnums.size() == 1) {
+      key_values.push_back(id);
+    } else {
+      for (const json &v : id) key_values.push_back(v);
+      if (key_values.size() != table.key_attnums.size())
+        Reject("22023", "\"id\" of op " + std::to_string(index) + " must have " +
+                            std::to_string(table.key_attnums.size()) + " values");
+    }
+    std::vector<std::string> key_params;
+    for (size_t k = 0; k < table.key_attnums.size(); k++) {
+      AddValue(table, table.key_attnums[k], key_values[k], types, values, nulls);
+      key_params.push_back("$" + std::to_string(values.size()));
+    }
+    std::vector<std::string> columns, params;
+    if (kind != "DELETE") {
+      for (auto it = data.begin(); it != data.end(); ++it) {
+        AttrNumber attnum = get_attnum(table.relid, it.key().c_str());
+        if (attnum == InvalidAttrNumber || attnum < 0)
+          Reject("42703", "column \"" + it.key() + "\" does not exist in \"" + type + "\"",
+                 schema_version_.empty()
+                     ? std::string()
+                     : "The client was built for schema version \"" + schema_version_ +
+                           "\"; declare a handler with syncline.set_write_handler('" + type +
+                           "', '" + schema_version_ + "', ...) to map its writes.");
+        if (std::find(table.key_attnums.begin(), table.key_attnums.end(), attnum) !=
+            table.key_attnums.end())
+          continue;  // the key comes from "id"
+        AddValue(table, attnum, it.value(), types, values, nulls);
+        columns.push_back(quote_identifier(it.key().c_str()));
+        params.push_back("$" + std::to_string(values.size()));
+      }
+    }
+    std::string where;
+    for (size_t k = 0; k < key_params.size(); k++)
+      where += (k ? " AND " : "") + table.key_names[k] + " = " + key_params[k];
+
+    std::string sql;
+    if (kind == "PUT") {
+      std::string cols, vals, sets;
+      for (size_t k = 0; k < key_params.size(); k++) {
+        cols += (k ? ", " : "") + table.key_names[k];
+        vals += (k ? ", " : "") + key_params[k];
+      }
+      for (size_t c = 0; c < columns.size(); c++) {
+        cols += ", " + columns[c];
+        vals += ", " + params[c];
+        sets += (c ? ", " : "") + columns[c] + " = EXCLUDED." + columns[c];
+      }
+      std::string conflict;
+      for (size_t k = 0; k < key_params.size(); k++)
+        conflict += (k ? ", " : "") + table.key_names[k];
+      sql = "INSERT INTO " + table.name + " (" + cols + ") VALUES (" + vals + ") ON CONFLICT (" +
+            conflict + ") DO " + (sets.empty() ? "NOTHING" : "UPDATE SET " + sets);
+    } else if (kind == "PATCH") {
+      if (columns.empty()) {
+        sql = "SELECT 1 FROM " + table.name + " WHERE " + where;
+      } else {
+        std::string sets;
+        for (size_t c = 0; c < columns.size(); c++)
+          sets += (c ? ", " : "") + columns[c] + " = " + params[c];
+        sql = "UPDATE " + table.name + " SET " + sets + " WHERE " + where;
+      }
+    } else {
+      sql = "DELETE FROM " + table.name + " WHERE " + where;
+    }
+    uint64 processed = 0;
+    PgGuard([&] {
+      SPIPlanPtr plan = Plan(sql, types);
+      int rc = SPI_execute_plan(plan, values.data(), nulls.c_str(), false, 0);
+      if (rc < 0) elog(ERROR, "applying op failed: %s", SPI_result_code_string(rc));
+      processed = SPI_processed;
+    });
+    if (kind == "PATCH" && processed == 0)
+      Reject("P0002", "row " + id.dump() + " of \"" + type + "\" does not exist",
+             "It was deleted (or is not visible to this user); the server state wins.");
+  }
+
+  int index() const { return index_; }
+
+ private:
+  [[noreturn]] void Reject(const std::string &code, const std::string &message,
+                           const std::string &hint = {}) {
+    throw Rejection{code, message, hint, index_};
+  }
+
+  // Appends one parameter: the JSON value converted to the column's type.
+  void AddValue(const TableInfo &table, AttrNumber attnum, const json &value,
+                std::vector<Oid> &types, std::vector<Datum> &values, std::string &nulls) {
+    Oid type;
+    int32 typmod;
+    Oid collation;
+    std::string column;
+    PgGuard([&] {
+      get_atttypetypmodcoll(table.relid, attnum, &type, &typmod, &collation);
+      column = get_attname(table.relid, attnum, false);
+    });
+    std::optional<std::string> text;
+    try {
+      text = InputText(value, type, column);
+    } catch (Rejection &r) {
+      r.op_index = index_;
+      throw;
+    }
+    Datum datum = 0;
+    if (text) {
+      try {
+        PgGuard([&] {
+          Oid input_fn, ioparam;
+          getTypeInputInfo(type, &input_fn, &ioparam);
+          datum =
+              OidInputFunctionCall(input_fn, const_cast<char *>(text->c_str()), ioparam, typmod);
+        });
+      } catch (const Error &e) {
+        Reject(SqlStateText(e.sqlstate()),
+               "invalid value for column \"" + column + "\": " + e.message());
+      }
+    }
+    types.push_back(type);
+    values.push_back(datum);
+    nulls.push_back(text ? ' ' : 'n');
+  }
+
+  const TableInfo &Table(const std::string &type) {
+    auto it = tables_.find(type);
+    if (it != tables_.end()) return it->second;
+    std::vector<Oid> found;
+    PgGuard([&] {
+      AsOwner([&] {
+        Exec(
+            "SELECT table_oid FROM syncline_internal.data_queries WHERE object_type = $1 "
+            "UNION SELECT table_oid FROM syncline_internal.writable_tables WHERE object_type = $1",
+            {TEXTOID}, {CStringGetTextDatum(type.c_str())});
+        for (uint64 i = 0; i < SPI_processed; i++) {
+          bool isnull;
+          found.push_back(DatumGetObjectId(
+              SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
+        }
+      });
+    });
+    if (found.empty())
+      Reject("42P01", "type \"" + type + "\" is not synced and not open for writes",
+             "Sync it in a bucket, or allow writes with syncline.allow_writes('<table>').");
+    if (found.size() > 1)
+      Reject("42P09", "type \"" + type + "\" names more than one table",
+             "Give the data queries distinct aliases.");
+    TableInfo info;
+    info.relid = found[0];
+    PgGuard([&] {
+      Relation rel = relation_open(info.relid, AccessShareLock);
+      info.name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+                                             RelationGetRelationName(rel));
+      const TableRules &rules = GetTableRules(rel);
+      (void)rules;
+      Oid key_index = RelationGetPrimaryKeyIndex(rel);
+      if (OidIsValid(key_index)) {
+        Relation index = relation_open(key_index, AccessShareLock);
+        for (int i = 0; i < index->rd_index->indnkeyatts; i++) {
+          AttrNumber attnum = index->rd_index->indkey.values[i];
+          info.key_attnums.push_back(attnum);
+          info.key_names.push_back(
+              quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname)));
+        }
+        relation_close(index, AccessShareLock);
+      }
+      relation_close(rel, AccessShareLock);
+    });
+    if (info.key_attnums.empty())
+      Reject("55000", "table of type \"" + type + "\" has no primary key");
+    return tables_.emplace(type, std::move(info)).first->second;
+  }
+
+  // Runs the app's handler for ops of an older schema version. Returns the
+  // op to apply (the handler's rewrite, or the op itself), or nullopt when
+  // the handler applied it.
+  std::optional<json> RunHandler(const std::string &type, const json &op) {
+    if (schema_version_.empty()) return op;
+    Oid handler = InvalidOid;
+    PgGuard([&] {
+      AsOwner([&] {
+        Exec(
+            "SELECT handler FROM syncline_internal.write_handlers "
+            "WHERE object_type = $1 AND schema_version = $2",
+            {TEXTOID, TEXTOID},
+            {CStringGetTextDatum(type.c_str()), CStringGetTextDatum(schema_version_.c_str())});
+        if (SPI_processed > 0) {
+          bool isnull;
+          handler = DatumGetObjectId(
+              SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        }
+      });
+    });
+    if (!OidIsValid(handler)) return op;
+    std::optional<json> result;
+    std::string op_text = op.dump();
+    PgGuard([&] {
+      Datum arg = DirectFunctionCall1(jsonb_in, CStringGetDatum(op_text.c_str()));
+      Oid types[1] = {JSONBOID};
+      std::string sql = std::string("SELECT ") +
+                        quote_qualified_identifier(get_namespace_name(get_func_namespace(handler)),
+                                                   get_func_name(handler)) +
+                        "($1::jsonb)";
+      int rc = SPI_execute_with_args(sql.c_str(), 1, types, &arg, nullptr, false, 0);
+      if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "write handler failed");
+      bool isnull;
+      Datum out = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+      if (!isnull) {
+        Jsonb *jb = DatumGetJsonbP(out);
+        result = json::parse(JsonbToCString(nullptr, &jb->root, VARSIZE(jb)));
+      }
+    });
+    if (result && !result->is_object())
+      Reject("22023", "write handler " + std::string(format_procedure(handler)) +
+                          " returned something other than an op object or NULL");
+    return result;
+  }
+
+  SPIPlanPtr Plan(const std::string &sql, std::vector<Oid> &types) {
+    static std::unordered_map<std::string, SPIPlanPtr> plans;
+    std::string key = sql;
+    for (Oid t : types) key += "|" + std::to_string(t);
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+    SPIPlanPtr plan = SPI_prepare(sql.c_str(), static_cast<int>(types.size()), types.data());
+    if (plan == nullptr) elog(ERROR, "preparing \"%s\" failed", sql.c_str());
+    SPI_keepplan(plan);
+    plans.emplace(key, plan);
+    return plan;
+  }
+
+  std::string schema_version_;
+  std::map<std::string, TableInfo> tables_;
+  int index_ = -1;
+};
+
+Datum JsonbFrom(const json &value) {
+  std::string text = value.dump();
+  Datum result = 0;
+  PgGuard([&] { result = DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
+  return result;
+}
+
+}  // namespace
+}  // namespace syncline
+
+using syncline::Error;
+using json = nlohmann::json;
+
+SYNCLINE_FUNCTION(syncline_apply_writes) {
+  if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
+    throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "claims, client_id and batch must not be NULL");
+  std::string claims_text, client_id, batch_text;
+  syncline::PgGuard([&] {
+    Jsonb *claims = PG_GETARG_JSONB_P(0);
+    claims_text = JsonbToCString(nullptr, &claims->root, VARSIZE(claims));
+    client_id = TextDatumGetCString(PG_GETARG_DATUM(1));
+    Jsonb *batch = PG_GETARG_JSONB_P(2);
+    batch_text = JsonbToCString(nullptr, &batch->root, VARSIZE(batch));
+  });
+  if (client_id.empty() || client_id.size() > 200)
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "client_id must be 1 to 200 characters");
+  json batch = json::parse(batch_text);
+  if (!batch.is_object() || !batch.contains("seq") || !batch["seq"].is_number_integer() ||
+      batch["seq"].get<int64_t>() < 0)
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "batch needs a non-negative integer \"seq\"", {},
+                "A batch is {\"seq\": n, \"schema_version\": \"...\", \"ops\": [...]}.");
+  int64_t seq = batch["seq"].get<int64_t>();
+  std::string schema_version =
+      batch.contains("schema_version") && batch["schema_version"].is_string()
+          ? batch["schema_version"].get<std::string>()
+          : "";
+
+  syncline::PgGuard([&] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+  });
+  // One batch of a client at a time, across every gateway: the client row lock.
+  std::optional<int64_t> last_seq;
+  std::optional<json> previous;
+  std::optional<int64_t> previous_checkpoint;
+  syncline::PgGuard([&] {
+    syncline::AsOwner([&] {
+      Datum id = CStringGetTextDatum(client_id.c_str());
+      syncline::Exec(
+          "INSERT INTO syncline_internal.clients (client_id) VALUES ($1) ON CONFLICT DO NOTHING",
+          {TEXTOID}, {id});
+      syncline::Exec(
+          "SELECT last_seq FROM syncline_internal.clients WHERE client_id = $1 "
+          "FOR UPDATE",
+          {TEXTOID}, {id});
+      bool isnull;
+      Datum last = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+      if (!isnull) last_seq = DatumGetInt64(last);
+      syncline::Exec(
+          "SELECT outcome::text, write_checkpoint FROM syncline_internal.client_batches "
+          "WHERE client_id = $1 AND seq = $2",
+          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
+      if (SPI_processed > 0) {
+        previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+        Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+        if (!isnull) previous_checkpoint = DatumGetInt64(wc);
+      }
+    });
+  });
+  if (previous) {
+    json outcome = *previous;
+    outcome["duplicate"] = true;
+    if (previous_checkpoint) outcome["write_checkpoint"] = *previous_checkpoint;
+    syncline::PgGuard([] { SPI_finish(); });
+    return syncline::JsonbFrom(outcome);
+  }
+  if (last_seq && seq <= *last_seq) {
+    syncline::PgGuard([] { SPI_finish(); });
+    return syncline::JsonbFrom(json{
+        {"status", "rejected"},
+        {"seq", seq},
+        {"code", "seq_regressed"},
+        {"message", "batch seq " + std::to_string(seq) + " is at or below this client's last seq " +
+                        std::to_string(*last_seq) + " and is not known; it was not applied"},
+        {"last_seq", *last_seq}});
+  }
+  if (last_seq && seq > *last_seq + 1) {
+    syncline::PgGuard([] { SPI_finish(); });
+    return syncline::JsonbFrom(json{{"status", "out_of_order"},
+                                    {"seq", seq},
+                                    {"expected_seq", *last_seq + 1},
+                                    {"message",
+                                     "batches of a client apply in seq order; upload "
+                                     "seq " +
+                                         std::to_string(*last_seq + 1) + " first"}});
+  }
+
+  json outcome;
+  std::optional<syncline::Rejection> rejection;
+  const json ops = batch.value("ops", json::array());
+  if (!ops.is_array() || ops.empty()) {
+    rejection =
+        syncline::Rejection{"22023", "batch has no ops", "\"ops\" must be a non-empty array"};
+  } else if (ops.size() > syncline::kMaxOpsPerBatch) {
+    rejection = syncline::Rejection{
+        "54000", "batch has " + std::to_string(ops.size()) + " ops; at most " +
+                     std::to_string(syncline::kMaxOpsPerBatch) + " are applied at once"};
+  } else {
+    MemoryContext caller_context = CurrentMemoryContext;
+    ResourceOwner caller_owner = CurrentResourceOwner;
+    Oid role = syncline::WriteRole();
+    syncline::PgGuard([] { BeginInternalSubTransaction(nullptr); });
+    syncline::BatchApplier applier(schema_version);
+    try {
+      int nest_level = 0;
+      Oid saved_user;
+      int saved_context;
+      syncline::PgGuard([&] {
+        nest_level = NewGUCNestLevel();
+        (void)set_config_option("syncline.claims", claims_text.c_str(), PGC_USERSET, PGC_S_SESSION,
+                                GUC_ACTION_SAVE, true, 0, false);
+        GetUserIdAndSecContext(&saved_user, &saved_context);
+        SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE);
+      });
+      for (size_t i = 0; i < ops.size(); i++) {
+        if (!ops[i].is_object())
+          throw syncline::Rejection{
+              "22023", "op " + std::to_string(i) + " is not an object", {}, static_cast<int>(i)};
+        applier.Apply(ops[i], static_cast<int>(i));
+      }
+      syncline::PgGuard([&] {
+        SetUserIdAndSecContext(saved_user, saved_context);
+        AtEOXact_GUC(true, nest_level);
+        ReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+      });
+      outcome = json{{"status", "applied"}, {"seq", seq}, {"ops", ops.size()}};
+    } catch (const syncline::Rejection &r) {
+      rejection = r;
+    } catch (const Error &e) {
+      if (syncline::IsTransient(e.sqlstate())) {
+        syncline::PgGuard([&] {
+          RollbackAndReleaseCurrentSubTransaction();
+          MemoryContextSwitchTo(caller_context);
+          CurrentResourceOwner = caller_owner;
+        });
+        throw;
+      }
+      rejection = syncline::Rejection{syncline::SqlStateText(e.sqlstate()), e.message(),
+                                      e.pg_error() && e.pg_error()->hint ? e.pg_error()->hint : "",
+                                      applier.index()};
+    }
+    if (rejection) {
+      syncline::PgGuard([&] {
+        RollbackAndReleaseCurrentSubTransaction();
+        MemoryContextSwitchTo(caller_context);
+        CurrentResourceOwner = caller_owner;
+      });
+    }
+  }
+  if (rejection) {
+    outcome = json{{"status", "rejected"},
+                   {"seq", seq},
+                   {"code", rejection->code},
+                   {"message", rejection->message}};
+    if (!rejection->hint.empty()) outcome["hint"] = rejection->hint;
+    if (rejection->op_index >= 0) {
+      outcome["op_index"] = rejection->op_index;
+      const json &op = ops[rejection->op_index];
+      if (op.is_object()) {
+        if (op.contains("type")) outcome["type"] = op["type"];
+        if (op.contains("id")) outcome["id"] = op["id"];
+      }
+    }
+  }
+  std::string outcome_text = outcome.dump();
+  syncline::PgGuard([&] {
+    syncline::AsOwner([&] {
+      Datum id = CStringGetTextDatum(client_id.c_str());
+      syncline::Exec(
+          "INSERT INTO syncline_internal.client_batches (client_id, seq, outcome) "
+          "VALUES ($1, $2, $3::jsonb)",
+          {TEXTOID, INT8OID, TEXTOID},
+          {id, Int64GetDatum(seq), CStringGetTextDatum(outcome_text.c_str())});
+      syncline::Exec(
+          "UPDATE syncline_internal.clients SET last_seq = $2, updated_at = now() "
+          "WHERE client_id = $1",
+          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
+    });
+    // The flusher records the first op id that includes this batch.
+    char seq_text[32];
+    snprintf(seq_text, sizeof seq_text, "%lld", static_cast<long long>(seq));
+    syncline::StageMarker(syncline::kStagedWriteMarker, client_id.c_str(), seq_text);
+    SPI_finish();
+  });
+  return syncline::JsonbFrom(outcome);
+}

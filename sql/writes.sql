@@ -1,0 +1,104 @@
+-- Client writes: applied atomically as syncline.write_role under its GRANTs
+-- and row-level security, once per (client_id, seq), with every outcome.
+CREATE TABLE sets (
+  id int PRIMARY KEY, user_id text NOT NULL, reps int CHECK (reps >= 0), weight_kg numeric,
+  tags text[], done_at timestamptz, note jsonb);
+ALTER TABLE sets ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_sets ON sets USING (user_id = syncline.user_id())
+  WITH CHECK (user_id = syncline.user_id());
+GRANT SELECT, INSERT, UPDATE, DELETE ON sets TO syncline_writer;
+CREATE TABLE audit (id int PRIMARY KEY, what text);
+GRANT SELECT, INSERT ON audit TO syncline_writer;
+CREATE TABLE secrets (id int PRIMARY KEY, value text);
+SELECT syncline.create_bucket('user_sets', 'SELECT syncline.user_id() AS user_id',
+  ARRAY['SELECT * FROM sets WHERE user_id = bucket.user_id']);
+SELECT syncline.create_bucket('all_secrets', NULL, ARRAY['SELECT * FROM secrets']);
+SELECT syncline.flush();
+
+-- Applied: PUT inserts (types converted from JSON), PATCH updates, DELETE deletes.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', $${"seq": 1, "schema_version": "1",
+  "ops": [{"op": "PUT", "type": "sets", "id": 1, "data": {"user_id": "alice", "reps": 8, "weight_kg": "42.5", "tags": ["warmup", "a,b"], "done_at": "2024-03-01T10:00:00Z", "note": {"felt": "good"}}},
+          {"op": "PUT", "type": "sets", "id": 2, "data": {"user_id": "alice", "reps": 5}},
+          {"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": 9}}]}$$);
+SELECT * FROM sets ORDER BY id;
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 2, "ops": [{"op": "DELETE", "type": "sets", "id": 2}]}');
+SELECT id FROM sets ORDER BY id;
+-- Its effects reach the op log; the write checkpoint is the first op id that includes them.
+SELECT syncline.write_checkpoint('phone-1', 1) AS wc1, syncline.write_checkpoint('phone-1', 2) AS wc2,
+       syncline.write_checkpoint('phone-1') AS latest, syncline.write_checkpoint('phone-1', 99) AS unknown;
+SELECT (syncline.checkpoint('{"sub": "alice"}') ->> 'last_op_id')::bigint >= syncline.write_checkpoint('phone-1') AS included;
+SELECT op_id, op, object_id FROM syncline.bucket_data('user_sets["alice"]', 0);
+
+-- A retried batch returns its first outcome and is not applied twice.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 2, "ops": [{"op": "PUT", "type": "sets", "id": 2, "data": {"user_id": "alice"}}]}');
+SELECT id FROM sets ORDER BY id;
+-- Regressing and skipped seqs are answered, not applied.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 0, "ops": [{"op": "PUT", "type": "sets", "id": 3, "data": {"user_id": "alice"}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 5, "ops": [{"op": "PUT", "type": "sets", "id": 3, "data": {"user_id": "alice"}}]}');
+
+-- Rejected for good, with the SQLSTATE, the reason and the failing op; the
+-- whole batch is rolled back and the rejection is remembered.
+-- Policy: alice may not write bob's set.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', $${"seq": 3, "ops": [
+  {"op": "PUT", "type": "sets", "id": 3, "data": {"user_id": "alice", "reps": 1}},
+  {"op": "PUT", "type": "sets", "id": 4, "data": {"user_id": "bob", "reps": 1}}]}$$);
+SELECT id FROM sets ORDER BY id;
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 3, "ops": []}') ->> 'duplicate' AS replayed;
+-- Constraint.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 4, "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": -3}}]}');
+-- Unknown column, and with a schema version the hint names the handler to declare.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 5, "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"repetitions": 3}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 6, "schema_version": "0.9", "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"repetitions": 3}}]}');
+-- Bad JSON types name the column.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 7, "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": "ten"}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 8, "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": {"n": 1}}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 9, "ops": [{"op": "PATCH", "type": "sets", "id": "x", "data": {"reps": 1}}]}');
+-- PATCH of a row that no longer exists (or that alice cannot see).
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 10, "ops": [{"op": "PATCH", "type": "sets", "id": 2, "data": {"reps": 10}}]}');
+-- Malformed ops.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 11, "ops": [{"op": "UPSERT", "type": "sets", "id": 1}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 12, "ops": [{"op": "PUT", "type": "sets", "data": {}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 13, "ops": [42]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 14}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"ops": []}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', NULL);
+-- Tables nobody syncs need an opt-in; privileges still apply.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 15, "ops": [{"op": "PUT", "type": "audit", "id": 1, "data": {"what": "x"}}]}');
+SELECT syncline.allow_writes('audit');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 16, "ops": [{"op": "PUT", "type": "audit", "id": 1, "data": {"what": "x"}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 17, "ops": [{"op": "PUT", "type": "secrets", "id": 1, "data": {"value": "x"}}]}');
+SELECT * FROM audit;
+SELECT count(*) AS secrets FROM secrets;
+-- Nothing of a rejected batch was applied.
+SELECT id, reps FROM sets ORDER BY id;
+
+-- An older client's writes, mapped by a handler the app declares.
+CREATE FUNCTION sets_from_v09(op jsonb) RETURNS jsonb LANGUAGE sql AS $$
+  SELECT jsonb_set(op, '{data}', (op -> 'data') - 'repetitions' ||
+                   jsonb_build_object('reps', op -> 'data' -> 'repetitions')) $$;
+SELECT syncline.set_write_handler('sets', '0.9', 'sets_from_v09(jsonb)');
+SELECT syncline.set_write_handler('sets', '0.8', 'lower(text)');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 18, "schema_version": "0.9", "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"repetitions": 12}}]}');
+SELECT id, reps FROM sets ORDER BY id;
+
+-- Another client's seqs are its own.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'tablet-7', '{"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 7, "data": {"user_id": "bob", "reps": 3}}]}');
+-- A write role that would bypass row-level security is refused.
+SET syncline.write_role = 'postgres';
+SELECT syncline.apply_writes('{"sub": "bob"}', 'tablet-7', '{"seq": 2, "ops": [{"op": "DELETE", "type": "sets", "id": 7}]}');
+RESET syncline.write_role;
+-- Only the gateway role may call it.
+CREATE ROLE writes_nobody;
+SET ROLE writes_nobody;
+SELECT syncline.apply_writes('{"sub": "bob"}', 'tablet-7', '{"seq": 2, "ops": []}');
+RESET ROLE;
+DROP ROLE writes_nobody;
+
+SELECT client_id, seq, outcome ->> 'status' AS status, write_checkpoint IS NOT NULL AS has_checkpoint
+  FROM syncline_internal.client_batches ORDER BY client_id, seq;
+SELECT syncline.flush() >= 0 AS flushed;
+SELECT syncline.drop_bucket('user_sets');
+SELECT syncline.drop_bucket('all_secrets');
+SELECT syncline.disallow_writes('audit');
+DROP TABLE sets, audit, secrets;
+DROP FUNCTION sets_from_v09(jsonb);
