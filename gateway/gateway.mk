@@ -30,6 +30,7 @@ GW_PURE_SRCS := $(filter gateway/config.cpp gateway/framing.cpp gateway/jwt.cpp 
 UNIT_TESTS := $(sort $(wildcard tests/unit/gateway_*_test.cpp))
 
 E2E_SRCS := $(sort $(wildcard tests/e2e/*.cpp))
+E2E_HDRS := $(wildcard tests/e2e/*.hpp)
 BENCH_SRCS := $(sort $(wildcard bench/gateway_*.cpp))
 
 .PHONY: all test-units clean proto
@@ -45,7 +46,7 @@ $(PROTO_SRC) $(PROTO_HDR) &: proto/syncline.proto
 	  rm -rf $(GEN)/tmp.$$$$
 
 # Objects, one set per flavour.
-$(OUT)/obj/%.o: %.cpp $(GW_HDRS) $(PROTO_HDR)
+$(OUT)/obj/%.o: %.cpp $(GW_HDRS) $(E2E_HDRS) $(PROTO_HDR)
 	@mkdir -p $(dir $@)
 	$(CXX) $(CXXSTD) $(WARN) $(OPT) $(CPPFLAGS_GW) -c $< -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 $(OUT)/obj/proto.pb.o: $(PROTO_SRC)
@@ -70,7 +71,8 @@ $(OUT)/gateway_tests: $(UNIT_TESTS:%.cpp=$(OUT)/asan/%.o) $(GW_PURE_SRCS:%.cpp=$
 $(OUT)/e2e_client: $(E2E_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/proto.pb.o
 	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
-$(OUT)/gateway_load: $(BENCH_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/proto.pb.o
+$(OUT)/gateway_load: $(BENCH_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/tests/e2e/ws_client.o \
+                      $(OUT)/obj/proto.pb.o
 	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 test-units: $(OUT)/gateway_tests

@@ -209,14 +209,14 @@ void Client::SetReading(bool on) {
 
 void Client::Apply(const std::string &bucket, const pb::OplogEntry &op) {
   ReplicaBucket &b = buckets[bucket];
-  std::string key = op.object_type() + "/" + op.object_id();
+  std::string key = keep_objects ? op.object_type() + "/" + op.object_id() : std::string();
   switch (op.op()) {
     case pb::OplogEntry::PUT:
-      b.objects[key] = op.data();
+      if (keep_objects) b.objects[key] = op.data();
       b.checksum += op.checksum();
       break;
     case pb::OplogEntry::REMOVE:
-      b.objects.erase(key);
+      if (keep_objects) b.objects.erase(key);
       b.checksum += op.checksum();
       break;
     case pb::OplogEntry::MOVE:

@@ -103,6 +103,7 @@ class Client {
   std::map<std::string, ReplicaBucket> buckets;
   std::map<std::string, pb::BucketChecksum> expected;
   std::vector<std::string> removed_seen;
+  bool keep_objects = true;  // false: checksums only (benchmarks)
   // Called for each op applied (bench: latency measurement).
   std::function<void(const pb::OplogEntry &)> on_op;
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Gateway benchmarks (figures only, nothing asserted):
+#   1. initial sync of one bucket of BENCH_BIG_OPS ops (default 1,000,000): ops/s
+#   2. live latency commit -> client receipt, BENCH_LIVE_CLIENTS clients (default 1,000)
+#      each in its own bucket plus one shared bucket: p50/p99
+#   3. BENCH_IDLE_CLIENTS idle, synced connections (default 10,000): gateway RSS per connection
+# Starts its own throwaway cluster (fsync off: we measure the gateway, not the disk) and the
+# optimized gateway build. Usage: bench/gateway_bench.sh [initial|live|idle ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIG_OPS=${BENCH_BIG_OPS:-1000000}
+LIVE_CLIENTS=${BENCH_LIVE_CLIENTS:-1000}
+LIVE_WRITES=${BENCH_LIVE_WRITES:-400}
+IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-10000}
+PARTS=${*:-initial live idle}
+OUT=build/gateway
+mkdir -p build/bench
+make --no-print-directory -f gateway/gateway.mk all >build/bench/gateway_build.log 2>&1 ||
+  { tail -n 30 build/bench/gateway_build.log; exit 1; }
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+dir=$(mktemp -d /tmp/syncline-gwbench.XXXXXX)
+gw_pid=""
+cleanup() {
+  [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+  bash scripts/pgcluster.sh stop "$dir"
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+eval "$(PG_FSYNC=off bash scripts/pgcluster.sh start "$dir")"
+export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
+createdb syncline
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
+CREATE EXTENSION syncline;
+CREATE TABLE bench_items (id text PRIMARY KEY, owner text NOT NULL, v text);
+CREATE TABLE bench_shared (id text PRIMARY KEY, v text);
+SELECT syncline.create_bucket('bench_user', 'SELECT syncline.user_id() AS user_id',
+  ARRAY['SELECT * FROM bench_items WHERE owner = bucket.user_id']);
+SELECT syncline.create_bucket('bench_global', NULL, ARRAY['SELECT * FROM bench_shared']);
+INSERT INTO bench_shared VALUES ('hello', 'world');
+SQL
+
+secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$OUT/syncline-gateway" --listen "127.0.0.1:$port" --jwt-hs256-secret "$secret" \
+  --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
+  --max-connections 20000 --hello-timeout 600 >build/bench/gateway.log 2>&1 &
+gw_pid=$!
+for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+export SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret
+
+echo "== gateway benchmarks ($(nproc) cores; Postgres fsync off; gateway pool 4)"
+for part in $PARTS; do
+  case $part in
+  initial)
+    t0=$(date +%s%N)
+    psql -X -q -c "INSERT INTO bench_items SELECT 'big-' || g, 'big', md5(g::text) FROM generate_series(1, $BIG_OPS) g" \
+      -c "SELECT syncline.flush()" >/dev/null
+    echo "loaded $BIG_OPS rows in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+    "$OUT/gateway_load" initial
+    ;;
+  live) "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES" ;;
+  idle) "$OUT/gateway_load" idle "$IDLE_CLIENTS" "$gw_pid" ;;
+  *) echo "unknown part $part" >&2; exit 2 ;;
+  esac
+done
