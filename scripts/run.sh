@@ -46,7 +46,7 @@ trap 'exit 0' INT TERM
 
 load_example() {
   local url=$1
-  psql "$url" -q -v ON_ERROR_STOP=1 -f examples/workout/schema.sql -f examples/workout/rules.sql
+  psql "$url" -q -v ON_ERROR_STOP=1 -f examples/workout/schema.sql -f examples/workout/rules.sql >/dev/null
   echo "loaded examples/workout (schema.sql, rules.sql)"
 }
 
@@ -92,8 +92,11 @@ if [ -x "$GATEWAY" ]; then
   echo
   "$GATEWAY" --database-url "$db_url" --listen "$LISTEN" --jwt-hs256-secret "$secret" &
   child=$!
-  wait "$child" || true
+  rc=0
+  wait "$child" || rc=$?
   child=""
+  [ "$rc" -eq 0 ] || echo "the gateway exited with status $rc" >&2
+  exit "$rc"
 else
   echo "gateway:    $GATEWAY is not built; the database stays up (Ctrl-C to stop)"
   sleep infinity &
