@@ -4,11 +4,12 @@
 
 -- Who gets what ----------------------------------------------------------------
 
--- One bucket per user: their workouts and sets.
+-- One bucket per user: their profile, workouts and sets.
 SELECT syncline.create_bucket(
   'user_workouts',
   'SELECT syncline.user_id() AS user_id',
   ARRAY[
+    'SELECT * FROM users WHERE id = bucket.user_id',
     'SELECT * FROM workouts WHERE user_id = bucket.user_id',
     'SELECT * FROM sets WHERE user_id = bucket.user_id'
   ]);
@@ -20,8 +21,9 @@ SELECT syncline.create_bucket(
   ARRAY['SELECT * FROM exercises']);
 
 -- Who may write what -----------------------------------------------------------
--- Client writes are applied as workout_app with the client's token claims in
--- scope, so these privileges and policies are the whole authorization story.
+-- syncline.apply_writes applies client writes as syncline.write_role with the
+-- client's token claims in scope, so these privileges and policies are the
+-- whole authorization story.
 
 DO $$
 BEGIN
@@ -31,8 +33,12 @@ BEGIN
 END
 $$;
 
--- The gateway's role switches to workout_app to apply a client's writes.
-GRANT workout_app TO syncline_gateway;
+-- Client writes to this database run as workout_app (new sessions).
+DO $$
+BEGIN
+  EXECUTE format('ALTER DATABASE %I SET syncline.write_role = %L', current_database(), 'workout_app');
+END
+$$;
 
 GRANT USAGE ON SCHEMA public TO workout_app;
 GRANT USAGE ON SCHEMA syncline TO workout_app;
