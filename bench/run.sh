@@ -47,8 +47,16 @@ trap 'exit 130' INT TERM
 # A fresh cluster with database `syncline` and the extension.
 start_cluster() {
   stop_cluster
-  cluster_dir=$(mktemp -d /tmp/syncline-bench.XXXXXX)
-  eval "$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir")"
+  local exports="" attempt
+  for attempt in 1 2 3; do  # a cluster starting elsewhere may take our port: retry
+    cluster_dir=$(mktemp -d /tmp/syncline-bench.XXXXXX)
+    exports=$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir") && break
+    exports=""
+    stop_cluster
+    sleep 1
+  done
+  [ -n "$exports" ] || { echo "could not start a cluster" >&2; exit 1; }
+  eval "$exports"
   export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
   psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE syncline"
   sql "CREATE EXTENSION syncline"

@@ -18,16 +18,28 @@ CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
 
-CLUSTER_DIR=$(mktemp -d /tmp/syncline-test.XXXXXX)
+CLUSTER_DIR=""
 cleanup() {
+  [ -n "$CLUSTER_DIR" ] || return 0
   bash "$ROOT/scripts/pgcluster.sh" stop "$CLUSTER_DIR" || true
   rm -rf "$CLUSTER_DIR"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== starting throwaway cluster in $CLUSTER_DIR"
-if ! exports=$(bash scripts/pgcluster.sh start "$CLUSTER_DIR"); then
+# Another cluster starting at the same moment may take the port pgcluster.sh
+# picked: try again with a fresh directory.
+exports=""
+for attempt in 1 2 3; do
+  CLUSTER_DIR=$(mktemp -d /tmp/syncline-test.XXXXXX)
+  echo "== starting throwaway cluster in $CLUSTER_DIR"
+  exports=$(bash scripts/pgcluster.sh start "$CLUSTER_DIR") && break
+  exports=""
+  cleanup
+  CLUSTER_DIR=""
+  sleep 1
+done
+if [ -z "$exports" ]; then
   echo "could not start the test cluster (is the extension installed? try: make install)" >&2
   echo "0 passed, 1 failed"
   exit 1

@@ -56,8 +56,16 @@ if [ -n "${SYNCLINE_DATABASE_URL:-}" ]; then
   if [ "$with_example" = 1 ]; then load_example "$db_url"; fi
   psql_cmd="psql '$db_url'"
 else
-  cluster_dir=$(mktemp -d /tmp/syncline-run.XXXXXX)
-  exports=$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir")
+  exports=""
+  for attempt in 1 2 3; do  # a cluster starting elsewhere may take our port: retry
+    cluster_dir=$(mktemp -d /tmp/syncline-run.XXXXXX)
+    exports=$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir") && break
+    bash scripts/pgcluster.sh stop "$cluster_dir" || true
+    rm -rf "$cluster_dir"
+    cluster_dir=""
+    sleep 1
+  done
+  [ -n "$exports" ] || { echo "could not start a PostgreSQL cluster" >&2; exit 1; }
   eval "$exports"
   export PGHOST PGPORT PGUSER PGDATA
   psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE syncline"

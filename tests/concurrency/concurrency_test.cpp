@@ -378,7 +378,9 @@ struct Options {
   double seconds = 10;
   bool keep = false;
   int prepopulate = 40;
-  bool naive_flush = false;  // self-check: a deliberately wrong flusher the test must catch
+  bool naive_flush = false;
+  int flushers = 2;        // threads calling syncline.flush(); 0: rely on the background worker
+  std::string database;    // default syncline_conc_<seed>  // self-check: a deliberately wrong flusher the test must catch
 };
 
 Options g_opt;
@@ -896,7 +898,11 @@ void FlushAll(Conn &c) {
 void Usage() {
   fprintf(stderr,
           "usage: concurrency [--seed S] [--writers W] [--seconds T] [--prepopulate N]\n"
-          "                   [--conninfo STR] [--keep] [--naive-flush]\n"
+          "                   [--conninfo STR] [--keep] [--naive-flush] [--flushers N]\n"
+          "                   [--database NAME]\n"
+          "--database: created (dropped first) and dropped at the end; name the database\n"
+          "the background worker serves (syncline.database) to test it too.\n"
+          "--flushers N: threads calling syncline.flush() (default 2; 0 = worker only).\n"
           "--naive-flush replaces syncline.flush() with the classic wrong design (op id =\n"
           "trigger-time sequence value); the test must then fail.\n"
           "Connects with the libpq environment (PGHOST, PGPORT, PGUSER) unless --conninfo.\n");
@@ -921,6 +927,8 @@ int main(int argc, char **argv) {
     else if (a == "--conninfo") g_conninfo = next();
     else if (a == "--keep") g_opt.keep = true;
     else if (a == "--naive-flush") g_opt.naive_flush = true;
+    else if (a == "--flushers") g_opt.flushers = std::atoi(next().c_str());
+    else if (a == "--database") g_opt.database = next();
     else {
       Usage();
       return 2;
@@ -931,7 +939,7 @@ int main(int argc, char **argv) {
     Usage();
     return 2;
   }
-  g_db = "syncline_conc_" + std::to_string(g_opt.seed);
+  g_db = g_opt.database.empty() ? "syncline_conc_" + std::to_string(g_opt.seed) : g_opt.database;
   printf("concurrency test: seed %" PRIu64 ", %d writers, %.1f s, database %s\n", g_opt.seed,
          g_opt.writers, g_opt.seconds, g_db.c_str());
   fflush(stdout);
@@ -955,8 +963,8 @@ int main(int argc, char **argv) {
 
   g_start = Clock::now();
   std::vector<std::thread> writers, background;
-  background.emplace_back(FlusherThread);
-  background.emplace_back(FlusherThread);  // concurrent flush() calls must serialize safely
+  // Two flushers by default: concurrent flush() calls must serialize safely.
+  for (int i = 0; i < g_opt.flushers; i++) background.emplace_back(FlusherThread);
   background.emplace_back(CompactorThread);
   background.emplace_back(ReaderThread);
   std::thread idle(IdleThread);
