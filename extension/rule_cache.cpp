@@ -31,6 +31,8 @@ void InvalidateRules(Datum, Oid relid) {
   if (it != cache.end()) it->second->valid = false;
 }
 
+}  // namespace
+
 // Reads the stored data queries over `relid` and compiles them.
 void Compile(Relation rel, TableRules *rules) {
   Oid relid = RelationGetRelid(rel);
@@ -91,8 +93,15 @@ void Compile(Relation rel, TableRules *rules) {
     for (int i = 0; i < name_count; i++) param_names.push_back(TextDatumGetCString(name_datums[i]));
 
     DataQueryShape shape;
-    WithRuleEnvironment(search_path, InvalidOid,
-                        [&] { shape = ParseDataQuery(query_text, param_names, relid); });
+    try {
+      WithRuleEnvironment(search_path, InvalidOid,
+                          [&] { shape = ParseDataQuery(query_text, param_names, relid); });
+    } catch (Error &e) {
+      e.InQuery(query_text)
+          .AddContext("data query " + std::to_string(query.position) + " of bucket \"" +
+                      query.definition + "\"");
+      throw;
+    }
     query.param_attnums = shape.param_attnums;
     for (AttrNumber attnum : shape.param_attnums) {
       query.param_encoders.emplace_back();
@@ -120,6 +129,8 @@ void Compile(Relation rel, TableRules *rules) {
   }
   SPI_finish();
 }
+
+namespace {
 
 bool Passes(const TableRules &rules, const CompiledQuery &query, TupleTableSlot *slot) {
   if (query.filter == nullptr) return true;
@@ -248,3 +259,17 @@ void ComputeRowOps(const TableRules &rules, TupleTableSlot *old_row, TupleTableS
 }
 
 }  // namespace syncline
+
+// syncline_internal.check_rules(table): compiles every data query over the
+// table as it is now; an error (a dropped or retyped column) says which rule.
+SYNCLINE_FUNCTION(syncline_check_rules) {
+  Oid relid = PG_GETARG_OID(0);
+  syncline::PgGuard([&] {
+    Relation rel = table_open(relid, AccessShareLock);
+    syncline::TableRules rules;
+    syncline::Compile(rel, &rules);
+    MemoryContextDelete(rules.context);
+    table_close(rel, AccessShareLock);
+  });
+  PG_RETURN_VOID();
+}

@@ -43,6 +43,10 @@ struct TableRules {
   std::vector<CompiledQuery> queries;
 };
 
+// Compiles the stored data queries over `rel` into `rules` (whose context
+// the caller deletes). Use inside PgGuard.
+void Compile(Relation rel, TableRules *rules);
+
 // The compiled rules of `rel` (empty when no data query uses it). Postgres
 // calls: use inside PgGuard.
 const TableRules &GetTableRules(Relation rel);

@@ -105,6 +105,10 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
   DataQueryShape shape;
   shape.param_attnums.assign(param_names.size(), InvalidAttrNumber);
   PgGuard([&] {
+    // Error positions refer to `text`; outer context callbacks (SPI, PL/pgSQL)
+    // would re-point them at the calling statement. PG_TRY restores the stack.
+    ErrorContextCallback *outer_context = error_context_stack;
+    error_context_stack = nullptr;
     List *parsed = raw_parser(text, RAW_PARSE_DEFAULT);
     if (list_length(parsed) != 1 || !IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
       Invalid("a data query must be a single SELECT statement");
@@ -236,6 +240,7 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
               "A row's buckets must follow from the row alone: now(), random() or lookups in "
               "other tables cannot be re-evaluated when the row changes.");
     shape.analyzed = query;
+    error_context_stack = outer_context;
   });
   return shape;
 }

@@ -386,3 +386,57 @@ REVOKE ALL ON FUNCTION syncline.create_bucket(text, text, text[]), syncline.drop
   FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION syncline.create_bucket(text, text, text[]), syncline.drop_bucket(text)
   TO syncline_admin;
+
+-- Schema changes that would break a rule --------------------------------------
+-- A data query names columns; dropping or retyping one (or dropping a synced
+-- table) would make every later write to the table fail in the row trigger.
+-- Such DDL is refused instead, naming the rule, until the bucket is changed.
+
+CREATE FUNCTION syncline_internal.check_rules(table_oid oid) RETURNS void
+LANGUAGE c STRICT AS 'MODULE_PATHNAME', 'syncline_check_rules';
+
+CREATE FUNCTION syncline_internal.guard_ddl() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  cmd record;
+BEGIN
+  FOR cmd IN SELECT DISTINCT c.objid FROM pg_event_trigger_ddl_commands() c
+              WHERE c.classid = 'pg_class'::regclass
+                AND c.objid IN (SELECT table_oid FROM syncline_internal.data_queries)
+  LOOP
+    PERFORM syncline_internal.check_rules(cmd.objid);
+  END LOOP;
+END
+$$;
+
+CREATE FUNCTION syncline_internal.guard_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  dropped record;
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_event_trigger_dropped_objects() d
+              WHERE d.object_type = 'extension' OR d.objid = 'syncline_internal.data_queries'::regclass) THEN
+    RETURN;  -- the extension itself is going away
+  END IF;
+  FOR dropped IN
+    SELECT d.object_identity, q.bucket_name FROM pg_event_trigger_dropped_objects() d
+      JOIN syncline_internal.data_queries q ON q.table_oid = d.objid
+     WHERE d.object_type = 'table'
+    UNION
+    SELECT d.object_identity, p.bucket_name FROM pg_event_trigger_dropped_objects() d
+      JOIN syncline_internal.parameter_tables p ON p.table_oid = d.objid
+     WHERE d.object_type = 'table'
+  LOOP
+    RAISE EXCEPTION 'table % is used by sync rule "%"', dropped.object_identity, dropped.bucket_name
+      USING ERRCODE = '2BP01',
+            HINT = format('Drop the bucket first: SELECT syncline.drop_bucket(%L);', dropped.bucket_name);
+  END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER syncline_guard_ddl ON ddl_command_end
+  WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION syncline_internal.guard_ddl();
+CREATE EVENT TRIGGER syncline_guard_drop ON sql_drop
+  EXECUTE FUNCTION syncline_internal.guard_drop();
