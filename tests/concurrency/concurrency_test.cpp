@@ -297,6 +297,7 @@ const char *kIdleRowSynced = "idle txn row synced";
 const char *kUnexpectedErrors = "no unexpected SQL errors";
 const char *kFinalEqual = "final replica == tables";
 const char *kProgress = "writers made progress";
+const char *kWriteCheckpoint = "write checkpoints";
 
 // ---------------------------------------------------------------------------
 // libpq helpers.
@@ -589,6 +590,97 @@ void CompactorThread() {
 }
 
 // ---------------------------------------------------------------------------
+// A client writing through syncline.apply_writes: once the reader has completed
+// the batch's write checkpoint, its replica must show the batch's effect. The
+// ids it writes (5001..5020) are touched by no one else.
+
+struct WriteExpectation {
+  int64_t write_checkpoint = 0;
+  std::string object_id;
+  std::string owner;  // "" when the batch deleted the row
+  std::string val;
+  long seq = 0;
+};
+
+std::mutex g_expect_mu;
+bool g_expect_pending = false;
+WriteExpectation g_expect;
+std::atomic<long> g_write_batches{0};
+
+void ApiWriterThread() {
+  std::mt19937_64 rng(g_opt.seed * 101 + 7);
+  const std::string client = "conc-client-" + std::to_string(g_opt.seed);
+  try {
+    Conn c(g_db);
+    for (long seq = 1; !g_stop_writers.load(); seq++) {
+      WriteExpectation e;
+      e.seq = seq;
+      e.object_id = std::to_string(5001 + rng() % 20);
+      std::string op;
+      if (rng() % 5 == 0) {
+        op = R"({"op": "DELETE", "type": "items", "id": )" + e.object_id + "}";
+      } else {
+        e.owner = kOwners[rng() % 4];
+        e.val = std::to_string(rng() % 100000);
+        op = R"({"op": "PUT", "type": "items", "id": )" + e.object_id +
+             R"(, "data": {"owner": ")" + e.owner + R"(", "val": )" + e.val +
+             R"(, "note": "written by a client"}})";
+      }
+      std::string batch = R"({"seq": )" + std::to_string(seq) + R"(, "ops": [)" + op + "]}";
+      std::string outcome;
+      try {
+        outcome = c.Value("SELECT syncline.apply_writes('{\"sub\": \"conc\"}', $1, $2::jsonb)::text",
+                          {client, batch});
+      } catch (const SqlError &err) {
+        if (IsExpectedConflict(err.sqlstate)) {  // transient: retry the same batch
+          seq--;
+          continue;
+        }
+        throw;
+      }
+      Json o = ParseJson(outcome);
+      const Json *status = o.Get("status");
+      bool deleting_missing = e.owner.empty() && status && status->text == "rejected";
+      if (!status || (status->text != "applied" && !deleting_missing)) {
+        g_checks.Fail(kWriteCheckpoint, "batch " + batch + " -> " + outcome);
+        continue;
+      }
+      g_write_batches++;
+      std::string w = c.Value("SELECT syncline.write_checkpoint($1, $2)", {client, std::to_string(seq)});
+      if (w.empty()) {
+        g_checks.Fail(kWriteCheckpoint, "no write checkpoint for applied batch " + std::to_string(seq));
+        continue;
+      }
+      e.write_checkpoint = std::atoll(w.c_str());
+      {
+        std::lock_guard<std::mutex> g(g_expect_mu);
+        g_expect = e;
+        g_expect_pending = true;
+      }
+      // Wait for the reader to reach the write checkpoint and check it.
+      auto t0 = Clock::now();
+      while (true) {
+        {
+          std::lock_guard<std::mutex> g(g_expect_mu);
+          if (!g_expect_pending) break;
+        }
+        if (g_stop_background.load() ||
+            std::chrono::duration<double>(Clock::now() - t0).count() > 15) {
+          std::lock_guard<std::mutex> g(g_expect_mu);
+          if (g_expect_pending && !g_stop_background.load())
+            g_checks.Fail(kWriteCheckpoint, "reader did not reach write checkpoint " + w + " within 15 s");
+          g_expect_pending = false;
+          break;
+        }
+        SleepMs(2);
+      }
+    }
+  } catch (const std::exception &e) {
+    g_checks.Fail(kUnexpectedErrors, std::string("client writer: ") + e.what());
+  }
+}
+
+// ---------------------------------------------------------------------------
 // The reader: a client replica kept from checkpoints and bucket_data.
 
 struct BucketReplica {
@@ -750,6 +842,36 @@ struct Reader {
 };
 
 Reader g_reader;
+
+// Called by the reader thread after each round.
+void CheckWriteExpectation() {
+  std::lock_guard<std::mutex> g(g_expect_mu);
+  if (!g_expect_pending || g_reader.completed < g_expect.write_checkpoint) return;
+  const WriteExpectation &e = g_expect;
+  for (int i = 0; i < 3; i++) {
+    std::string bucket = std::string("by_owner[\"") + kOwners[i] + "\"]";
+    const auto &objects = g_reader.buckets[bucket].objects;
+    auto it = objects.find(e.object_id);
+    bool should_hold = e.owner == kOwners[i];
+    std::string where = "batch " + std::to_string(e.seq) + " (write checkpoint " +
+                        std::to_string(e.write_checkpoint) + ", reader at " +
+                        std::to_string(g_reader.completed) + "): ";
+    if (should_hold && it == objects.end()) {
+      g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " missing from " + bucket);
+    } else if (!should_hold && it != objects.end()) {
+      g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " still in " + bucket + ": " + it->second);
+    } else if (should_hold) {
+      try {
+        const Json *v = ParseJson(it->second).Get("val");
+        if (!v || v->text != e.val)
+          g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " is " + it->second + ", expected val " + e.val);
+      } catch (const std::exception &ex) {
+        g_checks.Fail(kWriteCheckpoint, where + ex.what());
+      }
+    }
+  }
+  g_expect_pending = false;
+}
 std::map<std::string, long> g_fresh_kinds;  // ops a from-scratch client received, by kind
 long g_fresh_clients = 0;
 
@@ -759,6 +881,7 @@ void ReaderThread() {
     auto last_fresh = Clock::now();
     while (!g_stop_background.load()) {
       g_reader.Round(c, g_reader.rounds % 10 == 9);
+      CheckWriteExpectation();
       // Now and then a client that starts from scratch: it reads what compaction
       // left (MOVE, CLEAR) and must still match the checkpoint's checksums.
       if (std::chrono::duration<double>(Clock::now() - last_fresh).count() > 1.0) {
@@ -863,6 +986,7 @@ void Setup(Conn &c) {
   c.Exec("CREATE EXTENSION syncline");
   c.Exec("CREATE TABLE items (id int PRIMARY KEY, owner text NOT NULL, val int NOT NULL, note text)");
   c.Exec("CREATE TABLE tags (id int PRIMARY KEY, label text, weight int)");
+  c.Exec("GRANT SELECT, INSERT, UPDATE, DELETE ON items TO syncline_writer");
   // Rows that exist before the rules: the initial snapshot must carry them.
   std::mt19937_64 rng(g_opt.seed * 13 + 3);
   for (int i = 0; i < g_opt.prepopulate; i++) {
@@ -944,7 +1068,7 @@ int main(int argc, char **argv) {
          g_opt.writers, g_opt.seconds, g_db.c_str());
   fflush(stdout);
   for (const char *name : {kSetup, kOrder, kNoLateOps, kLateScan, kChecksums, kFreshChecksums, kCheckpointMonotonic,
-                           kIdleNotBlocking, kIdleRowSynced, kUnexpectedErrors, kFinalEqual, kProgress})
+                           kIdleNotBlocking, kIdleRowSynced, kWriteCheckpoint, kUnexpectedErrors, kFinalEqual, kProgress})
     g_checks.Declare(name);
 
   std::unique_ptr<Conn> admin;
@@ -968,6 +1092,7 @@ int main(int argc, char **argv) {
   background.emplace_back(CompactorThread);
   background.emplace_back(ReaderThread);
   std::thread idle(IdleThread);
+  std::thread api_writer(ApiWriterThread);
   for (int i = 0; i < g_opt.writers; i++) writers.emplace_back(WriterThread, i);
 
   while (Elapsed() < g_opt.seconds) SleepMs(50);
@@ -975,6 +1100,7 @@ int main(int argc, char **argv) {
   for (auto &t : writers) t.join();
   idle.join();
   g_stop_background = true;
+  api_writer.join();
   for (auto &t : background) t.join();
 
   try {
@@ -991,12 +1117,14 @@ int main(int argc, char **argv) {
   }
   if (g_commits.load() < 10)
     g_checks.Fail(kProgress, "only " + std::to_string(g_commits.load()) + " transactions committed");
+  if (!g_opt.naive_flush && g_write_batches.load() < 3)
+    g_checks.Fail(kWriteCheckpoint, "only " + std::to_string(g_write_batches.load()) + " client batches applied");
 
   printf("commits %ld, rollbacks %ld, conflicts %ld, ops flushed %ld, compactions %ld, "
-         "reader rounds %ld, ops received %ld, last checkpoint %" PRId64
+         "client batches %ld, reader rounds %ld, ops received %ld, last checkpoint %" PRId64
          ", re-fetches after concurrent compaction %ld\n",
          g_commits.load(), g_rollbacks.load(), g_retries.load(), g_flushed.load(),
-         g_compactions.load(), g_reader.rounds, g_reader.ops_received, g_reader.completed,
+         g_compactions.load(), g_write_batches.load(), g_reader.rounds, g_reader.ops_received, g_reader.completed,
          g_compaction_resyncs.load());
   printf("ops received by kind: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld; "
          "%ld from-scratch clients: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld\n",
