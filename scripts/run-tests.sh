@@ -13,7 +13,7 @@ ROOT=$(pwd)
 
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 PG_REGRESS=${PG_REGRESS:-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress}
-SUITES=${SUITES:-"regress units gateway concurrency e2e"}
+SUITES=${SUITES:-"regress units gateway concurrency example e2e"}
 CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
@@ -120,6 +120,40 @@ concurrency() {
   build/tests/concurrency --seed "$seed" --writers "$CONC_WRITERS" --seconds "$CONC_SECONDS"
 }
 
+# The workout example loads, syncs alice's data and enforces its write rules.
+example() {
+  local db=workout_example out
+  PGOPTIONS="-c client_min_messages=warning" psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db" || return 1
+  psql -X -q -v ON_ERROR_STOP=1 -d "$db" -c "CREATE EXTENSION syncline" \
+    -f examples/workout/schema.sql -f examples/workout/rules.sql >/dev/null || return 1
+  out=$(psql -X -At -v ON_ERROR_STOP=1 -d "$db" <<'SQL'
+SELECT syncline.flush() > 0;
+SELECT string_agg(b->>'bucket' || '=' || (b->>'count'), ' ' ORDER BY b->>'bucket')
+  FROM jsonb_array_elements(syncline.checkpoint('{"sub": "alice"}')->'buckets') b;
+SELECT syncline.apply_writes('{"sub": "alice"}', 'example-test', $${"seq": 1, "ops": [
+  {"op": "PUT", "type": "sets", "id": "d0000000-0000-4000-8000-000000000001",
+   "data": {"workout_id": "a0000000-0000-4000-8000-000000000001", "user_id": "alice", "exercise_id": 2, "reps": 3, "weight_kg": 60}}]}$$)->>'status';
+SELECT syncline.apply_writes('{"sub": "alice"}', 'example-test', $${"seq": 2, "ops": [
+  {"op": "PUT", "type": "sets", "id": "d0000000-0000-4000-8000-000000000002",
+   "data": {"workout_id": "b0000000-0000-4000-8000-000000000001", "user_id": "alice", "exercise_id": 2, "reps": 3}}]}$$)->>'status';
+SELECT syncline.apply_writes('{"sub": "alice"}', 'example-test', $${"seq": 3, "ops": [
+  {"op": "PATCH", "type": "exercises", "id": 1, "data": {"name": "Squat"}}]}$$)->>'status';
+SELECT syncline.write_checkpoint('example-test', 1) AS wc \gset
+SELECT count(*) FROM syncline.bucket_data('user_workouts["alice"]', 0, :wc, 1000)
+ WHERE object_id = 'd0000000-0000-4000-8000-000000000001';
+SQL
+) || { echo "$out"; return 1; }
+  local want
+  want=$(printf '%s\n' t 'exercises[]=8 user_workouts["alice"]=8' applied rejected rejected 1)
+  psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $db"
+  if [ "$out" != "$want" ]; then
+    echo "unexpected result from the workout example:"
+    diff <(echo "$want") <(echo "$out")
+    return 1
+  fi
+  echo "workout example: loads, alice gets her buckets, her own write applies, others are rejected"
+}
+
 e2e() {
   if [ ! -f tests/e2e/run.sh ]; then
     echo "tests/e2e/run.sh is not there: skipped"
@@ -134,6 +168,7 @@ suite_wanted gateway && run_suite gateway/gateway_tests gateway_units
 if suite_wanted concurrency; then
   for seed in $CONC_SEEDS; do run_suite "concurrency seed $seed" concurrency "$seed"; done
 fi
+suite_wanted example && run_suite "workout example" example
 suite_wanted e2e && run_suite e2e e2e
 
 if [ "$show_server_log" -eq 1 ]; then
