@@ -18,7 +18,11 @@
 //   * a reader that keeps a replica of every bucket in the checkpoint from
 //     checkpoint + bucket_data paging, verifies checksums at every complete
 //     checkpoint, and checks it never receives an op <= a checkpoint it has
-//     already completed.
+//     already completed (and, every 10th round, that no such op was stored
+//     behind its back); about once a second it also syncs a new client from
+//     scratch, which reads what compaction left (MOVE, CLEAR);
+//   * a client writing through syncline.apply_writes: once the reader has
+//     completed a batch's write checkpoint, the replica must show the batch.
 // At the end everything is committed and flushed, the reader pulls a final
 // checkpoint and its replica must equal the tables.
 //
