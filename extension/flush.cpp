@@ -13,6 +13,7 @@ extern "C" {
 }
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "json_text.hpp"
@@ -59,6 +60,21 @@ SELECT (SELECT count(*) FROM numbered),
        (SELECT coalesce(array_agg(m.data::bigint ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11)
 )sql";
 
+// Runs one of the flusher's fixed statements through a plan prepared once
+// per backend (the worker flushes thousands of times a second under load).
+int ExecCached(const char *sql, int nargs, Oid *types, Datum *args) {
+  static std::unordered_map<const char *, SPIPlanPtr> plans;
+  auto it = plans.find(sql);
+  if (it == plans.end()) {
+    SPIPlanPtr plan = SPI_prepare(sql, nargs, types);
+    if (plan == nullptr)
+      elog(ERROR, "preparing a flush statement failed: %s", SPI_result_code_string(SPI_result));
+    SPI_keepplan(plan);
+    it = plans.emplace(sql, plan).first;
+  }
+  return SPI_execute_plan(it->second, args, nullptr, false, 0);
+}
+
 int64 FetchInt64(int row, int column) {
   bool isnull;
   Datum value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, &isnull);
@@ -71,12 +87,12 @@ int64 FetchInt64(int row, int column) {
 // in later flushes, so the newest state always wins.
 bool CopySnapshotChunk(int64 max_blocks, bool *more) {
   *more = false;
-  int rc = SPI_execute(
+  static const char *kJobsSql =
       "SELECT j.bucket_name, j.position, j.next_block, j.end_block, d.table_oid "
       "  FROM syncline_internal.snapshot_jobs j "
       "  JOIN syncline_internal.data_queries d USING (bucket_name, position) "
-      " ORDER BY j.bucket_name, j.position LIMIT 2",
-      false, 0);
+      " ORDER BY j.bucket_name, j.position LIMIT 2";
+  int rc = ExecCached(kJobsSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline snapshot jobs failed: %d", rc);
   if (SPI_processed == 0) return false;
   bool isnull;
@@ -143,7 +159,8 @@ FlushResult FlushStep(int64 copy_blocks) {
                             "the flush lock.")));
   // The flush lock: held until this transaction is visible, so the next
   // flush numbers its ops after ours and sees everything we published.
-  int rc = SPI_execute("SELECT last_op_id FROM syncline_internal.state FOR UPDATE", false, 0);
+  static const char *kLockSql = "SELECT last_op_id FROM syncline_internal.state FOR UPDATE";
+  int rc = ExecCached(kLockSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT || SPI_processed != 1)
     elog(ERROR, "syncline_internal.state must hold exactly one row");
   int64 last_op_id = FetchInt64(0, 1);
@@ -154,7 +171,7 @@ FlushResult FlushStep(int64 copy_blocks) {
 
   Oid types[1] = {INT8OID};
   Datum args[1] = {Int64GetDatum(last_op_id)};
-  rc = SPI_execute_with_args(kFlushSql, 1, types, args, nullptr, false, 0);
+  rc = ExecCached(kFlushSql, 1, types, args);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
   result.ops = FetchInt64(0, 1);
   result.markers = FetchInt64(0, 2);
@@ -168,8 +185,8 @@ FlushResult FlushStep(int64 copy_blocks) {
 
   if (result.ops > 0) {
     Datum update_args[1] = {Int64GetDatum(last_op_id)};
-    rc = SPI_execute_with_args("UPDATE syncline_internal.state SET last_op_id = $1", 1, types,
-                               update_args, nullptr, false, 0);
+    static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
+    rc = ExecCached(kAdvanceSql, 1, types, update_args);
     if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
   }
   ArrayType *write_array = DatumGetArrayTypeP(writes);

@@ -25,5 +25,6 @@ void WakeFlusher();
 void RequestFlusherSharedMemory();
 void RegisterFlusherWorker();
 extern char *worker_database;
+extern int flush_delay_ms;
 
 }  // namespace syncline

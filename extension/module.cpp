@@ -44,6 +44,10 @@ void _PG_init(void) {
     DefineCustomStringVariable(
         "syncline.database", "Database whose staged ops the background worker flushes.", nullptr,
         &syncline::worker_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "syncline.flush_delay", "Pause between two flushes while ops keep arriving (ms).",
+        "Trades a little live latency for larger, cheaper flushes under load.",
+        &syncline::flush_delay_ms, 2, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     syncline::RequestFlusherSharedMemory();
     syncline::RegisterFlusherWorker();
   }

@@ -21,6 +21,7 @@ extern "C" {
 namespace syncline {
 
 char *worker_database = nullptr;
+int flush_delay_ms = 2;
 
 namespace {
 
@@ -123,7 +124,12 @@ void syncline_worker_main(Datum) {
   before_shmem_exit(syncline::ForgetLatch, 0);
   elog(LOG, "syncline flusher started for database \"%s\"", syncline::worker_database);
   for (;;) {
-    while (syncline::FlushOnce()) CHECK_FOR_INTERRUPTS();
+    // Under load, wait a moment between flushes so each one publishes many
+    // commits; when idle, a commit's latch wakes the next flush at once.
+    while (syncline::FlushOnce()) {
+      CHECK_FOR_INTERRUPTS();
+      if (syncline::flush_delay_ms > 0) pg_usleep(syncline::flush_delay_ms * 1000L);
+    }
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
