@@ -38,7 +38,11 @@ SELECT syncline.create_bucket('bench_user', 'SELECT syncline.user_id() AS user_i
   ARRAY['SELECT * FROM bench_items WHERE owner = bucket.user_id']);
 SELECT syncline.create_bucket('bench_global', NULL, ARRAY['SELECT * FROM bench_shared']);
 INSERT INTO bench_shared VALUES ('hello', 'world');
+SELECT syncline.flush();
 SQL
+# Let the worker publish the rule change (it goes out with the next data flush)
+# so that the measurement does not start with every client rechecking.
+psql -X -q -c "INSERT INTO bench_shared VALUES ('warmup', 'x')" && sleep 1
 
 secret=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -50,14 +50,18 @@ void Database::Stop() {
 }
 
 void Database::Query(std::string sql, std::vector<std::string> params,
-                     std::function<void(QueryReply &)> done) {
+                     std::function<void(QueryReply &)> done, bool urgent) {
   auto task = std::make_unique<Task>();
   task->sql = std::move(sql);
   task->params = std::move(params);
   task->done = std::move(done);
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    tasks_.push_back(std::move(task));
+    if (urgent) {
+      tasks_.push_front(std::move(task));
+    } else {
+      tasks_.push_back(std::move(task));
+    }
   }
   uint64_t one = 1;
   if (write(wake_fd_, &one, sizeof one) < 0) perror("syncline-gateway: eventfd write");

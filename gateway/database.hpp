@@ -62,8 +62,9 @@ class Database {
   void Stop();
 
   // Queues a query with text parameters; `done` runs on the loop thread.
+  // urgent queries jump the queue (live fan-out ahead of per-client catch-ups).
   void Query(std::string sql, std::vector<std::string> params,
-             std::function<void(QueryReply &)> done);
+             std::function<void(QueryReply &)> done, bool urgent = false);
 
   // Loop thread: runs the callbacks of finished queries and notifications.
   void RunCompletions();

@@ -56,8 +56,8 @@ struct SyncJob {
   size_t index = 0;
   bool query_in_flight = false;
   bool waiting_for_drain = false;
-  bool quiet = false;       // catch-up found nothing new: send nothing
-  uint64_t notify_seq = 0;  // notifications seen when the job started
+  bool quiet = false;        // catch-up found nothing new: send nothing
+  uint64_t recheck_seq = 0;  // recheck_seq_ when the job started
   double started = 0;
 };
 
@@ -182,12 +182,14 @@ class Gateway {
   bool live_round_running_ = false;
   bool live_retry_ = false;
   bool listener_seen_ = false;  // the first LISTEN connect is not a reconnect
-  uint64_t notify_seq_ = 0;     // bumped per notification and per listener reconnect
+  uint64_t recheck_seq_ = 0;    // bumped when rules/parameter data change or LISTEN reconnects
   struct LiveRound {
     uint64_t from = 0, upto = 0;
     double started = 0;
     std::map<std::string, BucketState> changed;
-    std::map<std::string, std::vector<syncline::v1::OplogEntry>> ops;  // fetched, op id order
+    std::map<std::string, std::vector<syncline::v1::OplogEntry>> ops;
+    std::set<std::string>
+        fetched;  // changed buckets whose ops were fetched  // fetched, op id order
     size_t fetches_outstanding = 0;
     bool failed = false;
     std::set<std::string> definitions;

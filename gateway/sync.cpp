@@ -119,7 +119,7 @@ std::string DefinitionOf(const std::string &bucket_id) {
 void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   metrics_.syncs_started++;
   job->started = Now();
-  job->notify_seq = notify_seq_;
+  job->recheck_seq = recheck_seq_;
   s->live = false;
   s->job = std::move(job);
   uint64_t id = s->id;
@@ -267,7 +267,7 @@ void Gateway::FinishJob(Session *s) {
                  " seconds=" + std::to_string(Now() - job->started));
   if (s->pending_request) {
     StartSync(s, std::move(s->pending_request));
-  } else if (s->needs_recheck || job->notify_seq != notify_seq_ ||
+  } else if (s->needs_recheck || job->recheck_seq != recheck_seq_ ||
              (live_position_known_ && s->position < live_position_)) {
     // Changes were announced while this job ran: catch up from its end.
     s->needs_recheck = false;
@@ -311,7 +311,6 @@ void Gateway::SetBuckets(Session *s, BucketMap buckets) {
 
 void Gateway::OnNotify(const std::string &payload) {
   metrics_.notifications++;
-  notify_seq_++;
   try {
     auto j = nlohmann::json::parse(payload);
     uint64_t last = j.value("last_op_id", static_cast<uint64_t>(0));
@@ -320,10 +319,17 @@ void Gateway::OnNotify(const std::string &payload) {
       for (const auto &d : j["definitions"])
         if (d.is_string()) pending_definitions_.insert(d.get<std::string>());
     if (j.value("rules_changed", false)) pending_rules_changed_ = true;
+    if (pending_rules_changed_ || !pending_definitions_.empty()) {
+      recheck_seq_++;
+      fprintf(stderr, "syncline-gateway: %s; rechecking %zu connections\n",
+              pending_rules_changed_ ? "sync rules changed" : "parameter data changed",
+              sessions_.size());
+    }
   } catch (const std::exception &e) {
     fprintf(stderr, "syncline-gateway: unreadable NOTIFY payload (%s); rechecking everyone\n",
             e.what());
     pending_rules_changed_ = true;
+    recheck_seq_++;
   }
   MaybeStartLiveRound();
 }
@@ -341,7 +347,7 @@ void Gateway::OnListenerState(bool connected) {
   fprintf(stderr, "syncline-gateway: LISTEN connection back; resyncing %zu connections\n",
           sessions_.size());
   live_position_known_ = false;
-  notify_seq_++;
+  recheck_seq_++;
   for (auto &[id, s] : sessions_) StartCatchUp(s);
 }
 
@@ -379,8 +385,10 @@ void Gateway::MaybeStartLiveRound() {
     FinishLiveRound();
     return;
   }
-  db_->Query("SELECT bucket, checksum, count, last_op_id FROM syncline.changes($1::bigint)",
-             {std::to_string(round_->from)}, [this](QueryReply &reply) { OnChanges(reply); });
+  db_->Query(
+      "SELECT bucket, checksum, count, last_op_id FROM syncline.changes($1::bigint)",
+      {std::to_string(round_->from)}, [this](QueryReply &reply) { OnChanges(reply); },
+      /*urgent=*/true);
 }
 
 void Gateway::OnChanges(QueryReply &reply) {
@@ -402,16 +410,18 @@ void Gateway::OnChanges(QueryReply &reply) {
   for (const auto &[bucket, st] : round_->changed) {
     if (holders_.count(bucket) == 0) continue;  // nobody connected holds it
     round_->fetches_outstanding++;
+    round_->fetched.insert(bucket);
     FetchLiveBucket(bucket, round_->from);
   }
   if (round_->fetches_outstanding == 0) FinishLiveRound();
 }
 
 void Gateway::FetchLiveBucket(const std::string &bucket, uint64_t after) {
-  db_->Query(kBucketDataSql,
-             {bucket, std::to_string(after), std::to_string(round_->upto),
-              std::to_string(config_.page_ops)},
-             [this, bucket](QueryReply &reply) { OnLivePage(bucket, reply); });
+  db_->Query(
+      kBucketDataSql,
+      {bucket, std::to_string(after), std::to_string(round_->upto),
+       std::to_string(config_.page_ops)},
+      [this, bucket](QueryReply &reply) { OnLivePage(bucket, reply); }, /*urgent=*/true);
 }
 
 void Gateway::OnLivePage(const std::string &bucket, QueryReply &reply) {
@@ -475,6 +485,14 @@ void Gateway::FinishLiveRound() {
     if (q >= round->upto || mine == per_session.end()) {
       s->position = std::max(q, round->upto);
       if (recheck_all) StartCatchUp(s);
+      continue;
+    }
+    bool all_fetched = true;
+    for (const std::string *bucket : mine->second) all_fetched &= round->fetched.count(*bucket) > 0;
+    if (!all_fetched) {
+      // Joined while the round ran, holding a bucket nobody else held: its
+      // ops were not fetched, so catch up on its own.
+      StartCatchUp(s);
       continue;
     }
     pb::ServerMessage diff_msg;
