@@ -33,16 +33,24 @@ void OnTransactionEnd(XactEvent event, void *) {
     wake_at_commit = false;
 }
 
-void EnsurePendingOids() {
+// The oids of pending and its sequence. The cache may be reset by an
+// invalidation (autovacuum's stats update of pending, say) at any catalog
+// access, so callers use the returned copies, never the cached globals.
+void PendingOids(Oid *relid, Oid *seq_relid) {
   static bool callback_registered = false;
   if (!callback_registered) {
     CacheRegisterRelcacheCallback(ResetCachedOids, 0);
     callback_registered = true;
   }
-  if (!OidIsValid(pending_relid)) {
-    pending_relid = InternalRelid("pending");
-    pending_seq_relid = InternalRelid("pending_seq");
+  Oid rel = pending_relid, seq = pending_seq_relid;
+  if (!OidIsValid(rel) || !OidIsValid(seq)) {
+    rel = InternalRelid("pending");
+    seq = InternalRelid("pending_seq");
+    pending_relid = rel;
+    pending_seq_relid = seq;
   }
+  *relid = rel;
+  *seq_relid = seq;
 }
 
 void InsertPending(Relation rel, int64 seq, int16 kind, const std::string *bucket,
@@ -95,10 +103,11 @@ void WakeFlusherAtCommit() {
 
 void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
   if (ops.empty()) return;
-  EnsurePendingOids();
-  Relation rel = table_open(pending_relid, RowExclusiveLock);
+  Oid relid, seq_relid;
+  PendingOids(&relid, &seq_relid);
+  Relation rel = table_open(relid, RowExclusiveLock);
   for (const RowOp &op : ops) {
-    int64 seq = initial_copy ? 0 : nextval_internal(pending_seq_relid, false);
+    int64 seq = initial_copy ? 0 : nextval_internal(seq_relid, false);
     InsertPending(rel, seq, op.kind, &op.bucket, &op.object_type, op.object_id.data(),
                   op.object_id.size(), op.data.data(), op.data.size(), op.kind == kStagedPut,
                   op.checksum, true);
@@ -108,9 +117,10 @@ void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
 }
 
 void StageMarker(int16 kind, const char *object_id, const char *data) {
-  EnsurePendingOids();
-  Relation rel = table_open(pending_relid, RowExclusiveLock);
-  int64 seq = nextval_internal(pending_seq_relid, false);
+  Oid relid, seq_relid;
+  PendingOids(&relid, &seq_relid);
+  Relation rel = table_open(relid, RowExclusiveLock);
+  int64 seq = nextval_internal(seq_relid, false);
   InsertPending(rel, seq, kind, nullptr, nullptr, object_id, object_id ? strlen(object_id) : 0,
                 data, data ? strlen(data) : 0, data != nullptr, 0, false);
   table_close(rel, RowExclusiveLock);

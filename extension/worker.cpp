@@ -103,7 +103,7 @@ void RegisterFlusherWorker() {
   memset(&worker, 0, sizeof worker);
   worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
   worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-  worker.bgw_restart_time = 2;
+  worker.bgw_restart_time = 10;  // a missing database: one FATAL per 10 s
   snprintf(worker.bgw_library_name, BGW_MAXLEN, "syncline");
   snprintf(worker.bgw_function_name, BGW_MAXLEN, "syncline_worker_main");
   snprintf(worker.bgw_name, BGW_MAXLEN, "syncline flusher");
