@@ -40,6 +40,11 @@ SELECT syncline.create_bucket('bench_global', NULL, ARRAY['SELECT * FROM bench_s
 INSERT INTO bench_shared VALUES ('hello', 'world');
 SELECT syncline.flush();
 SQL
+# The flusher restarts every 10 s while database "syncline" is missing: wait for it.
+for _ in $(seq 1 150); do
+  [ "$(psql -X -q -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
+  sleep 0.1
+done
 # Let the worker publish the rule change (it goes out with the next data flush)
 # so that the measurement does not start with every client rechecking.
 psql -X -q -c "INSERT INTO bench_shared VALUES ('warmup', 'x')" && sleep 1

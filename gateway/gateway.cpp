@@ -360,19 +360,9 @@ void Gateway::HandleMessage(Session *s, const pb::ClientMessage &m) {
       Send(s, reply);
       break;
     }
-    case pb::ClientMessage::kWriteBatch: {
-      // The write path (syncline.apply_writes) is a later issue; keep the batch queued.
-      pb::ServerMessage reply;
-      reply.set_request_id(m.request_id());
-      auto *ack = reply.mutable_write_ack();
-      ack->set_seq(m.write_batch().seq());
-      ack->set_status(pb::WriteAck::RETRY);
-      ack->set_error_code("0A000");
-      ack->set_error_message("writes are not accepted by this gateway version yet");
-      ack->set_error_hint("keep the batch queued and retry after upgrading the gateway");
-      Send(s, reply);
+    case pb::ClientMessage::kWriteBatch:
+      QueueWrite(s, m);
       break;
-    }
     default:
       Send(s,
            MakeError(pb::Error::BAD_MESSAGE, "unexpected message kind", false, 0, m.request_id()));
@@ -424,6 +414,7 @@ void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
   bool first = !s->hello_done;
   s->hello_done = true;
   s->client_id = hello.client_id();
+  s->client_schema_version = hello.client_schema_version();
   LogEvent(s, first ? "hello" : "token-refreshed", "client_id=" + s->client_id);
 }
 

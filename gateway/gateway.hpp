@@ -92,6 +92,11 @@ struct Session {
   std::unique_ptr<SyncJob> job;
   bool needs_recheck = false;                // re-run checkpoint when idle
   std::unique_ptr<SyncJob> pending_request;  // SyncRequest that arrived mid-job
+
+  // Writes: applied one batch at a time, in arrival order.
+  std::string client_schema_version;
+  std::deque<syncline::v1::ClientMessage> write_queue;
+  bool write_in_flight = false;
 };
 
 // One stderr line per connection event.
@@ -144,6 +149,11 @@ class Gateway {
   void MaybeResumeJob(Session *s);  // after the send queue drained below the low mark
   void SetBuckets(Session *s, BucketMap buckets);
   void StartCatchUp(Session *s);
+
+  // Writes (writes.cpp).
+  void QueueWrite(Session *s, const syncline::v1::ClientMessage &m);
+  void StartNextWrite(Session *s);
+  void FinishWrite(uint64_t session_id, const syncline::v1::ServerMessage &ack);
 
   // Live fan-out (sync.cpp).
   void OnNotify(const std::string &payload);

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "tests/e2e/ws_client.hpp"
@@ -322,6 +323,77 @@ void TestBucketGainedAndLost(ClientContext &ctx, Db &db) {
   EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
 }
 
+// Sends one WriteBatch and waits for its WriteAck.
+pb::WriteAck Write(ClientContext &ctx, Client &c, uint64_t seq,
+                   std::vector<std::tuple<pb::WriteOp::Kind, std::string, std::string>> ops) {
+  pb::ClientMessage m;
+  m.set_request_id(1000 + seq);
+  auto *b = m.mutable_write_batch();
+  b->set_seq(seq);
+  for (auto &[kind, id, data] : ops) {
+    auto *op = b->add_ops();
+    op->set_op(kind);
+    op->set_type("e2e_items");
+    op->set_id(id);
+    op->set_data(data);
+  }
+  size_t before = c.acks.size();
+  c.Send(m);
+  if (!ctx.WaitFor([&] { return c.acks.size() > before || c.closed; }, 10))
+    throw Failure("no WriteAck for seq " + std::to_string(seq) + "; " + ErrorsOf(c));
+  if (c.acks.size() <= before) throw Failure("closed before WriteAck: " + ErrorsOf(c));
+  return c.acks.back();
+}
+
+std::string AckText(const pb::WriteAck &a) {
+  return pb::WriteAck::Status_Name(a.status()) + " code=" + a.error_code() +
+         " message=" + a.error_message() + " wc=" + std::to_string(a.write_checkpoint());
+}
+
+void TestWrites(ClientContext &ctx, Db &db) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_writer")), ErrorsOf(c));
+  // Applied, with the first checkpoint that includes it; the row comes back by sync.
+  auto a = Write(ctx, c, 1,
+                 {{pb::WriteOp::PUT, "wr-1", R"({"owner": "u_writer", "title": "from client"})"},
+                  {pb::WriteOp::PUT, "wr-2", R"({"owner": "u_writer", "title": "second"})"}});
+  EXPECT(a.status() == pb::WriteAck::APPLIED && a.write_checkpoint() > 0, AckText(a));
+  EXPECT(ctx.WaitFor([&] { return Objects(c, UserBucket("u_writer")) == 2; }, 5),
+         "written rows did not sync back");
+  EXPECT(ctx.WaitFor([&] { return c.position >= a.write_checkpoint(); }, 5),
+         "checkpoint never reached the write checkpoint");
+  // A retried seq is answered and not applied twice.
+  auto again = Write(ctx, c, 1, {{pb::WriteOp::PUT, "wr-3", R"({"owner": "u_writer"})"}});
+  EXPECT(again.status() == pb::WriteAck::APPLIED, AckText(again));
+  EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE owner = 'u_writer'") == "2",
+         "retried batch applied twice");
+  // PATCH and DELETE.
+  auto p = Write(
+      ctx, c, 2,
+      {{pb::WriteOp::PATCH, "wr-1", R"({"title": "patched"})"}, {pb::WriteOp::DELETE, "wr-2", ""}});
+  EXPECT(p.status() == pb::WriteAck::APPLIED, AckText(p));
+  EXPECT(ctx.WaitFor(
+             [&] {
+               auto &o = c.buckets[UserBucket("u_writer")].objects;
+               return o.size() == 1 && o.begin()->second.find("patched") != std::string::npos;
+             },
+             5),
+         "patch/delete did not sync back");
+  // Permanent rejection (NOT NULL), with the SQLSTATE; nothing of the batch applied.
+  auto r = Write(ctx, c, 3,
+                 {{pb::WriteOp::PUT, "wr-4", R"({"owner": "u_writer"})"},
+                  {pb::WriteOp::PUT, "wr-5", R"({"title": "no owner"})"}});
+  EXPECT(r.status() == pb::WriteAck::REJECTED && r.error_code() == "23502", AckText(r));
+  EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE id = 'wr-4'") == "0", "half applied");
+  // Data that is not JSON is refused by the database under its seq.
+  auto j = Write(ctx, c, 4, {{pb::WriteOp::PUT, "wr-6", "{not json"}});
+  EXPECT(j.status() == pb::WriteAck::REJECTED, AckText(j));
+  // A gap in seqs: retry later (the client must upload seq 5 first).
+  auto o = Write(ctx, c, 7, {{pb::WriteOp::PUT, "wr-7", R"({"owner": "u_writer"})"}});
+  EXPECT(o.status() == pb::WriteAck::RETRY && o.error_code() == "out_of_order", AckText(o));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+}
+
 void TestMalformedAndUnknownKeepConnection(ClientContext &ctx, Db &) {
   Client c(&ctx, g_settings.host, g_settings.port);
   EXPECT(c.ConnectAndSync(Token("u_bad")), ErrorsOf(c));
@@ -603,6 +675,7 @@ int main(int argc, char **argv) {
       {"resume_without_redownload", TestResumeWithoutRedownload},
       {"live_updates", TestLiveUpdates},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
+      {"writes", TestWrites},
       {"malformed_and_unknown_keep_connection", TestMalformedAndUnknownKeepConnection},
       {"message_before_hello", TestMessageBeforeHello},
       {"oversized_frame_1009", TestOversizedFrame},

@@ -58,6 +58,7 @@ CREATE TABLE e2e_shared (id text PRIMARY KEY, body text);
 CREATE TABLE e2e_members (user_id text, list_id text, PRIMARY KEY (user_id, list_id));
 CREATE TABLE e2e_todos (id text PRIMARY KEY, list_id text NOT NULL, title text);
 INSERT INTO e2e_shared VALUES ('welcome', 'hello everyone'), ('rules', 'be nice');
+GRANT SELECT, INSERT, UPDATE, DELETE ON e2e_items TO syncline_writer;
 SELECT syncline.create_bucket('e2e_user', 'SELECT syncline.user_id() AS user_id',
   ARRAY['SELECT * FROM e2e_items WHERE owner = bucket.user_id']);
 SELECT syncline.create_bucket('e2e_global', NULL, ARRAY['SELECT * FROM e2e_shared']);
@@ -65,6 +66,14 @@ SELECT syncline.create_bucket('e2e_list',
   'SELECT list_id FROM e2e_members WHERE user_id = syncline.user_id()',
   ARRAY['SELECT * FROM e2e_todos WHERE list_id = bucket.list_id']);
 SQL
+
+# The flusher (background worker) restarts every 10 s while database "syncline" is
+# missing: wait until it is attached, or live updates would depend on its timing.
+for _ in $(seq 1 150); do
+  [ "$(psql -X -q -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
+  sleep 0.1
+done
+psql -X -q -tAc "SELECT syncline.flush()" >/dev/null
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 secret="e2e-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"

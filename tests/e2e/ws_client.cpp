@@ -163,7 +163,7 @@ void Client::SendHello(const std::string *token, uint32_t version, const std::st
   auto *h = m.mutable_hello();
   h->set_protocol_version(version);
   h->set_client_id(client_id);
-  h->set_client_schema_version(1);
+  h->set_client_schema_version("1");
   if (token) h->set_token(*token);
   Send(m);
 }
@@ -283,6 +283,9 @@ void Client::OnMessage(const std::string &bytes) {
     }
     case pb::ServerMessage::kError:
       errors.push_back(m.error());
+      break;
+    case pb::ServerMessage::kWriteAck:
+      acks.push_back(m.write_ack());
       break;
     case pb::ServerMessage::kKeepalive:
       keepalives++;

@@ -99,6 +99,7 @@ class Client {
   uint64_t token_expiring = 0;
   uint64_t diffs = 0;
   std::vector<pb::Error> errors;
+  std::vector<pb::WriteAck> acks;
   std::vector<std::string> checksum_failures;
   std::map<std::string, ReplicaBucket> buckets;
   std::map<std::string, pb::BucketChecksum> expected;
