@@ -49,6 +49,11 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
   for (int i = 0; i < batch.ops_size(); i++) {
     const pb::WriteOp &op = batch.ops(i);
     json o = {{"op", OpName(op.op())}, {"type", op.type()}, {"id", op.id()}};
+    if (!op.id().empty() && op.id().front() == '[') {
+      // A composite key, sent as a JSON array text.
+      json key = json::parse(op.id(), nullptr, /*allow_exceptions=*/false);
+      if (key.is_array()) o["id"] = std::move(key);
+    }
     if (op.op() != pb::WriteOp::DELETE) {
       try {
         o["data"] = op.data().empty() ? json::object() : json::parse(op.data());

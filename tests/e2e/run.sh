@@ -96,6 +96,25 @@ if ! curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
   exit 1
 fi
 
+# TLS: the same listener serves https:// and wss:// when given a certificate.
+tls_ok=0
+if command -v openssl >/dev/null; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1
+  tls_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$OUT/syncline-gateway" --listen "127.0.0.1:$tls_port" --jwt-hs256-secret "$secret" \
+    --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
+    --tls-cert "$LOG_DIR/tls.crt" --tls-key "$LOG_DIR/tls.key" >"$LOG_DIR/gateway-tls.log" 2>&1 &
+  tls_pid=$!
+  for _ in $(seq 1 50); do
+    body=$(curl -s --cacert "$LOG_DIR/tls.crt" "https://localhost:$tls_port/healthz" 2>/dev/null) && break
+    sleep 0.1
+  done
+  plain=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$tls_port/healthz" 2>/dev/null)
+  [[ "${body:-}" == ok* ]] && [ "$plain" != 200 ] && tls_ok=1
+  kill -TERM "$tls_pid" 2>/dev/null; wait "$tls_pid" 2>/dev/null
+fi
+
 SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
   SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn \
   "$OUT/e2e_client" "${1:-}" | tee "$LOG_DIR/client.out"
@@ -103,6 +122,13 @@ summary=$(tail -n 1 "$LOG_DIR/client.out")
 passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
 failed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
 [ -n "$passed" ] || { passed=0; failed=1; echo "FAIL  e2e_client did not finish (crashed?)"; }
+
+if [ "$tls_ok" -eq 1 ]; then
+  passed=$((passed + 1)); echo "ok    tls_https_healthz"
+else
+  failed=$((failed + 1)); echo "FAIL  tls_https_healthz (body \"${body:-}\", plain http got ${plain:-})"
+  tail -n 5 "$LOG_DIR/gateway-tls.log"
+fi
 
 # The gateway got SIGTERM from the last test (or gets it now): it must exit 0
 # with no AddressSanitizer / UBSan / leak report.
