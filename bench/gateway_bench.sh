@@ -68,7 +68,13 @@ for part in $PARTS; do
     echo "loaded $BIG_OPS rows in $(( ($(date +%s%N) - t0) / 1000000 )) ms"
     "$OUT/gateway_load" initial
     ;;
-  live) "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES" ;;
+  live)
+    "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES"
+    curl -s "http://127.0.0.1:$port/metrics" | awk '
+      /^syncline_live_round_seconds_sum/ {s=$2} /^syncline_live_round_seconds_count/ {c=$2}
+      /^syncline_notifications_total/ {n=$2}
+      END { if (c > 0) printf "  gateway: %d notifications, %d live rounds, mean round %.2f ms (NOTIFY -> queued)\n", n, c, s / c * 1000 }'
+    ;;
   idle) "$OUT/gateway_load" idle "$IDLE_CLIENTS" "$gw_pid" ;;
   *) echo "unknown part $part" >&2; exit 2 ;;
   esac

@@ -6,6 +6,7 @@
 //   idle     N synced, idle connections; gateway RSS delta per connection
 // Figures are printed, never asserted.
 #include <libpq-fe.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -127,12 +128,39 @@ int Live(int n, int writes, int shared_every) {
   if (!ConnectMany(ctx, &clients, n, "lu")) return 1;
   std::mutex mu;
   std::unordered_map<std::string, double> committed;  // object id -> commit time
-  std::vector<std::pair<std::string, double>> received;
+  struct Receipt {
+    std::string id;
+    uint64_t op_id;
+    double at;
+  };
+  std::vector<Receipt> received;
   for (auto &c : clients)
     c->on_op = [&received](const syncline::v1::OplogEntry &op) {
-      received.emplace_back(op.object_id(), NowSeconds());
+      received.push_back({op.object_id(), op.op_id(), NowSeconds()});
     };
-  std::atomic<bool> done{false};
+  std::atomic<bool> done{false}, writer_done{false};
+  // A LISTEN connection of our own, to split the latency into database
+  // (commit -> NOTIFY) and gateway + client (NOTIFY -> receipt).
+  std::vector<std::pair<uint64_t, double>> notifications;  // last_op_id, arrival
+  std::thread listener([&] {
+    PGconn *db = PQconnectdb("dbname=syncline");
+    PQclear(PQexec(db, "LISTEN syncline"));
+    while (!done) {
+      pollfd pfd{PQsocket(db), POLLIN, 0};
+      poll(&pfd, 1, 20);
+      PQconsumeInput(db);
+      while (PGnotify *n = PQnotifies(db)) {
+        double t = NowSeconds();
+        auto j = nlohmann::json::parse(n->extra, nullptr, false);
+        if (j.is_object() && j.contains("last_op_id")) {
+          std::lock_guard<std::mutex> lock(mu);
+          notifications.emplace_back(j["last_op_id"].get<uint64_t>(), t);
+        }
+        PQfreemem(n);
+      }
+    }
+    PQfinish(db);
+  });
   std::thread writer([&] {
     PGconn *db = PQconnectdb("dbname=syncline");
     for (int k = 0; k < writes; k++) {
@@ -152,21 +180,32 @@ int Live(int n, int writes, int shared_every) {
       usleep(20000);
     }
     PQfinish(db);
-    done = true;
+    writer_done = true;
   });
-  while (!done) ctx.Pump(0.05);
+  while (!writer_done) ctx.Pump(0.05);
   writer.join();
   ctx.Pump(2);
+  done = true;
+  listener.join();
   std::vector<double> own, fan, all;
   size_t missing = 0;
   std::map<std::string, int> got;
-  for (const auto &[id, t] : received) {
-    auto it = committed.find(id);
+  std::vector<double> db_part, gw_part;
+  std::sort(notifications.begin(), notifications.end());
+  for (const auto &r : received) {
+    auto it = committed.find(r.id);
     if (it == committed.end()) continue;
-    double ms = (t - it->second) * 1000;
-    (id[0] == 's' ? fan : own).push_back(ms);
+    double ms = (r.at - it->second) * 1000;
+    (r.id[0] == 's' ? fan : own).push_back(ms);
     all.push_back(ms);
-    got[id]++;
+    got[r.id]++;
+    // The first NOTIFY that covers this op.
+    auto n =
+        std::lower_bound(notifications.begin(), notifications.end(), std::make_pair(r.op_id, 0.0));
+    if (n != notifications.end() && got[r.id] == 1) {
+      db_part.push_back((n->second - it->second) * 1000);
+      gw_part.push_back((r.at - n->second) * 1000);
+    }
   }
   for (const auto &[id, t] : committed) {
     int expect = id[0] == 's' ? n : 1;
@@ -180,6 +219,11 @@ int Live(int n, int writes, int shared_every) {
          Percentile(fan, 0.5), Percentile(fan, 0.99), Percentile(fan, 1));
   printf("  all receipts   : n=%zu p50 %.2f ms p99 %.2f ms; missing receipts: %zu\n", all.size(),
          Percentile(all, 0.5), Percentile(all, 0.99), missing);
+  printf(
+      "  split (first receipt of each commit): commit->NOTIFY p50 %.2f p99 %.2f ms; "
+      "NOTIFY->client p50 %.2f p99 %.2f ms\n",
+      Percentile(db_part, 0.5), Percentile(db_part, 0.99), Percentile(gw_part, 0.5),
+      Percentile(gw_part, 0.99));
   int bad = 0;
   for (auto &c : clients) bad += !c->checksum_failures.empty();
   if (bad) printf("  CHECKSUM FAILURES on %d clients\n", bad);
