@@ -648,6 +648,51 @@ void TestPostgresRestart(ClientContext &ctx, Db &db) {
   EXPECT(Objects(c, UserBucket("u_pg1")) == 1, "");
 }
 
+// Runs pg_ctl on the test cluster as its owner (stop or start).
+bool PgCtl(const std::string &action) {
+  std::string bin = Env("PGBIN", "/usr/lib/postgresql/15/bin");
+  std::string dir = g_settings.cluster;
+  std::string cmd = bin + "/pg_ctl -D '" + dir + "/data' -l '" + dir +
+                    "/server.log' -m fast -w -t 60 " + action + " >/dev/null 2>&1";
+  if (geteuid() == 0) cmd = "runuser -u postgres -- " + cmd;
+  return system(cmd.c_str()) == 0;
+}
+
+void TestPostgresDownThenUp(ClientContext &ctx, Db &db) {
+  EXPECT(!g_settings.cluster.empty(), "SYNCLINE_TEST_CLUSTER not set");
+  Client live(&ctx, g_settings.host, g_settings.port);
+  EXPECT(live.ConnectAndSync(Token("u_down")), ErrorsOf(live));
+  EXPECT(PgCtl("stop"), "pg_ctl stop failed");
+  std::string body;
+  bool unhealthy = ctx.WaitFor([&] { return HttpGet("/healthz", &body) == 503; }, 10);
+  // A sync while the database is down: a retryable error, the connection stays.
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect();
+  bool established = c.WaitEstablished();
+  std::string t = Token("u_down");
+  c.SendHello(&t);
+  c.SendSync(false);
+  bool told = ctx.WaitFor([&] { return !c.errors.empty() || c.closed; }, 10);
+  // Restart before asserting anything, so that a failure leaves the cluster up.
+  bool started = PgCtl("start");
+  EXPECT(started, "pg_ctl start failed");
+  EXPECT(unhealthy, "healthz did not turn 503: " + body);
+  EXPECT(established, "");
+  EXPECT(told && !c.closed, ErrorsOf(c));
+  EXPECT(c.errors[0].code() == pb::Error::DATABASE_UNAVAILABLE && c.errors[0].retryable(),
+         ErrorsOf(c));
+  EXPECT(ctx.WaitFor([&] { return HttpGet("/healthz", &body) == 200; }, 20), body);
+  // The same connection syncs once the database is back, and live clients resume.
+  uint64_t before = c.completes;
+  c.SendSync(false);
+  EXPECT(c.WaitComplete(before, 10), ErrorsOf(c));
+  db.Reconnect();
+  db.Exec("INSERT INTO e2e_items VALUES ('down-1', 'u_down', 'back')");
+  EXPECT(ctx.WaitFor([&] { return Objects(live, UserBucket("u_down")) == 1; }, 20),
+         "live client not resynced after the outage; " + ErrorsOf(live));
+  EXPECT(!live.closed, ErrorsOf(live));
+}
+
 void TestGracefulShutdown(ClientContext &ctx, Db &) {
   EXPECT(g_settings.gateway_pid > 0, "SYNCLINE_GW_PID not set");
   Client c(&ctx, g_settings.host, g_settings.port);
@@ -688,6 +733,7 @@ int main(int argc, char **argv) {
       {"slow_consumer_disconnected", TestSlowConsumerIsDisconnected},
       {"many_connections", TestManyConnections},
       {"postgres_restart", TestPostgresRestart},
+      {"postgres_down_then_up", TestPostgresDownThenUp},
       {"graceful_shutdown", TestGracefulShutdown},
   };
   int passed = 0, failed = 0;
