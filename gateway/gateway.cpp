@@ -58,6 +58,10 @@ bool Gateway::Start() {
   info.protocols = kProtocols;
   info.user = this;
   info.timeout_secs = 10;
+  // Idle websockets get a PING after 60 s and are dropped after 120 s without
+  // a valid frame, so vanished peers (half-open TCP) do not pile up.
+  static const lws_retry_bo_t kIdlePolicy = {nullptr, 0, 0, 60, 120, 0};
+  info.retry_and_idle_policy = &kIdlePolicy;
   info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 & 0;  // binary protocol: no UTF-8 checks
   if (!config_.tls_cert.empty()) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
