@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "gateway/checkpoint.hpp"
 #include "gateway/config.hpp"
 #include "gateway/database.hpp"
 #include "gateway/framing.hpp"
@@ -22,25 +23,6 @@
 #include "gateway/metrics.hpp"
 
 namespace syncline::gateway {
-
-// One bucket's state at a checkpoint.
-struct BucketState {
-  uint32_t checksum = 0;
-  uint64_t count = 0;
-  uint64_t last_op_id = 0;
-  bool operator==(const BucketState &o) const {
-    return checksum == o.checksum && count == o.count && last_op_id == o.last_op_id;
-  }
-  bool operator!=(const BucketState &o) const { return !(*this == o); }
-};
-using BucketMap = std::map<std::string, BucketState>;
-
-// Parses the JSON returned by syncline.checkpoint(); false with *error on bad shape.
-bool ParseCheckpointJson(const std::string &json, uint64_t *last_op_id, BucketMap *buckets,
-                         std::string *error);
-
-// "by_list[\"L1\"]" -> "by_list": the bucket definition an instance id comes from.
-std::string DefinitionOf(const std::string &bucket_id);
 
 using Bytes = std::shared_ptr<const std::string>;  // serialized message with LWS_PRE headroom
 

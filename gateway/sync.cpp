@@ -88,32 +88,6 @@ void FillChecksum(pb::BucketChecksum *out, const std::string &bucket, const Buck
 
 }  // namespace
 
-bool ParseCheckpointJson(const std::string &text, uint64_t *last_op_id, BucketMap *buckets,
-                         std::string *error) {
-  try {
-    auto j = nlohmann::json::parse(text);
-    *last_op_id = j.at("last_op_id").get<uint64_t>();
-    buckets->clear();
-    for (const auto &b : j.at("buckets")) {
-      BucketState st;
-      st.checksum = static_cast<uint32_t>(b.at("checksum").get<uint64_t>());
-      st.count = b.at("count").get<uint64_t>();
-      st.last_op_id = b.contains("last_op_id") && !b["last_op_id"].is_null()
-                          ? b["last_op_id"].get<uint64_t>()
-                          : *last_op_id;
-      (*buckets)[b.at("bucket").get<std::string>()] = st;
-    }
-    return true;
-  } catch (const std::exception &e) {
-    *error = std::string("syncline.checkpoint() returned unexpected JSON: ") + e.what();
-    return false;
-  }
-}
-
-std::string DefinitionOf(const std::string &bucket_id) {
-  return bucket_id.substr(0, bucket_id.find('['));
-}
-
 // ---------------------------------------------------------------- per-session sync
 
 void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
