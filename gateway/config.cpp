@@ -52,6 +52,9 @@ bool ApplyOption(const std::string &name, const std::string &value, Config *c, s
   } else if (name == "max-connections") {
     if (!ParseInt(value, 1, 1000000, &n)) return bad("expected 1..1000000");
     c->max_connections = static_cast<int>(n);
+  } else if (name == "max-connections-per-user") {
+    if (!ParseInt(value, 0, 1000000, &n)) return bad("expected 0..1000000 (0 = no limit)");
+    c->max_connections_per_user = static_cast<int>(n);
   } else if (name == "send-queue-bytes") {
     size_t s = 0;
     if (!ParseByteSize(value, &s) || s < 4096) return bad("expected a size of at least 4k");
@@ -92,6 +95,7 @@ const std::map<std::string, const char *> &ValueOptions() {
       {"jwt-leeway", "SYNCLINE_JWT_LEEWAY"},
       {"max-message-bytes", "SYNCLINE_MAX_MESSAGE_BYTES"},
       {"max-connections", "SYNCLINE_MAX_CONNECTIONS"},
+      {"max-connections-per-user", "SYNCLINE_MAX_CONNECTIONS_PER_USER"},
       {"send-queue-bytes", "SYNCLINE_SEND_QUEUE_BYTES"},
       {"pool-size", "SYNCLINE_POOL_SIZE"},
       {"page-ops", "SYNCLINE_PAGE_OPS"},
@@ -254,6 +258,7 @@ Authentication (a token is always required)
 Limits
   --max-message-bytes SIZE  largest client message (default 1M; bigger -> close 1009)
   --max-connections N       concurrent websocket clients (default 10000)
+  --max-connections-per-user N   per token subject ("sub"); 0 = no limit (default 64)
   --send-queue-bytes SIZE   per-connection send queue; a client further behind is
                             disconnected with a retryable error (default 8M)
   --help                    this text

@@ -19,6 +19,7 @@ struct Config {
   JwtConfig jwt;
   size_t max_message_bytes = 1 << 20;
   int max_connections = 10000;
+  int max_connections_per_user = 64;  // per JWT subject; 0 = no limit
   size_t send_queue_bytes = 8 << 20;
   int pool_size = 4;
   int page_ops = 10000;             // ops per bucket_data query

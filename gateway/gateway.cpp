@@ -416,6 +416,19 @@ void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
     return;
   }
   bool first = !s->hello_done;
+  if (first) {
+    int &count = user_sessions_[s->subject];
+    if (config_.max_connections_per_user > 0 && count >= config_.max_connections_per_user) {
+      metrics_.connections_rejected++;
+      if (count == 0) user_sessions_.erase(s->subject);
+      CloseWithError(s, pb::Error::TOO_MANY_CONNECTIONS,
+                     "too many connections for this user (" + std::to_string(count) +
+                         "); close some, then retry",
+                     true, kCloseTooManyConnections, 5000);
+      return;
+    }
+    count++;
+  }
   s->hello_done = true;
   s->client_id = hello.client_id();
   s->client_schema_version = hello.client_schema_version();
@@ -541,6 +554,10 @@ int Gateway::OnWriteable(Session *s) {
 
 void Gateway::OnClosed(Session *s) {
   LogEvent(s, "closed", s->close_code ? "code=" + std::to_string(s->close_code) : "");
+  if (s->hello_done) {
+    auto user = user_sessions_.find(s->subject);
+    if (user != user_sessions_.end() && --user->second <= 0) user_sessions_.erase(user);
+  }
   for (const auto &[bucket, state] : s->buckets) {
     auto it = holders_.find(bucket);
     if (it == holders_.end()) continue;

@@ -164,6 +164,7 @@ class Gateway {
   std::unordered_map<uint64_t, Session *> sessions_;
   std::unordered_map<std::string, std::set<uint64_t>> holders_;  // bucket -> live session ids
   Metrics metrics_;
+  std::unordered_map<std::string, int> user_sessions_;  // subject -> sessions past Hello
 
   // Live fan-out state.
   uint64_t live_position_ = 0;  // every live session at this position is up to date

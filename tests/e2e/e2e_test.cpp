@@ -44,6 +44,7 @@ struct Settings {
   pid_t gateway_pid = std::atoi(Env("SYNCLINE_GW_PID", "0").c_str());
   size_t send_queue_bytes = std::strtoull(Env("SYNCLINE_GW_SEND_QUEUE", "1048576").c_str(), 0, 10);
   int max_connections = std::atoi(Env("SYNCLINE_GW_MAX_CONNECTIONS", "40").c_str());
+  int max_per_user = std::atoi(Env("SYNCLINE_GW_MAX_PER_USER", "8").c_str());
 } g_settings;
 
 // A failed expectation ends the current test.
@@ -619,6 +620,37 @@ void TestManyConnections(ClientContext &ctx, Db &) {
   EXPECT(after.ConnectAndSync(Token("u_many")), "capacity not released: " + ErrorsOf(after));
 }
 
+void TestManyConnectionsOfOneUser(ClientContext &ctx, Db &) {
+  int limit = g_settings.max_per_user, total = limit + 4;
+  std::vector<std::unique_ptr<Client>> clients;
+  std::string t = Token("u_greedy");
+  for (int i = 0; i < total; i++) {
+    clients.push_back(std::make_unique<Client>(&ctx, g_settings.host, g_settings.port));
+    clients.back()->Connect();
+    EXPECT(clients.back()->WaitEstablished(), ErrorsOf(*clients.back()));
+    clients.back()->SendHello(&t);
+    clients.back()->SendPing(1);
+    EXPECT(ctx.WaitFor([&] { return clients.back()->keepalives > 0 || clients.back()->closed; }, 5),
+           "no answer");
+  }
+  int refused = 0;
+  for (auto &c : clients) refused += c->closed && c->close_code == 4029;
+  EXPECT(refused == total - limit,
+         std::to_string(refused) + " refused of " + std::to_string(total));
+  EXPECT(clients.back()->errors.size() == 1 &&
+             clients.back()->errors[0].code() == pb::Error::TOO_MANY_CONNECTIONS &&
+             clients.back()->errors[0].retryable(),
+         ErrorsOf(*clients.back()));
+  // Another user is unaffected; and closing one frees a slot.
+  Client other(&ctx, g_settings.host, g_settings.port);
+  EXPECT(other.ConnectAndSync(Token("u_modest")), ErrorsOf(other));
+  clients[0]->Close();
+  EXPECT(clients[0]->WaitClosed(), "");
+  ctx.Pump(0.2);
+  Client again(&ctx, g_settings.host, g_settings.port);
+  EXPECT(again.ConnectAndSync(t), "slot not freed: " + ErrorsOf(again));
+}
+
 void TestPostgresRestart(ClientContext &ctx, Db &db) {
   EXPECT(!g_settings.cluster.empty(), "SYNCLINE_TEST_CLUSTER not set");
   Client a(&ctx, g_settings.host, g_settings.port);
@@ -732,6 +764,7 @@ int main(int argc, char **argv) {
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},
       {"slow_consumer_disconnected", TestSlowConsumerIsDisconnected},
       {"many_connections", TestManyConnections},
+      {"many_connections_of_one_user", TestManyConnectionsOfOneUser},
       {"postgres_restart", TestPostgresRestart},
       {"postgres_down_then_up", TestPostgresDownThenUp},
       {"graceful_shutdown", TestGracefulShutdown},

@@ -79,11 +79,12 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 secret="e2e-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 send_queue=1048576
 max_conn=40
+max_per_user=8
 gw_log="$LOG_DIR/gateway.log"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
   "$OUT/syncline-gateway-asan" --listen "127.0.0.1:$port" --jwt-hs256-secret "$secret" \
   --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
-  --send-queue-bytes "$send_queue" --max-connections "$max_conn" --page-ops 1000 \
+  --send-queue-bytes "$send_queue" --max-connections "$max_conn" --max-connections-per-user "$max_per_user" --page-ops 1000 \
   >"$gw_log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 100); do
@@ -116,7 +117,7 @@ if command -v openssl >/dev/null; then
 fi
 
 SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
-  SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn \
+  SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn SYNCLINE_GW_MAX_PER_USER=$max_per_user \
   "$OUT/e2e_client" "${1:-}" | tee "$LOG_DIR/client.out"
 summary=$(tail -n 1 "$LOG_DIR/client.out")
 passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
