@@ -66,7 +66,8 @@ int ExecCached(const char *sql, int nargs, Oid *types, Datum *args) {
   static std::unordered_map<const char *, SPIPlanPtr> plans;
   auto it = plans.find(sql);
   if (it == plans.end()) {
-    SPIPlanPtr plan = SPI_prepare(sql, nargs, types);
+    // Generic plans: a custom plan per flush costs more than the flush itself.
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
     if (plan == nullptr)
       elog(ERROR, "preparing a flush statement failed: %s", SPI_result_code_string(SPI_result));
     SPI_keepplan(plan);
@@ -157,10 +158,16 @@ FlushResult FlushStep(int64 copy_blocks) {
                     errmsg("syncline.flush() must run in a READ COMMITTED transaction"),
                     errhint("Under REPEATABLE READ or SERIALIZABLE its snapshot could predate "
                             "the flush lock.")));
-  // The flush lock: held until this transaction is visible, so the next
-  // flush numbers its ops after ours and sees everything we published.
-  static const char *kLockSql = "SELECT last_op_id FROM syncline_internal.state FOR UPDATE";
+  // The flush lock: a transaction-level advisory lock, released only after
+  // this transaction is visible, so the next flush numbers its ops after ours
+  // and (its next statement taking a new snapshot) sees everything we
+  // published. Unlike a row lock it writes nothing, so a flush that finds
+  // nothing commits without a WAL flush.
+  static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
   int rc = ExecCached(kLockSql, 0, nullptr, nullptr);
+  if (rc != SPI_OK_SELECT) elog(ERROR, "taking the syncline flush lock failed");
+  static const char *kStateSql = "SELECT last_op_id FROM syncline_internal.state";
+  rc = ExecCached(kStateSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT || SPI_processed != 1)
     elog(ERROR, "syncline_internal.state must hold exactly one row");
   int64 last_op_id = FetchInt64(0, 1);

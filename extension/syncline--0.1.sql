@@ -132,7 +132,8 @@ CREATE TABLE syncline_internal.write_handlers (
   PRIMARY KEY (object_type, schema_version)
 );
 
--- The flush lock and op id counter (a single row).
+-- The op id counter (a single row). Flushes serialize on the transaction
+-- advisory lock (1398361667, 1), held until their commit is visible.
 CREATE TABLE syncline_internal.state (
   singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
   last_op_id bigint NOT NULL DEFAULT 0
@@ -230,8 +231,8 @@ DECLARE
   moved bigint;
   cleared bigint;
 BEGIN
-  -- The flush lock: no flush changes bucket_state while we do.
-  PERFORM 1 FROM syncline_internal.state FOR UPDATE;
+  -- The flush lock (see flush.cpp): no flush changes bucket_state while we do.
+  PERFORM pg_catalog.pg_advisory_xact_lock(1398361667, 1);
 
   -- A PUT or REMOVE followed by a later op on the same object carries nothing
   -- a client needs: keep its place and checksum, drop its data.

@@ -27,6 +27,7 @@ namespace {
 
 struct FlusherShared {
   Latch *latch;
+  Oid database;  // only commits in this database wake the worker
 };
 
 FlusherShared *shared = nullptr;
@@ -44,7 +45,10 @@ void StartupShmem() {
   bool found;
   shared = static_cast<FlusherShared *>(
       ShmemInitStruct("syncline flusher", sizeof(FlusherShared), &found));
-  if (!found) shared->latch = nullptr;
+  if (!found) {
+    shared->latch = nullptr;
+    shared->database = InvalidOid;
+  }
   LWLockRelease(AddinShmemInitLock);
 }
 
@@ -85,7 +89,7 @@ bool FlushOnce() {
 }  // namespace
 
 void WakeFlusher() {
-  if (shared != nullptr) {
+  if (shared != nullptr && shared->database == MyDatabaseId) {
     Latch *latch = shared->latch;
     if (latch != nullptr) SetLatch(latch);
   }
@@ -120,6 +124,7 @@ void syncline_worker_main(Datum) {
   pqsignal(SIGTERM, die);
   BackgroundWorkerUnblockSignals();
   BackgroundWorkerInitializeConnection(syncline::worker_database, nullptr, 0);
+  syncline::shared->database = MyDatabaseId;
   syncline::shared->latch = &MyProc->procLatch;
   before_shmem_exit(syncline::ForgetLatch, 0);
   elog(LOG, "syncline flusher started for database \"%s\"", syncline::worker_database);
