@@ -97,8 +97,12 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   s->live = false;
   s->job = std::move(job);
   uint64_t id = s->id;
-  db_->Query("SELECT syncline.checkpoint($1::jsonb)", {s->claims_json},
-             [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
+  // The client's write checkpoint rides along, so a client that lost a
+  // WriteAck still learns when its writes are in.
+  db_->Query(
+      "SELECT syncline.checkpoint($1::jsonb), "
+      "CASE WHEN $2 <> '' THEN syncline.write_checkpoint($2) END",
+      {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
 }
 
 void Gateway::StartCatchUp(Session *s) {
@@ -130,11 +134,14 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
     FailJob(s, error.empty() ? "syncline.checkpoint() returned no row" : error, false);
     return;
   }
+  uint64_t write_checkpoint =
+      PQgetisnull(reply.result.get(), 0, 1) ? 0 : ToU64(PQgetvalue(reply.result.get(), 0, 1));
   if (job->initial) {
     pb::ServerMessage m;
     m.set_request_id(job->request_id);
     auto *cp = m.mutable_checkpoint();
     cp->set_last_op_id(job->upto);
+    cp->set_write_checkpoint(write_checkpoint);
     for (const auto &[bucket, st] : job->target) {
       FillChecksum(cp->add_buckets(), bucket, st);
       auto known = job->known.find(bucket);
@@ -148,6 +155,7 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
     pb::ServerMessage m;
     auto *diff = m.mutable_checkpoint_diff();
     diff->set_last_op_id(std::max(job->upto, s->position));
+    diff->set_write_checkpoint(write_checkpoint);
     for (const auto &[bucket, st] : job->target) {
       auto held = s->buckets.find(bucket);
       if (held != s->buckets.end() && held->second == st) continue;

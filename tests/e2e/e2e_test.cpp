@@ -353,6 +353,7 @@ std::string AckText(const pb::WriteAck &a) {
 
 void TestWrites(ClientContext &ctx, Db &db) {
   Client c(&ctx, g_settings.host, g_settings.port);
+  c.client_id = "e2e-writer";
   EXPECT(c.ConnectAndSync(Token("u_writer")), ErrorsOf(c));
   // Applied, with the first checkpoint that includes it; the row comes back by sync.
   auto a = Write(ctx, c, 1,
@@ -393,6 +394,16 @@ void TestWrites(ClientContext &ctx, Db &db) {
   auto o = Write(ctx, c, 7, {{pb::WriteOp::PUT, "wr-7", R"({"owner": "u_writer"})"}});
   EXPECT(o.status() == pb::WriteAck::RETRY && o.error_code() == "out_of_order", AckText(o));
   EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  // A new connection of the same installation learns its write checkpoint.
+  Client later(&ctx, g_settings.host, g_settings.port);
+  later.Connect();
+  EXPECT(later.WaitEstablished(), "");
+  std::string t = Token("u_writer");
+  later.SendHello(&t, 1, "e2e-writer");
+  later.SendSync(false);
+  EXPECT(later.WaitComplete(0), ErrorsOf(later));
+  EXPECT(later.write_checkpoint >= p.write_checkpoint() && p.write_checkpoint() > 0,
+         std::to_string(later.write_checkpoint) + " < " + std::to_string(p.write_checkpoint()));
 }
 
 void TestMalformedAndUnknownKeepConnection(ClientContext &ctx, Db &) {
@@ -506,11 +517,11 @@ void TestTokenExpiryAndRefresh(ClientContext &ctx, Db &) {
   ExpectClosedWith(ctx, c, 4002, pb::Error::UNAUTHENTICATED, "expired");
   // Refreshed in time: stays connected.
   Client r(&ctx, g_settings.host, g_settings.port);
-  EXPECT(r.ConnectAndSync(Token("u_exp", 2)), ErrorsOf(r));
-  EXPECT(ctx.WaitFor([&] { return r.token_expiring > 0; }, 3), "no TokenExpiring");
+  EXPECT(r.ConnectAndSync(Token("u_exp", 4)), ErrorsOf(r));
+  EXPECT(ctx.WaitFor([&] { return r.token_expiring > 0; }, 5), "no TokenExpiring");
   std::string fresh = Token("u_exp", 3600);
   r.SendHello(&fresh);
-  ctx.Pump(3.5);
+  ctx.Pump(5);
   EXPECT(!r.closed, "closed despite refresh: " + ErrorsOf(r));
   // A refresh for another subject is refused.
   std::string other = Token("someone_else", 3600);

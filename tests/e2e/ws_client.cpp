@@ -197,7 +197,7 @@ bool Client::WaitComplete(uint64_t previous, double timeout) {
 bool Client::ConnectAndSync(const std::string &token, double timeout) {
   Connect();
   if (!WaitEstablished(5)) return false;
-  SendHello(&token);
+  SendHello(&token, 1, client_id);
   uint64_t before = completes;
   SendSync(true);
   return WaitComplete(before, timeout);
@@ -245,6 +245,7 @@ void Client::OnMessage(const std::string &bytes) {
   switch (m.kind_case()) {
     case pb::ServerMessage::kCheckpoint: {
       expected.clear();
+      write_checkpoint = m.checkpoint().write_checkpoint();
       for (const auto &b : m.checkpoint().buckets()) expected[b.bucket()] = b;
       for (auto it = buckets.begin(); it != buckets.end();) {
         if (expected.count(it->first) == 0) {

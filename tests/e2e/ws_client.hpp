@@ -92,6 +92,7 @@ class Client {
   std::string close_reason;
   uint64_t completes = 0;
   uint64_t position = 0;
+  uint64_t write_checkpoint = 0;  // from the last Checkpoint
   uint64_t ops_received = 0;
   uint64_t messages_received = 0;
   uint64_t bytes_received = 0;
@@ -104,7 +105,8 @@ class Client {
   std::map<std::string, ReplicaBucket> buckets;
   std::map<std::string, pb::BucketChecksum> expected;
   std::vector<std::string> removed_seen;
-  bool keep_objects = true;  // false: checksums only (benchmarks)
+  std::string client_id = "e2e";  // Hello.client_id used by ConnectAndSync
+  bool keep_objects = true;       // false: checksums only (benchmarks)
   // Called for each op applied (bench: latency measurement).
   std::function<void(const pb::OplogEntry &)> on_op;
 
