@@ -453,6 +453,10 @@ void Gateway::FinishLiveRound() {
     for (uint64_t id : it->second) per_session[id].push_back(&bucket);
   }
   bool recheck_all = round->rules_changed || !round->definitions.empty();
+  std::map<std::vector<const std::string *>, Bytes> diff_cache;
+  pb::ServerMessage done;
+  done.mutable_checkpoint_complete()->set_last_op_id(round->upto);
+  Bytes complete_bytes = std::make_shared<const std::string>(EncodeWithHeadroom(done, LWS_PRE));
   std::vector<Session *> list;
   list.reserve(sessions_.size());
   for (auto &[id, s] : sessions_) list.push_back(s);
@@ -477,12 +481,17 @@ void Gateway::FinishLiveRound() {
       StartCatchUp(s);
       continue;
     }
-    pb::ServerMessage diff_msg;
-    auto *diff = diff_msg.mutable_checkpoint_diff();
-    diff->set_last_op_id(round->upto);
-    for (const std::string *bucket : mine->second)
-      FillChecksum(diff->add_updated_buckets(), *bucket, round->changed[*bucket]);
-    Send(s, diff_msg);
+    // The diff depends only on the set of changed buckets held: build it once per set.
+    Bytes &diff_bytes = diff_cache[mine->second];
+    if (!diff_bytes) {
+      pb::ServerMessage diff_msg;
+      auto *diff = diff_msg.mutable_checkpoint_diff();
+      diff->set_last_op_id(round->upto);
+      for (const std::string *bucket : mine->second)
+        FillChecksum(diff->add_updated_buckets(), *bucket, round->changed[*bucket]);
+      diff_bytes = std::make_shared<const std::string>(EncodeWithHeadroom(diff_msg, LWS_PRE));
+    }
+    SendBytes(s, diff_bytes, 0, /*enforce_limit=*/true);
     for (const std::string *bucket : mine->second) {
       if (s->closing) break;
       const auto &ops = round->ops[*bucket];
@@ -498,9 +507,7 @@ void Gateway::FinishLiveRound() {
       }
       s->buckets[*bucket] = round->changed[*bucket];
     }
-    pb::ServerMessage done;
-    done.mutable_checkpoint_complete()->set_last_op_id(round->upto);
-    Send(s, done);
+    SendBytes(s, complete_bytes, 0, /*enforce_limit=*/true);
     s->position = round->upto;
     if (recheck_all) StartCatchUp(s);
   }
