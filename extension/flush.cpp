@@ -26,20 +26,18 @@ namespace {
 // Publishes every staged op visible to this statement's snapshot: numbers
 // them after $1 in staging order (initial-copy ops first), appends them to
 // the op log, and folds them into the running bucket state. Ops of buckets
-// dropped meanwhile are discarded. Returns (ops, markers, changed
-// definitions, rules changed, write markers).
+// not among the definitions $2 (dropped meanwhile) are discarded. Returns
+// (ops, markers, tables whose parameter inputs changed, rules changed, write
+// markers' client ids and seqs). It has no joins, so its generic plan (made
+// when pending may have been empty) stays good for any batch size.
 const char *kFlushSql = R"sql(
 WITH moved AS (
   DELETE FROM syncline_internal.pending RETURNING *),
-live AS (
-  SELECT m.* FROM moved m
-   WHERE m.op IN (1, 2)
-     AND EXISTS (SELECT 1 FROM syncline_internal.bucket_definitions d
-                  WHERE d.name = split_part(m.bucket, '[', 1))),
 numbered AS (
-  SELECT l.bucket, l.op, l.object_type, l.object_id, l.data, l.checksum,
-         $1 + row_number() OVER (ORDER BY l.seq) AS op_id
-    FROM live l),
+  SELECT m.bucket, m.op, m.object_type, m.object_id, m.data, m.checksum,
+         $1 + row_number() OVER (ORDER BY m.seq) AS op_id
+    FROM moved m
+   WHERE m.op IN (1, 2) AND split_part(m.bucket, '[', 1) = ANY ($2::text[])),
 inserted AS (
   INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
   SELECT bucket, op_id, op, object_type, object_id, data, checksum FROM numbered),
@@ -52,9 +50,7 @@ state AS (
         last_op_id = excluded.last_op_id)
 SELECT (SELECT count(*) FROM numbered),
        (SELECT count(*) FROM moved WHERE op >= 10),
-       (SELECT coalesce(array_agg(DISTINCT p.bucket_name ORDER BY p.bucket_name), '{}')
-          FROM moved m JOIN syncline_internal.parameter_tables p
-            ON m.op = 10 AND p.table_oid = m.object_id::oid),
+       (SELECT coalesce(array_agg(DISTINCT m.object_id::oid), '{}') FROM moved m WHERE m.op = 10),
        (SELECT count(*) > 0 FROM moved WHERE op = 12),
        (SELECT coalesce(array_agg(m.object_id ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11),
        (SELECT coalesce(array_agg(m.data::bigint ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11)
@@ -176,14 +172,20 @@ FlushResult FlushStep(int64 copy_blocks) {
   bool copied = copy_blocks > 0 && CopySnapshotChunk(copy_blocks, &result.more_copy);
   (void)copied;
 
-  Oid types[1] = {INT8OID};
-  Datum args[1] = {Int64GetDatum(last_op_id)};
-  rc = ExecCached(kFlushSql, 1, types, args);
+  static const char *kDefinitionsSql =
+      "SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions";
+  rc = ExecCached(kDefinitionsSql, 0, nullptr, nullptr);
+  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading bucket definitions failed");
+  bool isnull;
+  Datum names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+  Oid types[2] = {INT8OID, TEXTARRAYOID};
+  Datum args[2] = {Int64GetDatum(last_op_id), names};
+  rc = ExecCached(kFlushSql, 2, types, args);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
   result.ops = FetchInt64(0, 1);
   result.markers = FetchInt64(0, 2);
-  bool isnull;
-  Datum definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+  Datum changed_tables = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
   bool rules_changed =
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
   Datum writes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
@@ -211,19 +213,37 @@ FlushResult FlushStep(int64 copy_blocks) {
     if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
   }
 
+  // Definitions whose parameter queries read a table that changed.
+  Datum definitions = 0;
+  bool no_definitions = true;
+  ArrayType *tables = DatumGetArrayTypeP(changed_tables);
+  if (ArrayGetNItems(ARR_NDIM(tables), ARR_DIMS(tables)) > 0) {
+    static const char *kChangedSql =
+        "SELECT coalesce(array_agg(DISTINCT bucket_name ORDER BY bucket_name), '{}') "
+        "  FROM syncline_internal.parameter_tables WHERE table_oid = ANY ($1::oid[])";
+    Oid table_types[1] = {OIDARRAYOID};
+    Datum table_args[1] = {changed_tables};
+    rc = ExecCached(kChangedSql, 1, table_types, table_args);
+    if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading parameter tables failed");
+    definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    no_definitions = false;
+  }
+
   if (result.ops > 0 || result.markers > 0) {
     // {"last_op_id": N, "definitions": [...], "rules_changed": bool}
     static std::string payload;
     payload.assign("{\"last_op_id\":");
     payload += std::to_string(last_op_id);
     payload += ",\"definitions\":[";
-    ArrayType *array = DatumGetArrayTypeP(definitions);
-    Datum *names;
-    int count;
-    deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &names, nullptr, &count);
-    for (int i = 0; i < count; i++) {
-      if (i > 0) payload.push_back(',');
-      AppendJsonString(payload, TextDatumGetCString(names[i]));
+    if (!no_definitions) {
+      ArrayType *array = DatumGetArrayTypeP(definitions);
+      Datum *changed;
+      int count;
+      deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &changed, nullptr, &count);
+      for (int i = 0; i < count; i++) {
+        if (i > 0) payload.push_back(',');
+        AppendJsonString(payload, TextDatumGetCString(changed[i]));
+      }
     }
     payload += "],\"rules_changed\":";
     payload += rules_changed ? "true" : "false";

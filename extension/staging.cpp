@@ -106,8 +106,11 @@ void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
   Oid relid, seq_relid;
   PendingOids(&relid, &seq_relid);
   Relation rel = table_open(relid, RowExclusiveLock);
+  // Initial-copy ops sort before every staged op (negative seqs), in scan
+  // order; they never outlive the flush that stages them.
+  static int64 copy_seq = PG_INT64_MIN;
   for (const RowOp &op : ops) {
-    int64 seq = initial_copy ? 0 : nextval_internal(seq_relid, false);
+    int64 seq = initial_copy ? copy_seq++ : nextval_internal(seq_relid, false);
     InsertPending(rel, seq, op.kind, &op.bucket, &op.object_type, op.object_id.data(),
                   op.object_id.size(), op.data.data(), op.data.size(), op.kind == kStagedPut,
                   op.checksum, true);
