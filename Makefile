@@ -27,7 +27,7 @@ else
 include $(PGXS)
 endif
 
-.PHONY: deps gateway units regress test run bench format
+.PHONY: deps gateway units regress test run bench format clean-gateway
 
 deps:
 	@bash scripts/install-deps.sh
@@ -65,6 +65,11 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory install >/dev/null
 	@bash bench/run.sh
+	@bash bench/gateway_bench.sh
+
+clean: clean-gateway
+clean-gateway:
+	@if [ -f gateway/gateway.mk ]; then $(MAKE) --no-print-directory -f gateway/gateway.mk clean; fi
 
 format:
 	clang-format -i $(wildcard extension/*.cpp extension/*.hpp gateway/*.cpp gateway/*.hpp client/*.cpp client/*.hpp tests/*/*.cpp bench/*.cpp)
