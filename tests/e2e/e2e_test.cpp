@@ -750,6 +750,8 @@ void TestGracefulShutdown(ClientContext &ctx, Db &) {
 
 }  // namespace
 
+void TestOfflineWritesRejectedThenApplied(ClientContext &ctx);  // e2e_offline_writes.cpp
+
 int main(int argc, char **argv) {
   std::string only = argc > 1 ? argv[1] : "";
   signal(SIGPIPE, SIG_IGN);
@@ -764,6 +766,8 @@ int main(int argc, char **argv) {
       {"live_updates", TestLiveUpdates},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
       {"writes", TestWrites},
+      {"offline_writes_rejected_then_applied",
+       [](ClientContext &c, Db &) { TestOfflineWritesRejectedThenApplied(c); }},
       {"malformed_and_unknown_keep_connection", TestMalformedAndUnknownKeepConnection},
       {"message_before_hello", TestMessageBeforeHello},
       {"oversized_frame_1009", TestOversizedFrame},
