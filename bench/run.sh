@@ -5,11 +5,12 @@
 # table build/bench/results.md is assembled from the parts that ran.
 #
 #   bench/run.sh                 every part
-#   bench/run.sh write oplog     only those parts (write, oplog, checkpoint, paging)
+#   bench/run.sh write oplog     only those parts (write, oplog, checkpoint, paging, writes)
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
 #        plain/synced runs per figure, 2), BENCH_CLIENTS (8),
 #        OPLOG_ROWS (200000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
-#        PAGING_OPS (1000000), PAGING_PAGE (10000).
+#        PAGING_OPS (1000000), PAGING_PAGE (10000); the writes part (gateway vs direct
+#        write path, bench/write_bench.sh): WRITE_CLIENTS, WRITE_SECONDS, WRITE_REPEAT, WRITE_POOL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -27,7 +28,7 @@ PAGING_OPS=${PAGING_OPS:-1000000}
 PAGING_PAGE=${PAGING_PAGE:-10000}
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(write oplog checkpoint paging)
+[ ${#parts[@]} -eq 0 ] && parts=(write oplog checkpoint paging writes)
 
 HARNESS=$OUT/syncline_bench
 g++ -std=c++17 -O2 -Wall -Wextra -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
@@ -243,10 +244,15 @@ part_paging() {
   } >"$OUT/paging.md"
 }
 
+# Gateway WriteBatch path vs direct INSERTs; starts its own cluster and gateway.
+part_writes() {
+  bash "$ROOT/bench/write_bench.sh"
+}
+
 for part in "${parts[@]}"; do
   case "$part" in
-    write|oplog|checkpoint|paging) "part_$part"; stop_cluster ;;
-    *) echo "unknown part $part (write, oplog, checkpoint, paging)" >&2; exit 2 ;;
+    write|oplog|checkpoint|paging|writes) "part_$part"; stop_cluster ;;
+    *) echo "unknown part $part (write, oplog, checkpoint, paging, writes)" >&2; exit 2 ;;
   esac
 done
 
@@ -255,7 +261,7 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
-  for part in write oplog checkpoint paging; do
+  for part in write oplog checkpoint paging writes; do
     [ -f "$OUT/$part.md" ] && { cat "$OUT/$part.md"; echo; }
   done
 } >"$OUT/results.md"
