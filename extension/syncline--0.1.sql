@@ -305,10 +305,17 @@ BEGIN
     RETURN NULL;
   END IF;
   IF checkpoint IS NULL THEN
-    -- Not flushed yet: publish it now rather than wait for the worker.
-    PERFORM syncline.flush();
+    -- Not flushed yet. Wait for a flush in progress (the flush lock), which
+    -- often publishes it; flush ourselves only if it still has no checkpoint.
+    -- Many callers at once thus share flushes instead of queueing one each.
+    PERFORM pg_catalog.pg_advisory_xact_lock(1398361667, 1);
     SELECT b.write_checkpoint INTO checkpoint FROM syncline_internal.client_batches b
      WHERE b.client_id = $1 AND b.seq = $2;
+    IF checkpoint IS NULL THEN
+      PERFORM syncline.flush();
+      SELECT b.write_checkpoint INTO checkpoint FROM syncline_internal.client_batches b
+       WHERE b.client_id = $1 AND b.seq = $2;
+    END IF;
   END IF;
   RETURN checkpoint;
 END

@@ -63,10 +63,21 @@ bool IsTransient(int code) {
          s == "55006";
 }
 
+// Runs one of the write path's fixed statements (`sql` is a string literal,
+// so its address names it) through a plan prepared once per backend.
 void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args,
           const char *nulls = nullptr) {
-  int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),
-                                 nulls, false, 0);
+  static std::unordered_map<const char *, SPIPlanPtr> plans;
+  auto it = plans.find(sql);
+  if (it == plans.end()) {
+    SPIPlanPtr plan = SPI_prepare_cursor(sql, static_cast<int>(types.size()), types.data(),
+                                         CURSOR_OPT_GENERIC_PLAN);
+    if (plan == nullptr)
+      elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+    SPI_keepplan(plan);
+    it = plans.emplace(sql, plan).first;
+  }
+  int rc = SPI_execute_plan(it->second, args.data(), nulls, false, 0);
   if (rc < 0) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
