@@ -35,7 +35,7 @@ deps:
 all: gateway units
 
 gateway:
-	@if [ -f gateway/gateway.mk ]; then $(MAKE) --no-print-directory -f gateway/gateway.mk all; fi
+	@if [ -f gateway/gateway.mk ]; then $(MAKE) --no-print-directory -j2 -f gateway/gateway.mk all; fi
 
 # GoogleTest binary for the parts of the extension that include no Postgres header.
 UNIT_SRCS := $(sort $(wildcard tests/unit/ext_*_test.cpp))

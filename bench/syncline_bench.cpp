@@ -26,7 +26,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double Since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double Since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 [[noreturn]] void Die(const std::string &what) {
   fprintf(stderr, "syncline_bench: %s\n", what.c_str());
@@ -79,10 +81,14 @@ int OpLog(PGconn *c, const std::map<std::string, std::string> &a) {
   double insert_s = Since(t0);
   long long visible = before;
   while (visible - before < rows) {
-    if (!worker) Scalar(c, "SELECT syncline.flush()");
-    else std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    if (!worker)
+      Scalar(c, "SELECT syncline.flush()");
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     visible = Scalar(c, "SELECT last_op_id FROM syncline_internal.state");
-    if (Since(t0) > 600) Die("ops not visible after 600 s (" + std::to_string(visible - before) + " of " + std::to_string(rows) + ")");
+    if (Since(t0) > 600)
+      Die("ops not visible after 600 s (" + std::to_string(visible - before) + " of " +
+          std::to_string(rows) + ")");
   }
   double total_s = Since(t0);
   printf("rows=%lld ops=%lld insert_s=%.3f visible_s=%.3f ops_per_s=%.0f\n", rows, visible - before,
@@ -161,16 +167,23 @@ int main(int argc, char **argv) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0) Die("unexpected argument " + k);
     k = k.substr(2);
-    if (k == "worker") a[k] = "1";
-    else if (i + 1 < argc) a[k] = argv[++i];
-    else Die("missing value for --" + k);
+    if (k == "worker")
+      a[k] = "1";
+    else if (i + 1 < argc)
+      a[k] = argv[++i];
+    else
+      Die("missing value for --" + k);
   }
   PGconn *c = Connect(a.count("conninfo") ? a.at("conninfo") : "");
   int rc;
-  if (mode == "oplog") rc = OpLog(c, a);
-  else if (mode == "checkpoint") rc = Checkpoint(c, a);
-  else if (mode == "paging") rc = Paging(c, a);
-  else Die("unknown mode " + mode);
+  if (mode == "oplog")
+    rc = OpLog(c, a);
+  else if (mode == "checkpoint")
+    rc = Checkpoint(c, a);
+  else if (mode == "paging")
+    rc = Paging(c, a);
+  else
+    Die("unknown mode " + mode);
   PQfinish(c);
   return rc;
 }

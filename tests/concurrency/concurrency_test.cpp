@@ -71,10 +71,14 @@ struct Json {
   // minimally. Two documents with equal Canon() hold the same values.
   std::string Canon() const {
     switch (kind) {
-      case kNull: return "null";
-      case kBool: return text;
-      case kNumber: return text;
-      case kString: return Quote(text);
+      case kNull:
+        return "null";
+      case kBool:
+        return text;
+      case kNumber:
+        return text;
+      case kString:
+        return Quote(text);
       case kArray: {
         std::string s = "[";
         for (size_t i = 0; i < items.size(); i++) s += (i ? "," : "") + items[i].Canon();
@@ -171,14 +175,30 @@ class JsonParser {
       if (i_ >= s_.size()) Fail("bad escape");
       char e = s_[i_++];
       switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
+        case '"':
+          out += '"';
+          break;
+        case '\\':
+          out += '\\';
+          break;
+        case '/':
+          out += '/';
+          break;
+        case 'b':
+          out += '\b';
+          break;
+        case 'f':
+          out += '\f';
+          break;
+        case 'n':
+          out += '\n';
+          break;
+        case 'r':
+          out += '\r';
+          break;
+        case 't':
+          out += '\t';
+          break;
         case 'u': {
           uint32_t cp = Hex4();
           if (cp >= 0xD800 && cp < 0xDC00 && i_ + 1 < s_.size() && s_[i_] == '\\' &&
@@ -190,7 +210,8 @@ class JsonParser {
           AppendUtf8(out, cp);
           break;
         }
-        default: Fail("bad escape");
+        default:
+          Fail("bad escape");
       }
     }
     return out;
@@ -324,8 +345,7 @@ class Conn {
  public:
   explicit Conn(const std::string &dbname) {
     const char *keys[] = {"dbname", "dbname", "application_name", nullptr};
-    const char *vals[] = {g_conninfo.c_str(), dbname.c_str(), "syncline_concurrency_test",
-                          nullptr};
+    const char *vals[] = {g_conninfo.c_str(), dbname.c_str(), "syncline_concurrency_test", nullptr};
     conn_ = PQconnectdbParams(keys, vals, 1);
     if (PQstatus(conn_) != CONNECTION_OK) {
       std::string msg = PQerrorMessage(conn_);
@@ -333,7 +353,8 @@ class Conn {
       conn_ = nullptr;
       throw std::runtime_error("connect to " + dbname + " failed: " + msg);
     }
-    PQsetNoticeProcessor(conn_, [](void *, const char *) {}, nullptr);
+    PQsetNoticeProcessor(
+        conn_, [](void *, const char *) {}, nullptr);
     Exec("SET statement_timeout = '120s'");
   }
   ~Conn() {
@@ -345,8 +366,8 @@ class Conn {
   Result Exec(const std::string &sql, const std::vector<std::string> &params = {}) {
     std::vector<const char *> p;
     for (const auto &s : params) p.push_back(s.c_str());
-    Result r(PQexecParams(conn_, sql.c_str(), int(p.size()), nullptr, p.empty() ? nullptr : p.data(),
-                          nullptr, nullptr, 0));
+    Result r(PQexecParams(conn_, sql.c_str(), int(p.size()), nullptr,
+                          p.empty() ? nullptr : p.data(), nullptr, nullptr, 0));
     ExecStatusType st = PQresultStatus(r.get());
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
       const char *state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE);
@@ -384,15 +405,16 @@ struct Options {
   bool keep = false;
   int prepopulate = 40;
   bool naive_flush = false;
-  int flushers = 2;        // threads calling syncline.flush(); 0: rely on the background worker
-  std::string database;    // default syncline_conc_<seed>  // self-check: a deliberately wrong flusher the test must catch
+  int flushers = 2;      // threads calling syncline.flush(); 0: rely on the background worker
+  std::string database;  // default syncline_conc_<seed>  // self-check: a deliberately wrong
+                         // flusher the test must catch
 };
 
 Options g_opt;
 std::string g_db;
 const int kMaxItemId = 300;
 const int kMaxTagId = 40;
-const int kIdleItemId = 1000000;  // outside the writers' id range
+const int kIdleItemId = 1000000;               // outside the writers' id range
 const char *kOwners[] = {"a", "b", "c", "d"};  // "d" is not in the parameter query's result
 
 std::atomic<bool> g_stop_writers{false};
@@ -417,9 +439,9 @@ bool IsExpectedConflict(const std::string &state) {
 }
 
 std::string RandomNote(std::mt19937_64 &rng) {
-  static const char *pieces[] = {"plain", "with \"quotes\"", "back\\slash", "tab\there",
-                                 "new\nline", "ünïcödé ✓", "emoji 😀", "", "{json:like}",
-                                 "comma, separated"};
+  static const char *pieces[] = {"plain",       "with \"quotes\"", "back\\slash", "tab\there",
+                                 "new\nline",   "ünïcödé ✓",       "emoji 😀",     "",
+                                 "{json:like}", "comma, separated"};
   std::string s = pieces[rng() % (sizeof pieces / sizeof *pieces)];
   s += " #" + std::to_string(rng() % 1000);
   return s;
@@ -434,10 +456,11 @@ void RunOneWrite(Conn &c, std::mt19937_64 &rng) {
   auto val = [&] { return std::to_string(int(rng() % 2000) - 1000); };
   int kind = int(rng() % 100);
   if (kind < 25) {
-    c.Exec("INSERT INTO items (id, owner, val, note) VALUES ($1, $2, $3, $4) "
-           "ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, val = EXCLUDED.val, "
-           "note = EXCLUDED.note",
-           {id(), owner(), val(), RandomNote(rng)});
+    c.Exec(
+        "INSERT INTO items (id, owner, val, note) VALUES ($1, $2, $3, $4) "
+        "ON CONFLICT (id) DO UPDATE SET owner = EXCLUDED.owner, val = EXCLUDED.val, "
+        "note = EXCLUDED.note",
+        {id(), owner(), val(), RandomNote(rng)});
   } else if (kind < 40) {
     c.Exec("UPDATE items SET val = val + 1 WHERE id = $1", {id()});
   } else if (kind < 52) {
@@ -451,19 +474,22 @@ void RunOneWrite(Conn &c, std::mt19937_64 &rng) {
     c.Exec("UPDATE items SET val = val - 1 WHERE id BETWEEN $1::int AND $1::int + 4", {lo});
   } else if (kind < 73) {
     // Primary key change: the old object goes, a new one comes.
-    c.Exec("UPDATE items SET id = $2 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM items WHERE id = $2)",
-           {id(), id()});
+    c.Exec(
+        "UPDATE items SET id = $2 WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM items WHERE id = $2)",
+        {id(), id()});
   } else if (kind < 78) {
     // Work undone by a rolled-back subtransaction must never be synced.
     c.Exec("SAVEPOINT s");
-    c.Exec("INSERT INTO items (id, owner, val, note) VALUES ($1, $2, $3, 'savepoint') "
-           "ON CONFLICT (id) DO UPDATE SET val = EXCLUDED.val, note = 'savepoint'",
-           {id(), owner(), val()});
+    c.Exec(
+        "INSERT INTO items (id, owner, val, note) VALUES ($1, $2, $3, 'savepoint') "
+        "ON CONFLICT (id) DO UPDATE SET val = EXCLUDED.val, note = 'savepoint'",
+        {id(), owner(), val()});
     c.Exec("ROLLBACK TO SAVEPOINT s");
   } else if (kind < 90) {
-    c.Exec("INSERT INTO tags (id, label, weight) VALUES ($1, $2, $3) "
-           "ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label, weight = EXCLUDED.weight",
-           {std::to_string(1 + rng() % kMaxTagId), RandomNote(rng), std::to_string(rng() % 100)});
+    c.Exec(
+        "INSERT INTO tags (id, label, weight) VALUES ($1, $2, $3) "
+        "ON CONFLICT (id) DO UPDATE SET label = EXCLUDED.label, weight = EXCLUDED.weight",
+        {std::to_string(1 + rng() % kMaxTagId), RandomNote(rng), std::to_string(rng() % 100)});
   } else if (kind < 99) {
     c.Exec("DELETE FROM tags WHERE id = $1", {std::to_string(1 + rng() % kMaxTagId)});
   } else if (rng() % 4 == 0) {
@@ -499,7 +525,8 @@ void WriterThread(int index) {
       if (IsExpectedConflict(e.sqlstate))
         g_retries++;
       else
-        g_checks.Fail(kUnexpectedErrors, std::string("writer ") + std::to_string(index) + ": " + e.what());
+        g_checks.Fail(kUnexpectedErrors,
+                      std::string("writer ") + std::to_string(index) + ": " + e.what());
     }
     SleepMs(double(rng() % 3000) / 1000.0);
   }
@@ -626,15 +653,15 @@ void ApiWriterThread() {
       } else {
         e.owner = kOwners[rng() % 4];
         e.val = std::to_string(rng() % 100000);
-        op = R"({"op": "PUT", "type": "items", "id": )" + e.object_id +
-             R"(, "data": {"owner": ")" + e.owner + R"(", "val": )" + e.val +
-             R"(, "note": "written by a client"}})";
+        op = R"({"op": "PUT", "type": "items", "id": )" + e.object_id + R"(, "data": {"owner": ")" +
+             e.owner + R"(", "val": )" + e.val + R"(, "note": "written by a client"}})";
       }
       std::string batch = R"({"seq": )" + std::to_string(seq) + R"(, "ops": [)" + op + "]}";
       std::string outcome;
       try {
-        outcome = c.Value("SELECT syncline.apply_writes('{\"sub\": \"conc\"}', $1, $2::jsonb)::text",
-                          {client, batch});
+        outcome =
+            c.Value("SELECT syncline.apply_writes('{\"sub\": \"conc\"}', $1, $2::jsonb)::text",
+                    {client, batch});
       } catch (const SqlError &err) {
         if (IsExpectedConflict(err.sqlstate)) {  // transient: retry the same batch
           seq--;
@@ -650,9 +677,11 @@ void ApiWriterThread() {
         continue;
       }
       g_write_batches++;
-      std::string w = c.Value("SELECT syncline.write_checkpoint($1, $2)", {client, std::to_string(seq)});
+      std::string w =
+          c.Value("SELECT syncline.write_checkpoint($1, $2)", {client, std::to_string(seq)});
       if (w.empty()) {
-        g_checks.Fail(kWriteCheckpoint, "no write checkpoint for applied batch " + std::to_string(seq));
+        g_checks.Fail(kWriteCheckpoint,
+                      "no write checkpoint for applied batch " + std::to_string(seq));
         continue;
       }
       e.write_checkpoint = std::atoll(w.c_str());
@@ -672,7 +701,8 @@ void ApiWriterThread() {
             std::chrono::duration<double>(Clock::now() - t0).count() > 15) {
           std::lock_guard<std::mutex> g(g_expect_mu);
           if (g_expect_pending && !g_stop_background.load())
-            g_checks.Fail(kWriteCheckpoint, "reader did not reach write checkpoint " + w + " within 15 s");
+            g_checks.Fail(kWriteCheckpoint,
+                          "reader did not reach write checkpoint " + w + " within 15 s");
           g_expect_pending = false;
           break;
         }
@@ -695,7 +725,6 @@ struct BucketReplica {
   std::set<int64_t> received_ids;  // every op id ever received (for the late-op scan)
   bool in_completed = false;       // part of a checkpoint this reader completed
 };
-
 
 struct CheckpointBucket {
   std::string id;
@@ -722,7 +751,8 @@ struct Reader {
     int64_t n = std::atoll(last->text.c_str());
     if (n < completed)
       g_checks.Fail(kCheckpointMonotonic, "checkpoint last_op_id went back from " +
-                                              std::to_string(completed) + " to " + std::to_string(n));
+                                              std::to_string(completed) + " to " +
+                                              std::to_string(n));
     std::vector<CheckpointBucket> cbs;
     for (const Json &b : list->items) {
       CheckpointBucket cb;
@@ -759,8 +789,8 @@ struct Reader {
         continue;
       }
       g_checks.Fail(checksum_check, "bucket " + id + " at checkpoint " + std::to_string(n) +
-                                    ": replica checksum " + std::to_string(r.checksum) +
-                                    " != checkpoint checksum " + std::to_string(want));
+                                        ": replica checksum " + std::to_string(r.checksum) +
+                                        " != checkpoint checksum " + std::to_string(want));
     }
     if (scan && !compaction_overlapped) LateScan(c, cbs);
     for (const auto &cb : cbs)
@@ -831,13 +861,15 @@ struct Reader {
     if (completed == 0) return;
     for (const auto &cb : cbs) {
       BucketReplica &r = buckets[cb.id];
-      Result res = c.Exec("SELECT op_id, op, object_id FROM syncline.bucket_data($1, 0, $2, 100000000)",
-                          {cb.id, std::to_string(completed)});
+      Result res =
+          c.Exec("SELECT op_id, op, object_id FROM syncline.bucket_data($1, 0, $2, 100000000)",
+                 {cb.id, std::to_string(completed)});
       for (int i = 0; i < PQntuples(res.get()); i++) {
         int64_t op_id = std::atoll(PQgetvalue(res.get(), i, 0));
         if (r.in_completed && !r.received_ids.count(op_id))
           g_checks.Fail(kLateScan, "bucket " + cb.id + ": op " + std::to_string(op_id) + " (" +
-                                       PQgetvalue(res.get(), i, 1) + " " + PQgetvalue(res.get(), i, 2) +
+                                       PQgetvalue(res.get(), i, 1) + " " +
+                                       PQgetvalue(res.get(), i, 2) +
                                        ") appeared at or below checkpoint " +
                                        std::to_string(completed) + " after it was complete");
       }
@@ -863,12 +895,14 @@ void CheckWriteExpectation() {
     if (should_hold && it == objects.end()) {
       g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " missing from " + bucket);
     } else if (!should_hold && it != objects.end()) {
-      g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " still in " + bucket + ": " + it->second);
+      g_checks.Fail(kWriteCheckpoint,
+                    where + "item " + e.object_id + " still in " + bucket + ": " + it->second);
     } else if (should_hold) {
       try {
         const Json *v = ParseJson(it->second).Get("val");
         if (!v || v->text != e.val)
-          g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " is " + it->second + ", expected val " + e.val);
+          g_checks.Fail(kWriteCheckpoint, where + "item " + e.object_id + " is " + it->second +
+                                              ", expected val " + e.val);
       } catch (const std::exception &ex) {
         g_checks.Fail(kWriteCheckpoint, where + ex.what());
       }
@@ -912,7 +946,8 @@ std::map<std::string, std::map<std::string, std::string>> ExpectedBuckets(Conn &
   for (int i = 0; i < 3; i++) {
     std::string bucket = std::string("by_owner[\"") + kOwners[i] + "\"]";
     auto &m = out[bucket];
-    Result r = c.Exec("SELECT id::text, row_to_json(i)::text FROM items i WHERE owner = $1", {kOwners[i]});
+    Result r =
+        c.Exec("SELECT id::text, row_to_json(i)::text FROM items i WHERE owner = $1", {kOwners[i]});
     for (int k = 0; k < PQntuples(r.get()); k++)
       m[PQgetvalue(r.get(), k, 0)] = ParseJson(PQgetvalue(r.get(), k, 1)).Canon();
   }
@@ -935,7 +970,8 @@ void CompareFinal(Conn &c) {
     for (const auto &[oid, json] : rows) {
       auto o = r.objects.find(oid);
       if (o == r.objects.end()) {
-        g_checks.Fail(kFinalEqual, "bucket " + bucket + ": object " + oid + " missing from replica (table has " + json + ")");
+        g_checks.Fail(kFinalEqual, "bucket " + bucket + ": object " + oid +
+                                       " missing from replica (table has " + json + ")");
         continue;
       }
       std::string got;
@@ -946,21 +982,25 @@ void CompareFinal(Conn &c) {
         continue;
       }
       if (got != json)
-        g_checks.Fail(kFinalEqual, "bucket " + bucket + ": object " + oid + ": replica " + o->second + " != table " + json);
+        g_checks.Fail(kFinalEqual, "bucket " + bucket + ": object " + oid + ": replica " +
+                                       o->second + " != table " + json);
     }
     for (const auto &[oid, data] : r.objects)
       if (!rows.count(oid))
-        g_checks.Fail(kFinalEqual, "bucket " + bucket + ": replica has object " + oid + " (" + data + ") the table does not");
+        g_checks.Fail(kFinalEqual, "bucket " + bucket + ": replica has object " + oid + " (" +
+                                       data + ") the table does not");
   }
   for (const auto &[bucket, r] : g_reader.buckets)
     if (!expected.count(bucket))
-      g_checks.Fail(kFinalEqual, "replica holds unexpected bucket " + bucket + " (" + std::to_string(r.objects.size()) + " objects)");
+      g_checks.Fail(kFinalEqual, "replica holds unexpected bucket " + bucket + " (" +
+                                     std::to_string(r.objects.size()) + " objects)");
 
   // The idle transaction's item must have arrived (writers never touch its id;
   // its tag may be gone again through a later TRUNCATE).
   const std::string idle = std::to_string(kIdleItemId);
   if (!g_reader.buckets["by_owner[\"a\"]"].objects.count(idle))
-    g_checks.Fail(kIdleRowSynced, "the item written by the idle-in-transaction connection is not in the replica");
+    g_checks.Fail(kIdleRowSynced,
+                  "the item written by the idle-in-transaction connection is not in the replica");
 }
 
 // During the idle-in-transaction period, completed checkpoints must advance.
@@ -980,7 +1020,8 @@ void CheckIdlePeriod() {
   }
   char msg[256];
   snprintf(msg, sizeof msg,
-           "idle in transaction from %.2fs to %.2fs: %ld checkpoints, last_op_id %" PRId64 " -> %" PRId64,
+           "idle in transaction from %.2fs to %.2fs: %ld checkpoints, last_op_id %" PRId64
+           " -> %" PRId64,
            b, e, n, first, lastv);
   printf("%s\n", msg);
   if (n < 2 || lastv <= first) g_checks.Fail(kIdleNotBlocking, msg);
@@ -988,7 +1029,8 @@ void CheckIdlePeriod() {
 
 void Setup(Conn &c) {
   c.Exec("CREATE EXTENSION syncline");
-  c.Exec("CREATE TABLE items (id int PRIMARY KEY, owner text NOT NULL, val int NOT NULL, note text)");
+  c.Exec(
+      "CREATE TABLE items (id int PRIMARY KEY, owner text NOT NULL, val int NOT NULL, note text)");
   c.Exec("CREATE TABLE tags (id int PRIMARY KEY, label text, weight int)");
   c.Exec("GRANT SELECT, INSERT, UPDATE, DELETE ON items TO syncline_writer");
   // Rows that exist before the rules: the initial snapshot must carry them.
@@ -1001,9 +1043,10 @@ void Setup(Conn &c) {
       c.Exec("INSERT INTO tags VALUES ($1, 'pre', 0) ON CONFLICT DO NOTHING",
              {std::to_string(1 + rng() % kMaxTagId)});
   }
-  c.Exec("SELECT syncline.create_bucket('by_owner', "
-         "'SELECT o AS owner FROM (VALUES (''a''), (''b''), (''c'')) v(o)', "
-         "ARRAY['SELECT * FROM items WHERE owner = bucket.owner'])");
+  c.Exec(
+      "SELECT syncline.create_bucket('by_owner', "
+      "'SELECT o AS owner FROM (VALUES (''a''), (''b''), (''c'')) v(o)', "
+      "ARRAY['SELECT * FROM items WHERE owner = bucket.owner'])");
   c.Exec("SELECT syncline.create_bucket('all_tags', NULL, ARRAY['SELECT * FROM tags'])");
 }
 
@@ -1048,15 +1091,24 @@ int main(int argc, char **argv) {
       }
       return argv[++i];
     };
-    if (a == "--seed") g_opt.seed = std::strtoull(next().c_str(), nullptr, 10);
-    else if (a == "--writers") g_opt.writers = std::atoi(next().c_str());
-    else if (a == "--seconds") g_opt.seconds = std::atof(next().c_str());
-    else if (a == "--prepopulate") g_opt.prepopulate = std::atoi(next().c_str());
-    else if (a == "--conninfo") g_conninfo = next();
-    else if (a == "--keep") g_opt.keep = true;
-    else if (a == "--naive-flush") g_opt.naive_flush = true;
-    else if (a == "--flushers") g_opt.flushers = std::atoi(next().c_str());
-    else if (a == "--database") g_opt.database = next();
+    if (a == "--seed")
+      g_opt.seed = std::strtoull(next().c_str(), nullptr, 10);
+    else if (a == "--writers")
+      g_opt.writers = std::atoi(next().c_str());
+    else if (a == "--seconds")
+      g_opt.seconds = std::atof(next().c_str());
+    else if (a == "--prepopulate")
+      g_opt.prepopulate = std::atoi(next().c_str());
+    else if (a == "--conninfo")
+      g_conninfo = next();
+    else if (a == "--keep")
+      g_opt.keep = true;
+    else if (a == "--naive-flush")
+      g_opt.naive_flush = true;
+    else if (a == "--flushers")
+      g_opt.flushers = std::atoi(next().c_str());
+    else if (a == "--database")
+      g_opt.database = next();
     else {
       Usage();
       return 2;
@@ -1071,8 +1123,9 @@ int main(int argc, char **argv) {
   printf("concurrency test: seed %" PRIu64 ", %d writers, %.1f s, database %s\n", g_opt.seed,
          g_opt.writers, g_opt.seconds, g_db.c_str());
   fflush(stdout);
-  for (const char *name : {kSetup, kOrder, kNoLateOps, kLateScan, kChecksums, kFreshChecksums, kCheckpointMonotonic,
-                           kIdleNotBlocking, kIdleRowSynced, kWriteCheckpoint, kUnexpectedErrors, kFinalEqual, kProgress})
+  for (const char *name : {kSetup, kOrder, kNoLateOps, kLateScan, kChecksums, kFreshChecksums,
+                           kCheckpointMonotonic, kIdleNotBlocking, kIdleRowSynced, kWriteCheckpoint,
+                           kUnexpectedErrors, kFinalEqual, kProgress})
     g_checks.Declare(name);
 
   std::unique_ptr<Conn> admin;
@@ -1120,21 +1173,25 @@ int main(int argc, char **argv) {
     g_checks.Fail(kFinalEqual, e.what());
   }
   if (g_commits.load() < 10)
-    g_checks.Fail(kProgress, "only " + std::to_string(g_commits.load()) + " transactions committed");
+    g_checks.Fail(kProgress,
+                  "only " + std::to_string(g_commits.load()) + " transactions committed");
   if (!g_opt.naive_flush && g_write_batches.load() < 3)
-    g_checks.Fail(kWriteCheckpoint, "only " + std::to_string(g_write_batches.load()) + " client batches applied");
+    g_checks.Fail(kWriteCheckpoint,
+                  "only " + std::to_string(g_write_batches.load()) + " client batches applied");
 
-  printf("commits %ld, rollbacks %ld, conflicts %ld, ops flushed %ld, compactions %ld, "
-         "client batches %ld, reader rounds %ld, ops received %ld, last checkpoint %" PRId64
-         ", re-fetches after concurrent compaction %ld\n",
-         g_commits.load(), g_rollbacks.load(), g_retries.load(), g_flushed.load(),
-         g_compactions.load(), g_write_batches.load(), g_reader.rounds, g_reader.ops_received, g_reader.completed,
-         g_compaction_resyncs.load());
-  printf("ops received by kind: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld; "
-         "%ld from-scratch clients: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld\n",
-         g_reader.received_by_kind["PUT"], g_reader.received_by_kind["REMOVE"],
-         g_reader.received_by_kind["MOVE"], g_reader.received_by_kind["CLEAR"], g_fresh_clients,
-         g_fresh_kinds["PUT"], g_fresh_kinds["REMOVE"], g_fresh_kinds["MOVE"], g_fresh_kinds["CLEAR"]);
+  printf(
+      "commits %ld, rollbacks %ld, conflicts %ld, ops flushed %ld, compactions %ld, "
+      "client batches %ld, reader rounds %ld, ops received %ld, last checkpoint %" PRId64
+      ", re-fetches after concurrent compaction %ld\n",
+      g_commits.load(), g_rollbacks.load(), g_retries.load(), g_flushed.load(),
+      g_compactions.load(), g_write_batches.load(), g_reader.rounds, g_reader.ops_received,
+      g_reader.completed, g_compaction_resyncs.load());
+  printf(
+      "ops received by kind: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld; "
+      "%ld from-scratch clients: PUT %ld, REMOVE %ld, MOVE %ld, CLEAR %ld\n",
+      g_reader.received_by_kind["PUT"], g_reader.received_by_kind["REMOVE"],
+      g_reader.received_by_kind["MOVE"], g_reader.received_by_kind["CLEAR"], g_fresh_clients,
+      g_fresh_kinds["PUT"], g_fresh_kinds["REMOVE"], g_fresh_kinds["MOVE"], g_fresh_kinds["CLEAR"]);
   if (!g_opt.keep) admin->TryExec("DROP DATABASE IF EXISTS " + g_db + " WITH (FORCE)");
   return g_checks.Report() == 0 ? 0 : 1;
 }
