@@ -17,6 +17,7 @@ extern "C" {
 #include <vector>
 
 #include "json_text.hpp"
+#include "spi_util.hpp"
 #include "rule_cache.hpp"
 #include "staging.hpp"
 
@@ -56,22 +57,6 @@ SELECT (SELECT count(*) FROM numbered),
        (SELECT coalesce(array_agg(m.data::bigint ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11)
 )sql";
 
-// Runs one of the flusher's fixed statements through a plan prepared once
-// per backend (the worker flushes thousands of times a second under load).
-int ExecCached(const char *sql, int nargs, Oid *types, Datum *args) {
-  static std::unordered_map<const char *, SPIPlanPtr> plans;
-  auto it = plans.find(sql);
-  if (it == plans.end()) {
-    // Generic plans: a custom plan per flush costs more than the flush itself.
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-    if (plan == nullptr)
-      elog(ERROR, "preparing a flush statement failed: %s", SPI_result_code_string(SPI_result));
-    SPI_keepplan(plan);
-    it = plans.emplace(sql, plan).first;
-  }
-  return SPI_execute_plan(it->second, args, nullptr, false, 0);
-}
-
 int64 FetchInt64(int row, int column) {
   bool isnull;
   Datum value = SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column, &isnull);
@@ -89,7 +74,7 @@ bool CopySnapshotChunk(int64 max_blocks, bool *more) {
       "  FROM syncline_internal.snapshot_jobs j "
       "  JOIN syncline_internal.data_queries d USING (bucket_name, position) "
       " ORDER BY j.bucket_name, j.position LIMIT 2";
-  int rc = ExecCached(kJobsSql, 0, nullptr, nullptr);
+  int rc = ExecPrepared(kJobsSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline snapshot jobs failed: %d", rc);
   if (SPI_processed == 0) return false;
   bool isnull;
@@ -160,10 +145,10 @@ FlushResult FlushStep(int64 copy_blocks) {
   // published. Unlike a row lock it writes nothing, so a flush that finds
   // nothing commits without a WAL flush.
   static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
-  int rc = ExecCached(kLockSql, 0, nullptr, nullptr);
+  int rc = ExecPrepared(kLockSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT) elog(ERROR, "taking the syncline flush lock failed");
   static const char *kStateSql = "SELECT last_op_id FROM syncline_internal.state";
-  rc = ExecCached(kStateSql, 0, nullptr, nullptr);
+  rc = ExecPrepared(kStateSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT || SPI_processed != 1)
     elog(ERROR, "syncline_internal.state must hold exactly one row");
   int64 last_op_id = FetchInt64(0, 1);
@@ -174,14 +159,14 @@ FlushResult FlushStep(int64 copy_blocks) {
 
   static const char *kDefinitionsSql =
       "SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions";
-  rc = ExecCached(kDefinitionsSql, 0, nullptr, nullptr);
+  rc = ExecPrepared(kDefinitionsSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading bucket definitions failed");
   bool isnull;
   Datum names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
   Oid types[2] = {INT8OID, TEXTARRAYOID};
   Datum args[2] = {Int64GetDatum(last_op_id), names};
-  rc = ExecCached(kFlushSql, 2, types, args);
+  rc = ExecPrepared(kFlushSql, 2, types, args);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
   result.ops = FetchInt64(0, 1);
   result.markers = FetchInt64(0, 2);
@@ -195,7 +180,7 @@ FlushResult FlushStep(int64 copy_blocks) {
   if (result.ops > 0) {
     Datum update_args[1] = {Int64GetDatum(last_op_id)};
     static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
-    rc = ExecCached(kAdvanceSql, 1, types, update_args);
+    rc = ExecPrepared(kAdvanceSql, 1, types, update_args);
     if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
   }
   ArrayType *write_array = DatumGetArrayTypeP(writes);
@@ -223,7 +208,7 @@ FlushResult FlushStep(int64 copy_blocks) {
         "  FROM syncline_internal.parameter_tables WHERE table_oid = ANY ($1::oid[])";
     Oid table_types[1] = {OIDARRAYOID};
     Datum table_args[1] = {changed_tables};
-    rc = ExecCached(kChangedSql, 1, table_types, table_args);
+    rc = ExecPrepared(kChangedSql, 1, table_types, table_args);
     if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading parameter tables failed");
     definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     no_definitions = false;

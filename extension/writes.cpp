@@ -25,6 +25,7 @@ extern "C" {
 #include <vector>
 
 #include "rule_cache.hpp"
+#include "spi_util.hpp"
 #include "staging.hpp"
 
 using json = nlohmann::json;
@@ -63,22 +64,9 @@ bool IsTransient(int code) {
          s == "55006";
 }
 
-// Runs one of the write path's fixed statements (`sql` is a string literal,
-// so its address names it) through a plan prepared once per backend.
-void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args,
-          const char *nulls = nullptr) {
-  static std::unordered_map<const char *, SPIPlanPtr> plans;
-  auto it = plans.find(sql);
-  if (it == plans.end()) {
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, static_cast<int>(types.size()), types.data(),
-                                         CURSOR_OPT_GENERIC_PLAN);
-    if (plan == nullptr)
-      elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
-    SPI_keepplan(plan);
-    it = plans.emplace(sql, plan).first;
-  }
-  int rc = SPI_execute_plan(it->second, args.data(), nulls, false, 0);
-  if (rc < 0) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+// Runs one of the write path's fixed statements (a string literal).
+void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args) {
+  ExecPrepared(sql, static_cast<int>(types.size()), types.data(), args.data());
 }
 
 template <typename Fn>
