@@ -21,12 +21,14 @@
 #include <stdexcept>
 #include <string>
 
+#include "tests/e2e/expect.hpp"
 #include "tests/e2e/ws_client.hpp"
 
 namespace {
 
 using syncline::testing::Client;
 using syncline::testing::ClientContext;
+using syncline::testing::Failure;
 using syncline::testing::MakeHs256Token;
 namespace pb = syncline::v1;
 using json = nlohmann::json;
@@ -35,17 +37,6 @@ std::string Env(const char *name, const char *fallback) {
   const char *v = getenv(name);
   return v ? v : fallback;
 }
-
-struct Failure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-#define EXPECT(cond, detail)                                                              \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
-      throw Failure(std::string("line ") + std::to_string(__LINE__) + ": " #cond " -- " + \
-                    std::string(detail));                                                 \
-  } while (0)
 
 const std::string kUser = "u_off";
 const std::string kBucket = "e2e_user[\"u_off\"]";

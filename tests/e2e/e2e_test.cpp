@@ -20,12 +20,14 @@
 #include <tuple>
 #include <vector>
 
+#include "tests/e2e/expect.hpp"
 #include "tests/e2e/ws_client.hpp"
 
 namespace {
 
 using syncline::testing::Client;
 using syncline::testing::ClientContext;
+using syncline::testing::Failure;
 using syncline::testing::MakeHs256Token;
 using syncline::testing::MakeNoneToken;
 using syncline::testing::NowSeconds;
@@ -46,18 +48,6 @@ struct Settings {
   int max_connections = std::atoi(Env("SYNCLINE_GW_MAX_CONNECTIONS", "40").c_str());
   int max_per_user = std::atoi(Env("SYNCLINE_GW_MAX_PER_USER", "8").c_str());
 } g_settings;
-
-// A failed expectation ends the current test.
-struct Failure : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-#define EXPECT(cond, detail)                                                              \
-  do {                                                                                    \
-    if (!(cond))                                                                          \
-      throw Failure(std::string("line ") + std::to_string(__LINE__) + ": " #cond " -- " + \
-                    std::string(detail));                                                 \
-  } while (0)
 
 std::string Token(const std::string &sub, int64_t exp_in = 3600) {
   int64_t now = time(nullptr);
