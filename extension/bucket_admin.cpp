@@ -54,13 +54,6 @@ void CheckBucketName(const std::string &name) {
                 "or underscore.");
 }
 
-// Runs SPI as the bootstrap superuser: the internal tables are not granted
-// to anyone.
-template <typename Fn>
-void AsOwner(Fn &&fn) {
-  WithRuleEnvironment(nullptr, BOOTSTRAP_SUPERUSERID, fn);
-}
-
 void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args, int expected,
           const char *nulls = nullptr) {
   int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),

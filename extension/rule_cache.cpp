@@ -56,22 +56,19 @@ void Compile(Relation rel, TableRules *rules) {
     index_close(index, AccessShareLock);
   }
 
-  Oid saved_user;
-  int saved_context;
-  GetUserIdAndSecContext(&saved_user, &saved_context);
-  SetUserIdAndSecContext(BOOTSTRAP_SUPERUSERID, saved_context | SECURITY_LOCAL_USERID_CHANGE);
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-  Oid argtypes[1] = {OIDOID};
-  Datum args[1] = {ObjectIdGetDatum(relid)};
-  int rc = SPI_execute_with_args(
-      "SELECT d.bucket_name, d.position, d.object_type, d.query, b.parameter_names, "
-      "       b.search_path "
-      "  FROM syncline_internal.data_queries d "
-      "  JOIN syncline_internal.bucket_definitions b ON b.name = d.bucket_name "
-      " WHERE d.table_oid = $1 ORDER BY d.bucket_name, d.position",
-      1, argtypes, args, nullptr, true, 0);
-  if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline data queries failed: %d", rc);
-  SetUserIdAndSecContext(saved_user, saved_context);
+  AsOwner([&] {
+    Oid argtypes[1] = {OIDOID};
+    Datum args[1] = {ObjectIdGetDatum(relid)};
+    int rc = SPI_execute_with_args(
+        "SELECT d.bucket_name, d.position, d.object_type, d.query, b.parameter_names, "
+        "       b.search_path "
+        "  FROM syncline_internal.data_queries d "
+        "  JOIN syncline_internal.bucket_definitions b ON b.name = d.bucket_name "
+        " WHERE d.table_oid = $1 ORDER BY d.bucket_name, d.position",
+        1, argtypes, args, nullptr, true, 0);
+    if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline data queries failed: %d", rc);
+  });
 
   for (uint64 row = 0; row < SPI_processed; row++) {
     HeapTuple tuple = SPI_tuptable->vals[row];

@@ -22,4 +22,11 @@ void WithRuleEnvironment(const char *search_path, Oid role, Fn &&fn) {
   AtEOXact_GUC(true, nest_level);
 }
 
+// Runs `fn` as the bootstrap superuser: Syncline's internal tables are not
+// granted to anyone. Use inside PgGuard.
+template <typename Fn>
+void AsOwner(Fn &&fn) {
+  WithRuleEnvironment(nullptr, BOOTSTRAP_SUPERUSERID, fn);
+}
+
 }  // namespace syncline

@@ -69,11 +69,6 @@ void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args) {
   ExecPrepared(sql, static_cast<int>(types.size()), types.data(), args.data());
 }
 
-template <typename Fn>
-void AsOwner(Fn &&fn) {
-  WithRuleEnvironment(nullptr, BOOTSTRAP_SUPERUSERID, fn);
-}
-
 Oid WriteRole() {
   const char *name = write_role_name && *write_role_name ? write_role_name : "syncline_writer";
   Oid role = get_role_oid(name, true);
@@ -318,19 +313,11 @@ class BatchApplier {
       Relation rel = relation_open(info.relid, AccessShareLock);
       info.name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
                                              RelationGetRelationName(rel));
-      const TableRules &rules = GetTableRules(rel);
-      (void)rules;
-      Oid key_index = RelationGetPrimaryKeyIndex(rel);
-      if (OidIsValid(key_index)) {
-        Relation index = relation_open(key_index, AccessShareLock);
-        for (int i = 0; i < index->rd_index->indnkeyatts; i++) {
-          AttrNumber attnum = index->rd_index->indkey.values[i];
-          info.key_attnums.push_back(attnum);
-          info.key_names.push_back(
-              quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname)));
-        }
-        relation_close(index, AccessShareLock);
-      }
+      // The key columns come from the compiled rules (cached per backend).
+      info.key_attnums = GetTableRules(rel).key_attnums;
+      for (AttrNumber attnum : info.key_attnums)
+        info.key_names.push_back(
+            quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname)));
       relation_close(rel, AccessShareLock);
     });
     if (info.key_attnums.empty())
