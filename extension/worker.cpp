@@ -5,6 +5,9 @@
 
 extern "C" {
 #include "catalog/namespace.h"
+#include "commands/vacuum.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_node.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -16,6 +19,7 @@ extern "C" {
 #include "tcop/tcopprot.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 }
 
 namespace syncline {
@@ -62,8 +66,14 @@ bool ExtensionInstalled() {
          OidIsValid(get_relname_relid("pending", nsp));
 }
 
+// Staged rows vacuumed by the worker itself once this many were published
+// since its last vacuum, at most every kVacuumIntervalMs.
+constexpr int64 kVacuumAfterRows = 4096;
+constexpr long kVacuumIntervalMs = 500;
+
 // One transaction: one flush. Returns true when there may be more to do.
-bool FlushOnce() {
+// Adds the staged rows it consumed to *published.
+bool FlushOnce(int64 *published) {
   bool more = false;
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
@@ -74,6 +84,7 @@ bool FlushOnce() {
     try {
       FlushResult result = FlushStep(256);
       more = result.ops > 0 || result.more_copy;
+      *published += result.ops + result.markers;
     } catch (const Error &e) {
       RaiseCaught(e.pg_error(), e.sqlstate(), e.message(), e.detail().c_str(), e.hint().c_str(),
                   nullptr);
@@ -82,8 +93,37 @@ bool FlushOnce() {
   }
   PopActiveSnapshot();
   CommitTransactionCommand();
+  // A background worker reports its table statistics itself (backends do it
+  // when idle). Without this, autovacuum never learns that every flush
+  // deletes the staged rows it publishes, and each flush scans an
+  // ever-growing staging table. Rate-limited inside (once a second at most).
+  pgstat_report_stat(false);
   pgstat_report_activity(STATE_IDLE, nullptr);
   return more;
+}
+
+// Staging is a queue: every flush deletes the rows it publishes, and a flush
+// reads the whole table. Autovacuum visits a database once per
+// autovacuum_naptime (a minute by default); at thousands of commits a second
+// the dead rows would pile up meanwhile and each flush would wade through
+// them. So the worker vacuums staging itself, between flushes. Staging has
+// no index, so this is one pass over a small table; it never blocks writers
+// (truncation, as in autovacuum, gives way to anyone waiting).
+void VacuumStaging() {
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  if (ExtensionInstalled()) {
+    pgstat_report_activity(STATE_RUNNING, "syncline vacuum staging");
+    VacuumStmt *stmt = makeNode(VacuumStmt);
+    stmt->options = NIL;
+    stmt->rels = list_make1(makeVacuumRelation(
+        makeRangeVar(pstrdup("syncline_internal"), pstrdup("pending"), -1), InvalidOid, NIL));
+    stmt->is_vacuumcmd = true;
+    ExecVacuum(make_parsestate(nullptr), stmt, /*isTopLevel=*/true);
+  }
+  CommitTransactionCommand();
+  pgstat_report_stat(false);
+  pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
 }  // namespace
@@ -128,10 +168,21 @@ void syncline_worker_main(Datum) {
   syncline::shared->latch = &MyProc->procLatch;
   before_shmem_exit(syncline::ForgetLatch, 0);
   elog(LOG, "syncline flusher started for database \"%s\"", syncline::worker_database);
+  int64 published = 0;  // staged rows consumed since the last vacuum
+  TimestampTz last_vacuum = GetCurrentTimestamp();
   for (;;) {
     // Under load, wait a moment between flushes so each one publishes many
     // commits; when idle, a commit's latch wakes the next flush at once.
-    while (syncline::FlushOnce()) {
+    for (;;) {
+      bool more = syncline::FlushOnce(&published);
+      if (published >= syncline::kVacuumAfterRows &&
+          TimestampDifferenceExceeds(last_vacuum, GetCurrentTimestamp(),
+                                     syncline::kVacuumIntervalMs)) {
+        syncline::VacuumStaging();
+        published = 0;
+        last_vacuum = GetCurrentTimestamp();
+      }
+      if (!more) break;
       CHECK_FOR_INTERRUPTS();
       if (syncline::flush_delay_ms > 0) pg_usleep(syncline::flush_delay_ms * 1000L);
     }
