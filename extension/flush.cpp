@@ -130,6 +130,37 @@ bool CopySnapshotChunk(int64 max_blocks, bool *more) {
   return true;
 }
 
+// NOTIFY payloads are limited to 8000 bytes; the write list stops well short.
+constexpr size_t kMaxPayloadWrites = 6000;
+
+// ,"writes":[["client id",seq],...] for the client batches this flush
+// published, so a gateway can acknowledge them without asking; past the size
+// cap, "writes_truncated":true tells it to look the rest up.
+void AppendWrites(std::string &payload, Datum writes, Datum write_seqs) {
+  Datum *ids, *seqs;
+  int count, seq_count;
+  deconstruct_array(DatumGetArrayTypeP(writes), TEXTOID, -1, false, TYPALIGN_INT, &ids, nullptr,
+                    &count);
+  deconstruct_array(DatumGetArrayTypeP(write_seqs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+                    &seqs, nullptr, &seq_count);
+  if (count == 0 || count != seq_count) return;
+  size_t start = payload.size();
+  payload += ",\"writes\":[";
+  for (int i = 0; i < count; i++) {
+    if (payload.size() - start > kMaxPayloadWrites) {
+      payload += "],\"writes_truncated\":true";
+      return;
+    }
+    if (i > 0) payload.push_back(',');
+    payload.push_back('[');
+    AppendJsonString(payload, TextDatumGetCString(ids[i]));
+    payload.push_back(',');
+    payload += std::to_string(DatumGetInt64(seqs[i]));
+    payload.push_back(']');
+  }
+  payload.push_back(']');
+}
+
 }  // namespace
 
 FlushResult FlushStep(int64 copy_blocks) {
@@ -183,19 +214,26 @@ FlushResult FlushStep(int64 copy_blocks) {
     rc = ExecPrepared(kAdvanceSql, 1, types, update_args);
     if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
   }
-  ArrayType *write_array = DatumGetArrayTypeP(writes);
-  if (ArrayGetNItems(ARR_NDIM(write_array), ARR_DIMS(write_array)) > 0) {
+  {
     // Client batches published by this flush: their write checkpoint is now.
-    Oid write_types[3] = {TEXTARRAYOID, INT8ARRAYOID, INT8OID};
-    Datum write_args[3] = {writes, write_seqs, Int64GetDatum(last_op_id)};
-    rc = SPI_execute_with_args(
-        "WITH w AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS w(client_id, seq)), "
-        "batches AS (UPDATE syncline_internal.client_batches b SET write_checkpoint = $3 "
-        "  FROM w WHERE b.client_id = w.client_id AND b.seq = w.seq) "
-        "UPDATE syncline_internal.clients c SET write_checkpoint = $3 "
-        "  FROM (SELECT DISTINCT client_id FROM w) d WHERE c.client_id = d.client_id",
-        3, write_types, write_args, nullptr, false, 0);
-    if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
+    // One primary-key update each: a join would get its generic plan while
+    // client_batches is still small (a hash join over a sequential scan) and
+    // keep it as the table grows.
+    Datum *ids, *seqs;
+    int count, seq_count;
+    deconstruct_array(DatumGetArrayTypeP(writes), TEXTOID, -1, false, TYPALIGN_INT, &ids, nullptr,
+                      &count);
+    deconstruct_array(DatumGetArrayTypeP(write_seqs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
+                      &seqs, nullptr, &seq_count);
+    static const char *kStampSql =
+        "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
+        " WHERE client_id = $1 AND seq = $2";
+    Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
+    for (int i = 0; i < count && i < seq_count; i++) {
+      Datum stamp_args[3] = {ids[i], seqs[i], Int64GetDatum(last_op_id)};
+      rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
+      if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
+    }
   }
 
   // Definitions whose parameter queries read a table that changed.
@@ -234,6 +272,7 @@ FlushResult FlushStep(int64 copy_blocks) {
     payload += rules_changed ? "true" : "false";
     payload += ",\"first_op_id\":";
     payload += std::to_string(start_op_id + 1);
+    AppendWrites(payload, writes, write_seqs);
     payload += "}";
     Async_Notify("syncline", payload.c_str());
   }
