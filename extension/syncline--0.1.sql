@@ -100,7 +100,9 @@ CREATE TABLE syncline_internal.bucket_state (
 CREATE INDEX ON syncline_internal.bucket_state (last_op_id);
 
 -- Client write batches already applied (write path): (client_id, seq) is
--- applied once; write_checkpoint is the first op id that includes it.
+-- applied once; write_checkpoint is the first op id that includes it. A
+-- client's newest row is its last seq; batches of one client are serialized
+-- by a transaction advisory lock on (1398361668, hash of client_id).
 CREATE TABLE syncline_internal.client_batches (
   client_id text NOT NULL,
   seq bigint NOT NULL,
@@ -108,14 +110,6 @@ CREATE TABLE syncline_internal.client_batches (
   write_checkpoint bigint,
   applied_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (client_id, seq)
-);
-
--- One row per client: the lock that orders its batches across gateways.
-CREATE TABLE syncline_internal.clients (
-  client_id text PRIMARY KEY,
-  last_seq bigint,
-  write_checkpoint bigint,
-  updated_at timestamptz NOT NULL DEFAULT now()
 );
 
 -- Tables no bucket syncs that clients may still write (explicit opt-in).
@@ -131,6 +125,17 @@ CREATE TABLE syncline_internal.write_handlers (
   handler regprocedure NOT NULL,
   PRIMARY KEY (object_type, schema_version)
 );
+
+-- apply_writes caches what these tables say per backend; any change to them
+-- invalidates that cache everywhere when it commits.
+CREATE FUNCTION syncline_internal.invalidate_write_catalog() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'syncline_invalidate_write_catalog';
+CREATE TRIGGER invalidate_write_catalog
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON syncline_internal.writable_tables
+  FOR EACH STATEMENT EXECUTE FUNCTION syncline_internal.invalidate_write_catalog();
+CREATE TRIGGER invalidate_write_catalog
+  AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON syncline_internal.write_handlers
+  FOR EACH STATEMENT EXECUTE FUNCTION syncline_internal.invalidate_write_catalog();
 
 -- The op id counter (a single row). Flushes serialize on the transaction
 -- advisory lock (1398361667, 1), held until their commit is visible.
@@ -295,8 +300,9 @@ DECLARE
   checkpoint bigint;
 BEGIN
   IF seq IS NULL THEN
-    SELECT c.write_checkpoint INTO checkpoint FROM syncline_internal.clients c
-     WHERE c.client_id = $1;
+    SELECT b.write_checkpoint INTO checkpoint FROM syncline_internal.client_batches b
+     WHERE b.client_id = $1 AND b.write_checkpoint IS NOT NULL
+     ORDER BY b.seq DESC LIMIT 1;
     RETURN checkpoint;
   END IF;
   SELECT b.write_checkpoint INTO checkpoint FROM syncline_internal.client_batches b
@@ -322,6 +328,41 @@ END
 $$;
 COMMENT ON FUNCTION syncline.write_checkpoint(text, bigint) IS
   'The first op id whose checkpoint includes the client''s batch seq (or its latest batch); NULL for an unknown batch';
+
+-- Many acks at once, for a gateway: the write checkpoints the flusher has
+-- already recorded for these batches. Batches not yet flushed are left out
+-- (the caller asks again after the next NOTIFY syncline) unless force is set,
+-- which flushes once for all of them, as write_checkpoint does.
+CREATE FUNCTION syncline.write_checkpoints(client_ids text[], seqs bigint[],
+                                           force boolean DEFAULT false)
+RETURNS TABLE (client_id text, seq bigint, write_checkpoint bigint)
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF pg_catalog.cardinality(client_ids) IS DISTINCT FROM pg_catalog.cardinality(seqs) THEN
+    RAISE EXCEPTION 'client_ids and seqs must have the same length'
+      USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- Correlated lookups, one primary-key probe per batch: a join's cached
+  -- plan could be a scan of the whole table.
+  IF force AND EXISTS (
+      SELECT FROM unnest(client_ids, seqs) AS w(client_id, seq)
+       WHERE (SELECT b.write_checkpoint FROM syncline_internal.client_batches b
+               WHERE b.client_id = w.client_id AND b.seq = w.seq) IS NULL) THEN
+    PERFORM pg_catalog.pg_advisory_xact_lock(1398361667, 1);
+    PERFORM syncline.flush();
+  END IF;
+  RETURN QUERY
+    SELECT c.client_id, c.seq, c.write_checkpoint
+      FROM (SELECT w.client_id, w.seq,
+                   (SELECT b.write_checkpoint FROM syncline_internal.client_batches b
+                     WHERE b.client_id = w.client_id AND b.seq = w.seq) AS write_checkpoint
+              FROM unnest(client_ids, seqs) AS w(client_id, seq)) c
+     WHERE c.write_checkpoint IS NOT NULL;
+END
+$$;
+COMMENT ON FUNCTION syncline.write_checkpoints(text[], bigint[], boolean) IS
+  'The write checkpoints already recorded for these (client_id, seq) batches; with force, flushes first so every applied batch has one';
 
 CREATE FUNCTION syncline.allow_writes(target regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
@@ -375,9 +416,11 @@ COMMENT ON FUNCTION syncline.set_write_handler(text, text, regprocedure) IS
   'Declares how ops of a type from clients built for an older schema version are applied';
 
 REVOKE ALL ON FUNCTION syncline.apply_writes(jsonb, text, jsonb),
-  syncline.write_checkpoint(text, bigint) FROM PUBLIC;
+  syncline.write_checkpoint(text, bigint),
+  syncline.write_checkpoints(text[], bigint[], boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION syncline.apply_writes(jsonb, text, jsonb),
-  syncline.write_checkpoint(text, bigint) TO syncline_gateway;
+  syncline.write_checkpoint(text, bigint),
+  syncline.write_checkpoints(text[], bigint[], boolean) TO syncline_gateway;
 REVOKE ALL ON FUNCTION syncline.allow_writes(regclass), syncline.disallow_writes(regclass),
   syncline.set_write_handler(text, text, regprocedure) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION syncline.allow_writes(regclass), syncline.disallow_writes(regclass),

@@ -7,7 +7,11 @@ extern "C" {
 #include "access/relation.h"
 #include "catalog/pg_authid.h"
 #include "utils/acl.h"
+#include "commands/trigger.h"
+#include "common/hashfn.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -37,6 +41,8 @@ char *write_role_name = nullptr;
 namespace {
 
 constexpr size_t kMaxOpsPerBatch = 10000;
+// First key of the per-client advisory lock (the flush lock is 1398361667).
+constexpr int32 kClientLockKey = 1398361668;
 
 // Rejections a client cannot fix by retrying: they are recorded and replayed.
 struct Rejection {
@@ -126,6 +132,34 @@ std::optional<std::string> InputText(const json &value, Oid type, const std::str
     throw Rejection{"22023",
                     "column \"" + column + "\" is " + format_type_be(type) + ", not an object"};
   return value.dump();  // numbers and booleans
+}
+
+// What apply_writes looked up in its catalog tables, per backend: the table
+// each type names and the handler (or none) of each (type, schema version).
+// Cleared by every relcache invalidation: DDL, create_bucket and drop_bucket
+// (they invalidate the data table) and changes to writable_tables and
+// write_handlers (their trigger invalidates them). Callers copy entries out,
+// since an invalidation can arrive in the middle of a batch.
+struct WriteCatalog {
+  std::unordered_map<std::string, TableInfo> tables;
+  std::map<std::pair<std::string, std::string>, Oid> handlers;
+};
+
+void ClearWriteCatalog(Datum, Oid);
+
+WriteCatalog &Catalog() {
+  static WriteCatalog catalog;
+  static bool registered = false;
+  if (!registered) {
+    CacheRegisterRelcacheCallback(ClearWriteCatalog, 0);
+    registered = true;
+  }
+  return catalog;
+}
+
+void ClearWriteCatalog(Datum, Oid) {
+  Catalog().tables.clear();
+  Catalog().handlers.clear();
 }
 
 class BatchApplier {
@@ -287,6 +321,9 @@ class BatchApplier {
   const TableInfo &Table(const std::string &type) {
     auto it = tables_.find(type);
     if (it != tables_.end()) return it->second;
+    auto cached = Catalog().tables.find(type);
+    if (cached != Catalog().tables.end())
+      return tables_.emplace(type, cached->second).first->second;
     std::vector<Oid> found;
     PgGuard([&] {
       AsOwner([&] {
@@ -322,6 +359,7 @@ class BatchApplier {
     });
     if (info.key_attnums.empty())
       Reject("55000", "table of type \"" + type + "\" has no primary key");
+    Catalog().tables[type] = info;
     return tables_.emplace(type, std::move(info)).first->second;
   }
 
@@ -331,6 +369,12 @@ class BatchApplier {
   std::optional<json> RunHandler(const std::string &type, const json &op) {
     if (schema_version_.empty()) return op;
     Oid handler = InvalidOid;
+    auto key = std::make_pair(type, schema_version_);
+    auto cached = Catalog().handlers.find(key);
+    if (cached != Catalog().handlers.end()) {
+      handler = cached->second;
+      return OidIsValid(handler) ? ApplyHandler(handler, op) : std::optional<json>(op);
+    }
     PgGuard([&] {
       AsOwner([&] {
         Exec(
@@ -345,7 +389,12 @@ class BatchApplier {
         }
       });
     });
+    Catalog().handlers[key] = handler;
     if (!OidIsValid(handler)) return op;
+    return ApplyHandler(handler, op);
+  }
+
+  std::optional<json> ApplyHandler(Oid handler, const json &op) {
     std::optional<json> result;
     std::string op_text = op.dump();
     PgGuard([&] {
@@ -428,32 +477,40 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
   syncline::PgGuard([&] {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
   });
-  // One batch of a client at a time, across every gateway: the client row lock.
+  // One batch of a client at a time, across every gateway: a transaction
+  // advisory lock on the client id's hash (a collision merely serializes two
+  // clients). Taking it writes nothing, unlike a row lock.
   std::optional<int64_t> last_seq;
   std::optional<json> previous;
   std::optional<int64_t> previous_checkpoint;
   syncline::PgGuard([&] {
+    uint32 hash = DatumGetUInt32(hash_any(reinterpret_cast<const unsigned char *>(client_id.data()),
+                                          static_cast<int>(client_id.size())));
+    DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(syncline::kClientLockKey),
+                        Int32GetDatum(static_cast<int32>(hash)));
     syncline::AsOwner([&] {
       Datum id = CStringGetTextDatum(client_id.c_str());
+      // Batches are recorded in seq order: the newest record is the last seq,
+      // and only a seq at or below it can be a retry of a recorded batch.
       syncline::Exec(
-          "INSERT INTO syncline_internal.clients (client_id) VALUES ($1) ON CONFLICT DO NOTHING",
+          "SELECT seq, outcome::text, write_checkpoint FROM syncline_internal.client_batches "
+          "WHERE client_id = $1 ORDER BY seq DESC LIMIT 1",
           {TEXTOID}, {id});
-      syncline::Exec(
-          "SELECT last_seq FROM syncline_internal.clients WHERE client_id = $1 "
-          "FOR UPDATE",
-          {TEXTOID}, {id});
+      if (SPI_processed == 0) return;  // a new client
       bool isnull;
-      Datum last = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-      if (!isnull) last_seq = DatumGetInt64(last);
-      syncline::Exec(
-          "SELECT outcome::text, write_checkpoint FROM syncline_internal.client_batches "
-          "WHERE client_id = $1 AND seq = $2",
-          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
-      if (SPI_processed > 0) {
-        previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-        Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-        if (!isnull) previous_checkpoint = DatumGetInt64(wc);
+      last_seq =
+          DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+      if (seq > *last_seq) return;
+      if (seq < *last_seq) {
+        syncline::Exec(
+            "SELECT seq, outcome::text, write_checkpoint FROM syncline_internal.client_batches "
+            "WHERE client_id = $1 AND seq = $2",
+            {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
+        if (SPI_processed == 0) return;
       }
+      previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
+      Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+      if (!isnull) previous_checkpoint = DatumGetInt64(wc);
     });
   });
   if (previous) {
@@ -572,10 +629,6 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
           "VALUES ($1, $2, $3::jsonb)",
           {TEXTOID, INT8OID, TEXTOID},
           {id, Int64GetDatum(seq), CStringGetTextDatum(outcome_text.c_str())});
-      syncline::Exec(
-          "UPDATE syncline_internal.clients SET last_seq = $2, updated_at = now() "
-          "WHERE client_id = $1",
-          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
     });
     // The flusher records the first op id that includes this batch.
     char seq_text[32];
@@ -584,4 +637,15 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
     SPI_finish();
   });
   return syncline::JsonbFrom(outcome);
+}
+
+// Statement trigger on writable_tables and write_handlers: every backend's
+// apply_writes cache of them is stale once this transaction commits.
+SYNCLINE_FUNCTION(syncline_invalidate_write_catalog) {
+  syncline::PgGuard([&] {
+    if (!CALLED_AS_TRIGGER(fcinfo)) elog(ERROR, "invalidate_write_catalog must run as a trigger");
+    auto *trigger = reinterpret_cast<TriggerData *>(fcinfo->context);
+    CacheInvalidateRelcacheByRelid(RelationGetRelid(trigger->tg_relation));
+  });
+  return PointerGetDatum(nullptr);
 }

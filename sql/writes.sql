@@ -81,6 +81,21 @@ SELECT syncline.set_write_handler('sets', '0.8', 'lower(text)');
 SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 18, "schema_version": "0.9", "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"repetitions": 12}}]}');
 SELECT id, reps FROM sets ORDER BY id;
 
+-- Write checkpoints of many batches at once (what a gateway asks): only those
+-- already flushed, unless forced; mismatched arrays are refused.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 19, "ops": [{"op": "PUT", "type": "sets", "id": 3, "data": {"user_id": "alice", "reps": 1}}]}') ->> 'status' AS status;
+SELECT client_id, seq, write_checkpoint > 0 AS has_checkpoint
+  FROM syncline.write_checkpoints(ARRAY['phone-1', 'phone-1', 'nobody'], ARRAY[1, 19, 1]::bigint[]);
+SELECT client_id, seq, write_checkpoint > 0 AS has_checkpoint
+  FROM syncline.write_checkpoints(ARRAY['phone-1', 'phone-1', 'nobody'], ARRAY[1, 19, 1]::bigint[], force => true);
+SELECT * FROM syncline.write_checkpoints(ARRAY['phone-1'], ARRAY[1, 2]::bigint[]);
+
+-- Withdrawing the opt-in refuses the table again at once, although this
+-- session's apply_writes had it cached.
+SELECT syncline.disallow_writes('audit');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 20, "ops": [{"op": "PUT", "type": "audit", "id": 2, "data": {"what": "y"}}]}');
+SELECT syncline.allow_writes('audit');
+
 -- Another client's seqs are its own.
 SELECT syncline.apply_writes('{"sub": "bob"}', 'tablet-7', '{"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 7, "data": {"user_id": "bob", "reps": 3}}]}');
 -- A write role that would bypass row-level security is refused.
