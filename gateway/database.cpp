@@ -146,6 +146,8 @@ void Database::Disconnect(Conn *c, const char *why, bool listener) {
   c->pg = nullptr;
   c->first_result.reset();
   c->flushing = false;
+  c->preparing = false;
+  c->prepared.clear();
   c->next_attempt = Clock::now() + c->backoff;
   if (listener) {
     listener_connected_ = false;
@@ -178,19 +180,40 @@ void Database::FailTask(std::unique_ptr<Task> task, const std::string &error, bo
 }
 
 void Database::Dispatch(Conn *c) {
-  std::vector<const char *> values;
-  values.reserve(c->task->params.size());
-  for (const auto &p : c->task->params) values.push_back(p.c_str());
   c->sent_at = Clock::now();
   c->error.clear();
   c->sqlstate.clear();
-  if (!PQsendQueryParams(c->pg, c->task->sql.c_str(), static_cast<int>(values.size()), nullptr,
-                         values.data(), nullptr, nullptr, 0)) {
+  pool_busy_++;
+  queries_++;
+  auto named = statement_names_.find(c->task->sql);
+  if (named == statement_names_.end())
+    named = statement_names_
+                .emplace(c->task->sql, "syncline_gw_" + std::to_string(statement_names_.size()))
+                .first;
+  const std::string &name = named->second;
+  if (c->prepared.count(name)) {
+    SendExecute(c, name);
+    return;
+  }
+  // Parameter types come from the SQL's casts; the rest are inferred.
+  c->preparing = true;
+  if (!PQsendPrepare(c->pg, name.c_str(), c->task->sql.c_str(), 0, nullptr)) {
     Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), false);
     return;
   }
-  pool_busy_++;
-  queries_++;
+  c->flushing = PQflush(c->pg) == 1;
+}
+
+void Database::SendExecute(Conn *c, const std::string &name) {
+  std::vector<const char *> values;
+  values.reserve(c->task->params.size());
+  for (const auto &p : c->task->params) values.push_back(p.c_str());
+  c->preparing = false;
+  if (!PQsendQueryPrepared(c->pg, name.c_str(), static_cast<int>(values.size()), values.data(),
+                           nullptr, nullptr, 0)) {
+    Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), false);
+    return;
+  }
   c->flushing = PQflush(c->pg) == 1;
 }
 
@@ -224,6 +247,23 @@ void Database::OnReadable(Conn *c) {
   while (!PQisBusy(c->pg)) {
     PGresult *r = PQgetResult(c->pg);
     if (r == nullptr) {
+      const std::string &name = statement_names_[c->task->sql];
+      if (c->preparing && c->error.empty()) {
+        c->first_result.reset();  // the Prepare's own (empty) result
+        c->prepared.insert(name);
+        SendExecute(c, name);
+        return;
+      }
+      if (!c->preparing && c->sqlstate == "26000" && c->prepared.erase(name) > 0) {
+        // Prepared statements gone (DISCARD ALL by a connection pooler in
+        // between): prepare again and rerun.
+        pool_busy_--;
+        queries_--;
+        c->first_result.reset();
+        Dispatch(c);
+        return;
+      }
+      c->preparing = false;
       Finish(c);
       return;
     }

@@ -15,6 +15,8 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace syncline::gateway {
@@ -88,12 +90,15 @@ class Database {
     std::chrono::steady_clock::time_point sent_at;
     std::chrono::steady_clock::time_point next_attempt{};
     std::chrono::milliseconds backoff{100};
+    std::unordered_set<std::string> prepared;  // statement names prepared on this connection
+    bool preparing = false;                    // the in-flight command is the task's Prepare
   };
 
   void ThreadMain();
   bool Connect(Conn *c, bool listener);
   void Disconnect(Conn *c, const char *why, bool listener);
   void Dispatch(Conn *c);
+  void SendExecute(Conn *c, const std::string &name);
   void OnReadable(Conn *c);
   void Finish(Conn *c);
   void FailTask(std::unique_ptr<Task> task, const std::string &error, bool unavailable);
@@ -111,6 +116,9 @@ class Database {
   std::vector<std::function<void()>> outbox_;  // guarded by mutex_
 
   // Owned by the database thread.
+  // Every query is a fixed SQL text with parameters: each is prepared once per
+  // connection under a name of its own, so Postgres parses and plans it once.
+  std::unordered_map<std::string, std::string> statement_names_;
   std::vector<Conn> pool_;
   Conn listener_;
   bool ever_tried_ = false;
