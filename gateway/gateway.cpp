@@ -17,12 +17,6 @@ struct Pss {
   std::string *http_body;     // response body for /healthz and /metrics
 };
 
-double MonotonicSeconds() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int64_t UnixNow() { return static_cast<int64_t>(time(nullptr)); }
 
 lws_protocols kProtocols[] = {
@@ -32,6 +26,12 @@ lws_protocols kProtocols[] = {
 };
 
 }  // namespace
+
+double MonotonicSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
 
 void LogEvent(const Session *s, const char *event, const std::string &detail) {
   fprintf(stderr, "syncline-gateway: conn=%llu peer=%s sub=%s event=%s%s%s\n",
@@ -462,6 +462,7 @@ void Gateway::Tick() {
       Send(s, m);
     }
   }
+  ForceStaleAcks();
   if (db_->healthy()) {
     // Catch-ups that failed while the database was away.
     for (Session *s : list)

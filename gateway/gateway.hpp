@@ -15,6 +15,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gateway/checkpoint.hpp"
 #include "gateway/config.hpp"
 #include "gateway/database.hpp"
@@ -81,6 +83,9 @@ struct Session {
   bool write_in_flight = false;
 };
 
+// Seconds on the monotonic clock.
+double MonotonicSeconds();
+
 // One stderr line per connection event.
 void LogEvent(const Session *s, const char *event, const std::string &detail = "");
 
@@ -136,6 +141,12 @@ class Gateway {
   void QueueWrite(Session *s, const syncline::v1::ClientMessage &m);
   void StartNextWrite(Session *s);
   void FinishWrite(uint64_t session_id, const syncline::v1::ServerMessage &ack);
+  struct PendingAck;
+  void OnApplied(PendingAck ack);
+  void AckApplied(const PendingAck &p);
+  void OnPublishedWrites(const nlohmann::json &writes, uint64_t checkpoint);
+  void CheckPendingAcks(bool force);
+  void ForceStaleAcks();
 
   // Live fan-out (sync.cpp).
   void OnNotify(const std::string &payload);
@@ -189,6 +200,21 @@ class Gateway {
     bool rules_changed = false;
   };
   std::unique_ptr<LiveRound> round_;
+
+  // Applied batches waiting for their write checkpoint (writes.cpp).
+  struct PendingAck {
+    uint64_t session_id = 0, request_id = 0, seq = 0;
+    std::string client_id;
+    double since = 0;
+    uint64_t write_checkpoint = 0;
+  };
+  using WriteKey = std::pair<std::string, uint64_t>;  // client id, seq
+  std::map<WriteKey, PendingAck> pending_acks_;
+  std::map<WriteKey, uint64_t> published_writes_;  // named by NOTIFY before their reply
+  std::deque<WriteKey> published_order_;
+  bool ack_query_in_flight_ = false;
+  bool ack_recheck_ = false;  // asked again while the query ran
+  bool ack_recheck_force_ = false;
 };
 
 }  // namespace syncline::gateway

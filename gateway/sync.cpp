@@ -23,12 +23,6 @@ const char kBucketDataSql[] =
     "SELECT op_id, op, object_type, object_id, data, checksum "
     "FROM syncline.bucket_data($1, $2::bigint, $3::bigint, $4::int)";
 
-double Now() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 uint64_t ToU64(const char *text) { return std::strtoull(text, nullptr, 10); }
 
 pb::OplogEntry::Op ParseOp(const char *text) {
@@ -92,7 +86,7 @@ void FillChecksum(pb::BucketChecksum *out, const std::string &bucket, const Buck
 
 void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   metrics_.syncs_started++;
-  job->started = Now();
+  job->started = MonotonicSeconds();
   job->recheck_seq = recheck_seq_;
   s->live = false;
   s->job = std::move(job);
@@ -246,7 +240,7 @@ void Gateway::FinishJob(Session *s) {
     LogEvent(s, "synced",
              "last_op_id=" + std::to_string(s->position) +
                  " buckets=" + std::to_string(s->buckets.size()) +
-                 " seconds=" + std::to_string(Now() - job->started));
+                 " seconds=" + std::to_string(MonotonicSeconds() - job->started));
   if (s->pending_request) {
     StartSync(s, std::move(s->pending_request));
   } else if (s->needs_recheck || job->recheck_seq != recheck_seq_ ||
@@ -301,6 +295,8 @@ void Gateway::OnNotify(const std::string &payload) {
       for (const auto &d : j["definitions"])
         if (d.is_string()) pending_definitions_.insert(d.get<std::string>());
     if (j.value("rules_changed", false)) pending_rules_changed_ = true;
+    if (j.contains("writes") && j["writes"].is_array()) OnPublishedWrites(j["writes"], last);
+    if (j.value("writes_truncated", false)) CheckPendingAcks(false);
     if (pending_rules_changed_ || !pending_definitions_.empty()) {
       recheck_seq_++;
       fprintf(stderr, "syncline-gateway: %s; rechecking %zu connections\n",
@@ -358,7 +354,7 @@ void Gateway::MaybeStartLiveRound() {
   round_ = std::make_unique<LiveRound>();
   round_->from = live_position_;
   round_->upto = std::max(live_position_, notified_upto_);
-  round_->started = Now();
+  round_->started = MonotonicSeconds();
   round_->definitions.swap(pending_definitions_);
   round_->rules_changed = pending_rules_changed_;
   pending_rules_changed_ = false;
@@ -512,7 +508,7 @@ void Gateway::FinishLiveRound() {
     if (recheck_all) StartCatchUp(s);
   }
   live_position_ = std::max(live_position_, round->upto);
-  metrics_.live_round_seconds.Observe(Now() - round->started);
+  metrics_.live_round_seconds.Observe(MonotonicSeconds() - round->started);
   MaybeStartLiveRound();
 }
 

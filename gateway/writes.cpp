@@ -15,6 +15,13 @@ namespace pb = syncline::v1;
 using json = nlohmann::json;
 
 constexpr size_t kMaxQueuedWrites = 64;
+// An applied batch normally gets its write checkpoint from the background
+// worker's next flush within milliseconds; after this long the gateway
+// flushes itself, and after kAckGiveUpSeconds it acknowledges without one.
+constexpr double kAckForceSeconds = 0.5;
+constexpr double kAckGiveUpSeconds = 10;
+// Published batches remembered for a reply still on its way.
+constexpr size_t kMaxPublishedWrites = 65536;
 
 const char *OpName(pb::WriteOp::Kind kind) {
   switch (kind) {
@@ -138,17 +145,126 @@ void Gateway::StartNextWrite(Session *s) {
             FinishWrite(id, ack);
             return;
           }
-          // Applied now: ask for the first checkpoint that includes it.
-          db_->Query("SELECT syncline.write_checkpoint($1, $2::bigint)",
-                     {client_id, std::to_string(seq)}, [this, id, request_id, seq](QueryReply &wc) {
-                       pb::ServerMessage ack = Ack(request_id, seq, pb::WriteAck::APPLIED);
-                       if (wc.ok() && !PQgetisnull(wc.result.get(), 0, 0))
-                         ack.mutable_write_ack()->set_write_checkpoint(
-                             std::strtoull(PQgetvalue(wc.result.get(), 0, 0), nullptr, 10));
-                       FinishWrite(id, ack);
-                     });
+          // Applied. Its write checkpoint is the last op id of the flush
+          // that publishes it, which the flusher's NOTIFY names (possibly
+          // before this reply arrived).
+          OnApplied({id, request_id, seq, client_id, MonotonicSeconds()});
         });
   }
+}
+
+void Gateway::OnApplied(PendingAck ack) {
+  WriteKey key{ack.client_id, ack.seq};
+  auto published = published_writes_.find(key);
+  if (published != published_writes_.end()) {
+    ack.write_checkpoint = published->second;
+    published_writes_.erase(published);
+    AckApplied(ack);
+    return;
+  }
+  pending_acks_.emplace(std::move(key), std::move(ack));
+}
+
+void Gateway::AckApplied(const PendingAck &p) {
+  pb::ServerMessage ack = Ack(p.request_id, p.seq, pb::WriteAck::APPLIED);
+  if (p.write_checkpoint) ack.mutable_write_ack()->set_write_checkpoint(p.write_checkpoint);
+  FinishWrite(p.session_id, ack);
+}
+
+// NOTIFY syncline: the batches a flush published, with its last op id.
+void Gateway::OnPublishedWrites(const nlohmann::json &writes, uint64_t checkpoint) {
+  for (const auto &w : writes) {
+    if (!w.is_array() || w.size() != 2 || !w[0].is_string() || !w[1].is_number_unsigned()) continue;
+    WriteKey key{w[0].get<std::string>(), w[1].get<uint64_t>()};
+    auto it = pending_acks_.find(key);
+    if (it != pending_acks_.end()) {
+      PendingAck p = std::move(it->second);
+      pending_acks_.erase(it);
+      p.write_checkpoint = checkpoint;
+      AckApplied(p);
+      continue;
+    }
+    // Another gateway's client, or ours whose apply_writes reply is still on
+    // its way: remembered briefly, oldest forgotten first.
+    if (published_writes_.emplace(key, checkpoint).second) published_order_.push_back(key);
+    while (published_order_.size() > kMaxPublishedWrites) {
+      published_writes_.erase(published_order_.front());
+      published_order_.pop_front();
+    }
+  }
+}
+
+// Looks up the write checkpoints of every applied batch still waiting for one,
+// in one query: after a NOTIFY whose write list was cut short, and from Tick
+// for batches that waited too long (force: flush first, for a database whose
+// background worker is not running).
+void Gateway::CheckPendingAcks(bool force) {
+  if (pending_acks_.empty()) return;
+  if (ack_query_in_flight_) {
+    ack_recheck_ = true;  // ask again once the running query returns
+    ack_recheck_force_ = ack_recheck_force_ || force;
+    return;
+  }
+  ack_query_in_flight_ = true;
+  ack_recheck_ = ack_recheck_force_ = false;
+  std::string client_ids = "{", seqs = "{";
+  for (const auto &[key, p] : pending_acks_) {
+    if (client_ids.size() > 1) {
+      client_ids.push_back(',');
+      seqs.push_back(',');
+    }
+    client_ids.push_back('"');
+    for (char c : p.client_id) {
+      if (c == '"' || c == '\\') client_ids.push_back('\\');
+      client_ids.push_back(c);
+    }
+    client_ids.push_back('"');
+    seqs += std::to_string(p.seq);
+  }
+  client_ids.push_back('}');
+  seqs.push_back('}');
+  db_->Query(
+      "SELECT client_id, seq, write_checkpoint "
+      "FROM syncline.write_checkpoints($1::text[], $2::bigint[], $3::boolean)",
+      {client_ids, seqs, force ? "true" : "false"}, [this, force](QueryReply &reply) {
+        ack_query_in_flight_ = false;
+        std::vector<PendingAck> done;
+        if (reply.ok()) {
+          PGresult *r = reply.result.get();
+          for (int i = 0; i < PQntuples(r); i++) {
+            auto it = pending_acks_.find(
+                {PQgetvalue(r, i, 0), std::strtoull(PQgetvalue(r, i, 1), nullptr, 10)});
+            if (it == pending_acks_.end()) continue;
+            it->second.write_checkpoint = std::strtoull(PQgetvalue(r, i, 2), nullptr, 10);
+            done.push_back(std::move(it->second));
+            pending_acks_.erase(it);
+          }
+        }
+        // A batch that still has no checkpoint after a forced flush, or that
+        // waited far too long, is acknowledged without one: it is applied,
+        // and the client's next checkpoint carries its write checkpoint.
+        double now = MonotonicSeconds();
+        for (auto it = pending_acks_.begin(); it != pending_acks_.end();) {
+          if ((force && reply.ok()) || now - it->second.since > kAckGiveUpSeconds) {
+            done.push_back(std::move(it->second));
+            it = pending_acks_.erase(it);
+          } else {
+            ++it;
+          }
+        }
+        for (const PendingAck &p : done) AckApplied(p);
+        if (ack_recheck_) CheckPendingAcks(ack_recheck_force_);
+      });
+}
+
+// Tick: batches that waited for a flush longer than a busy worker needs.
+void Gateway::ForceStaleAcks() {
+  double now = MonotonicSeconds();
+  for (const auto &[key, p] : pending_acks_)
+    if (now - p.since > kAckForceSeconds) {
+      CheckPendingAcks(true);
+      return;
+    }
 }
 
 void Gateway::FinishWrite(uint64_t session_id, const pb::ServerMessage &ack) {
