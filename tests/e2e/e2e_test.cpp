@@ -177,6 +177,23 @@ void ExpectClosedWith(ClientContext &ctx, Client &c, int code, pb::Error::Code e
     EXPECT(c.errors.back().message().find(reason_part) != std::string::npos, ErrorsOf(c));
 }
 
+// Expects the client's buckets and their checksums to equal the extension's
+// checkpoint for user `sub`.
+void ExpectReplicaMatchesExtension(Client &c, Db &db, const std::string &sub) {
+  auto cp = nlohmann::json::parse(
+      db.Exec("SELECT syncline.checkpoint(jsonb_build_object('sub', '" + sub + "'))"));
+  size_t compared = 0;
+  for (const auto &b : cp["buckets"]) {
+    std::string name = b["bucket"];
+    EXPECT(c.buckets.count(name), "client lacks " + name);
+    EXPECT(c.buckets[name].checksum == b["checksum"].get<uint64_t>(),
+           name + " client " + std::to_string(c.buckets[name].checksum) + " extension " +
+               b["checksum"].dump());
+    compared++;
+  }
+  EXPECT(compared == c.buckets.size(), "bucket sets differ");
+}
+
 // ---------------------------------------------------------------- tests
 
 void TestHealthAndMetrics(ClientContext &, Db &) {
@@ -202,18 +219,7 @@ void TestInitialSync(ClientContext &ctx, Db &db) {
   EXPECT(c.buckets.count(kGlobal) == 1, "no global bucket");
   size_t shared = std::stoul(db.Exec("SELECT count(*) FROM e2e_shared"));
   EXPECT(Objects(c, kGlobal) == shared, std::to_string(Objects(c, kGlobal)));
-  // Replica checksums equal the extension's checkpoint.
-  auto cp = nlohmann::json::parse(db.Exec("SELECT syncline.checkpoint('{\"sub\":\"u_init\"}')"));
-  size_t compared = 0;
-  for (const auto &b : cp["buckets"]) {
-    std::string name = b["bucket"];
-    EXPECT(c.buckets.count(name), "client lacks " + name);
-    EXPECT(c.buckets[name].checksum == b["checksum"].get<uint64_t>(),
-           name + " client " + std::to_string(c.buckets[name].checksum) + " extension " +
-               b["checksum"].dump());
-    compared++;
-  }
-  EXPECT(compared == c.buckets.size(), "bucket sets differ");
+  ExpectReplicaMatchesExtension(c, db, "u_init");
   // Data is the row JSON as stored by the extension.
   auto data = nlohmann::json::parse(c.buckets[UserBucket("u_init")].objects.begin()->second);
   EXPECT(data.contains("title"), data.dump());
@@ -252,6 +258,48 @@ void TestResumeWithoutRedownload(ClientContext &ctx, Db &db) {
   EXPECT(objects.count("e2e_items/res-1") &&
              objects["e2e_items/res-1"].find("changed") != std::string::npos,
          "update not applied; keys look like " + objects.begin()->first);
+}
+
+// A client that claims a position the database never reached (the database
+// was restored from an older backup) is made to drop those buckets and gets
+// them again from op 0, instead of staying stale for good.
+void TestPositionBeyondCheckpointIsReset(ClientContext &ctx, Db &db) {
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'stale-' || g, 'u_stale', 's' || g FROM "
+      "generate_series(1, 50) g");
+  db.Flush();
+  Client a(&ctx, g_settings.host, g_settings.port);
+  EXPECT(a.ConnectAndSync(Token("u_stale")), ErrorsOf(a));
+  a.Close();
+  EXPECT(a.WaitClosed(), "");
+  // What it holds after syncing against the newer database: an object the
+  // restored one never had, and a position past the restored op log.
+  Client b(&ctx, g_settings.host, g_settings.port);
+  b.buckets = a.buckets;
+  auto &held = b.buckets[UserBucket("u_stale")];
+  held.objects["e2e_items/lost-in-restore"] = R"({"id": "lost-in-restore"})";
+  held.checksum += 12345;
+  b.position = a.position + 1000000;
+  size_t resets = 0;
+  b.on_op = [&](const pb::OplogEntry &op) {
+    resets += op.op() == pb::OplogEntry::CLEAR && op.op_id() == 0;
+  };
+  EXPECT(b.ConnectAndSync(Token("u_stale")), ErrorsOf(b));
+  EXPECT(b.checksum_failures.empty(), Join(b.checksum_failures));
+  EXPECT(resets == a.buckets.size(),
+         std::to_string(resets) + " resets for " + std::to_string(a.buckets.size()) + " buckets");
+  EXPECT(Objects(b, UserBucket("u_stale")) == 50,
+         std::to_string(Objects(b, UserBucket("u_stale"))));
+  EXPECT(b.buckets[UserBucket("u_stale")].objects.count("e2e_items/lost-in-restore") == 0,
+         "object the database does not have was kept");
+  EXPECT(b.position <= a.position, std::to_string(b.position) + " > " + std::to_string(a.position));
+  ExpectReplicaMatchesExtension(b, db, "u_stale");
+  // From its corrected position it resumes normally: nothing is sent again.
+  uint64_t ops_before = b.ops_received, completes_before = b.completes;
+  b.SendSync(true);
+  EXPECT(b.WaitComplete(completes_before), ErrorsOf(b));
+  EXPECT(b.ops_received == ops_before,
+         std::to_string(b.ops_received - ops_before) + " ops sent again");
 }
 
 void TestLiveUpdates(ClientContext &ctx, Db &db) {
@@ -753,6 +801,7 @@ int main(int argc, char **argv) {
       {"health_and_metrics", TestHealthAndMetrics},
       {"initial_sync", TestInitialSync},
       {"resume_without_redownload", TestResumeWithoutRedownload},
+      {"position_beyond_checkpoint_is_reset", TestPositionBeyondCheckpointIsReset},
       {"live_updates", TestLiveUpdates},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
       {"writes", TestWrites},
