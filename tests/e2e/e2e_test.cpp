@@ -47,6 +47,11 @@ struct Settings {
   size_t send_queue_bytes = std::strtoull(Env("SYNCLINE_GW_SEND_QUEUE", "1048576").c_str(), 0, 10);
   int max_connections = std::atoi(Env("SYNCLINE_GW_MAX_CONNECTIONS", "40").c_str());
   int max_per_user = std::atoi(Env("SYNCLINE_GW_MAX_PER_USER", "8").c_str());
+  // The second gateway: wss:// with a self-signed certificate, HS256 and a JWKS.
+  int tls_port = std::atoi(Env("SYNCLINE_GW_TLS_PORT", "0").c_str());
+  std::string jwks_kid = Env("SYNCLINE_JWKS_KID");
+  std::string jwks_private_key = Env("SYNCLINE_JWKS_PRIVATE_KEY");    // PEM path, key in the JWKS
+  std::string other_private_key = Env("SYNCLINE_OTHER_PRIVATE_KEY");  // PEM path, not in it
 } g_settings;
 
 std::string Token(const std::string &sub, int64_t exp_in = 3600) {
@@ -534,6 +539,30 @@ void TestHeaderToken(ClientContext &ctx, Db &) {
   EXPECT(c.WaitComplete(0), ErrorsOf(c));
 }
 
+// Syncs over wss:// from the TLS gateway; a plain ws:// upgrade on its port fails.
+void TestTlsSync(ClientContext &ctx, Db &db) {
+  EXPECT(g_settings.tls_port > 0, "SYNCLINE_GW_TLS_PORT not set");
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'tls-' || g, 'u_tls', 't' || g FROM generate_series(1, 20) g");
+  db.Flush();
+  Client c(&ctx, g_settings.host, g_settings.tls_port);
+  c.tls = true;
+  EXPECT(c.ConnectAndSync(Token("u_tls")), ErrorsOf(c));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  EXPECT(Objects(c, UserBucket("u_tls")) == 20, std::to_string(Objects(c, UserBucket("u_tls"))));
+  ExpectReplicaMatchesExtension(c, db, "u_tls");
+  db.Exec("INSERT INTO e2e_items VALUES ('tls-live', 'u_tls', 'over wss')");
+  EXPECT(ctx.WaitFor([&] { return Objects(c, UserBucket("u_tls")) == 21; }, 5),
+         "live insert not received over wss; " + ErrorsOf(c));
+  // The server fails the TLS handshake on the plain upgrade request and closes.
+  Client plain(&ctx, g_settings.host, g_settings.tls_port);
+  double start = NowSeconds();
+  plain.Connect();
+  EXPECT(!plain.WaitEstablished(10), "plain ws:// upgrade accepted on the TLS port");
+  fprintf(stderr, "    plain ws:// on the TLS port: %s after %.2f s\n",
+          plain.closed ? "closed" : "still pending", NowSeconds() - start);
+}
+
 void TestWrongVersionAndSubprotocol(ClientContext &ctx, Db &) {
   Client c(&ctx, g_settings.host, g_settings.port);
   c.Connect();
@@ -813,6 +842,7 @@ int main(int argc, char **argv) {
       {"text_frame_1003", TestTextFrame},
       {"bad_tokens_4001", TestBadTokens},
       {"header_token", TestHeaderToken},
+      {"tls_sync", TestTlsSync},
       {"wrong_version_and_subprotocol", TestWrongVersionAndSubprotocol},
       {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},

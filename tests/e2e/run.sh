@@ -4,7 +4,8 @@
 # throwaway cluster: PGHOST/PGPORT/PGUSER set, SYNCLINE_TEST_CLUSTER = its dir.
 # Run alone, it starts (and stops) its own cluster.
 #   tests/e2e/run.sh [TEST_NAME_SUBSTRING]
-# Starts the ASan build of the gateway, runs build/gateway/e2e_client, then
+# Starts the ASan build of the gateway (and a release build serving wss:// on a
+# second port), runs build/gateway/e2e_client, then
 # checks the gateway stopped cleanly on SIGTERM with no sanitizer report.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 set -uo pipefail
@@ -35,8 +36,10 @@ export SYNCLINE_TEST_CLUSTER
 export PGDATABASE=syncline
 
 gw_pid=""
+tls_pid=""
 cleanup() {
   [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null
+  [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null
   if [ -n "$own_cluster" ]; then
     bash scripts/pgcluster.sh stop "$own_cluster"
     rm -rf "$own_cluster"
@@ -97,27 +100,31 @@ if ! curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
   exit 1
 fi
 
-# TLS: the same listener serves https:// and wss:// when given a certificate.
+# A second gateway (release build) serving wss:// and https:// with a throwaway
+# self-signed certificate: checked here over https, and by e2e_client's tls_sync.
 tls_ok=0
-if command -v openssl >/dev/null; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
-    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1
+tls_pid=""
+tls_port=""
+if openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1; then
   tls_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$OUT/syncline-gateway" --listen "127.0.0.1:$tls_port" --jwt-hs256-secret "$secret" \
     --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
     --tls-cert "$LOG_DIR/tls.crt" --tls-key "$LOG_DIR/tls.key" >"$LOG_DIR/gateway-tls.log" 2>&1 &
   tls_pid=$!
   for _ in $(seq 1 50); do
-    body=$(curl -s --cacert "$LOG_DIR/tls.crt" "https://localhost:$tls_port/healthz" 2>/dev/null) && break
+    body=$(curl -fs --cacert "$LOG_DIR/tls.crt" "https://localhost:$tls_port/healthz" 2>/dev/null) && break
     sleep 0.1
   done
   plain=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$tls_port/healthz" 2>/dev/null)
   [[ "${body:-}" == ok* ]] && [ "$plain" != 200 ] && tls_ok=1
-  kill -TERM "$tls_pid" 2>/dev/null; wait "$tls_pid" 2>/dev/null
+else
+  echo "cannot make a TLS certificate with openssl"
 fi
 
 SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
   SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn SYNCLINE_GW_MAX_PER_USER=$max_per_user \
+  SYNCLINE_GW_TLS_PORT=$tls_port \
   "$OUT/e2e_client" "${1:-}" | tee "$LOG_DIR/client.out"
 summary=$(tail -n 1 "$LOG_DIR/client.out")
 passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
@@ -129,6 +136,11 @@ if [ "$tls_ok" -eq 1 ]; then
 else
   failed=$((failed + 1)); echo "FAIL  tls_https_healthz (body \"${body:-}\", plain http got ${plain:-})"
   tail -n 5 "$LOG_DIR/gateway-tls.log"
+fi
+if [ -n "$tls_pid" ]; then
+  kill -TERM "$tls_pid" 2>/dev/null
+  wait "$tls_pid" 2>/dev/null
+  tls_pid=""
 fi
 
 # The gateway got SIGTERM from the last test (or gets it now): it must exit 0

@@ -126,6 +126,9 @@ void Client::Connect(const std::string &header_token, const char *subprotocol) {
   ci.local_protocol_name = "syncline.v1";
   ci.userdata = this;
   ci.pwsi = &wsi_;
+  if (tls)
+    ci.ssl_connection =
+        LCCSCF_USE_SSL | LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
   if (!lws_client_connect_via_info(&ci)) {
     connect_error = true;
     closed = true;

@@ -106,7 +106,9 @@ class Client {
   std::map<std::string, pb::BucketChecksum> expected;
   std::vector<std::string> removed_seen;
   std::string client_id = "e2e";  // Hello.client_id used by ConnectAndSync
-  bool keep_objects = true;       // false: checksums only (benchmarks)
+  // Connect over TLS (wss), accepting a self-signed certificate for any host name.
+  bool tls = false;
+  bool keep_objects = true;  // false: checksums only (benchmarks)
   // Called for each op applied (bench: latency measurement).
   std::function<void(const pb::OplogEntry &)> on_op;
 
