@@ -30,6 +30,7 @@ using syncline::testing::ClientContext;
 using syncline::testing::Failure;
 using syncline::testing::MakeHs256Token;
 using syncline::testing::MakeNoneToken;
+using syncline::testing::MakeRs256Token;
 using syncline::testing::NowSeconds;
 namespace pb = syncline::v1;
 
@@ -563,6 +564,55 @@ void TestTlsSync(ClientContext &ctx, Db &db) {
           plain.closed ? "closed" : "still pending", NowSeconds() - start);
 }
 
+std::string ReadFile(const std::string &path) {
+  FILE *f = fopen(path.c_str(), "rb");
+  if (f == nullptr) throw Failure("cannot read " + path);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  fclose(f);
+  return out;
+}
+
+// RS256 tokens checked against the TLS gateway's --jwks file: the key with the
+// JWKS kid is accepted; an unknown kid and a key not in the JWKS are refused.
+void TestRs256TokensFromJwks(ClientContext &ctx, Db &) {
+  EXPECT(g_settings.tls_port > 0 && !g_settings.jwks_kid.empty() &&
+             !g_settings.jwks_private_key.empty() && !g_settings.other_private_key.empty(),
+         "SYNCLINE_GW_TLS_PORT / SYNCLINE_JWKS_KID / SYNCLINE_JWKS_PRIVATE_KEY / "
+         "SYNCLINE_OTHER_PRIVATE_KEY not set");
+  std::string key = ReadFile(g_settings.jwks_private_key);
+  std::string other_key = ReadFile(g_settings.other_private_key);
+  int64_t now = time(nullptr);
+  std::string claims = nlohmann::json{{"sub", "u_rs256"}, {"iat", now}, {"exp", now + 600}}.dump();
+  Client c(&ctx, g_settings.host, g_settings.tls_port);
+  c.tls = true;
+  EXPECT(c.ConnectAndSync(MakeRs256Token(key, claims, g_settings.jwks_kid)), ErrorsOf(c));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  EXPECT(c.buckets.count(UserBucket("u_rs256")) == 1, "no bucket for the token's sub");
+  struct Case {
+    const char *name;
+    std::string token;
+    const char *reason;
+  };
+  std::vector<Case> cases = {
+      {"unknown kid", MakeRs256Token(key, claims, "not-in-the-jwks"), "unknown key id"},
+      {"other key", MakeRs256Token(other_key, claims, g_settings.jwks_kid),
+       "signature does not verify"},
+  };
+  for (const auto &tc : cases) {
+    Client r(&ctx, g_settings.host, g_settings.tls_port);
+    r.tls = true;
+    r.Connect();
+    EXPECT(r.WaitEstablished(), std::string(tc.name) + ": " + ErrorsOf(r));
+    r.SendHello(&tc.token);
+    r.SendSync(false);
+    ExpectClosedWith(ctx, r, 4001, pb::Error::UNAUTHENTICATED, tc.reason);
+    EXPECT(r.completes == 0, std::string(tc.name) + ": got data");
+  }
+}
+
 void TestWrongVersionAndSubprotocol(ClientContext &ctx, Db &) {
   Client c(&ctx, g_settings.host, g_settings.port);
   c.Connect();
@@ -843,6 +893,7 @@ int main(int argc, char **argv) {
       {"bad_tokens_4001", TestBadTokens},
       {"header_token", TestHeaderToken},
       {"tls_sync", TestTlsSync},
+      {"rs256_tokens_from_jwks", TestRs256TokensFromJwks},
       {"wrong_version_and_subprotocol", TestWrongVersionAndSubprotocol},
       {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},

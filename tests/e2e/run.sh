@@ -5,7 +5,8 @@
 # Run alone, it starts (and stops) its own cluster.
 #   tests/e2e/run.sh [TEST_NAME_SUBSTRING]
 # Starts the ASan build of the gateway (and a release build serving wss:// on a
-# second port), runs build/gateway/e2e_client, then
+# second port, which also takes RS256 tokens from a JWKS file), runs
+# build/gateway/e2e_client, then
 # checks the gateway stopped cleanly on SIGTERM with no sanitizer report.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 set -uo pipefail
@@ -101,14 +102,32 @@ if ! curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
 fi
 
 # A second gateway (release build) serving wss:// and https:// with a throwaway
-# self-signed certificate: checked here over https, and by e2e_client's tls_sync.
+# self-signed certificate, and RS256 tokens from a JWKS file next to HS256:
+# checked here over https, and by the tls_* / rs256_* tests of e2e_client.
 tls_ok=0
 tls_pid=""
 tls_port=""
+jwks_kid=e2e-rsa
 if openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
-    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1; then
+    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1 &&
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$LOG_DIR/jwt-rsa.key" 2>/dev/null &&
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$LOG_DIR/jwt-other-rsa.key" 2>/dev/null &&
+  python3 - "$LOG_DIR/jwt-rsa.key" "$jwks_kid" >"$LOG_DIR/jwks.json" <<'PY'
+import base64, json, re, subprocess, sys
+def openssl_rsa(flag):
+    return subprocess.run(["openssl", "rsa", "-in", sys.argv[1], "-noout", flag],
+                          check=True, capture_output=True, text=True).stdout
+def b64url(n):
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+modulus = int(openssl_rsa("-modulus").strip().split("=", 1)[1], 16)
+exponent = int(re.search(r"publicExponent: (\d+)", openssl_rsa("-text")).group(1))
+json.dump({"keys": [{"kty": "RSA", "kid": sys.argv[2], "use": "sig", "alg": "RS256",
+                     "n": b64url(modulus), "e": b64url(exponent)}]}, sys.stdout)
+PY
+then
   tls_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$OUT/syncline-gateway" --listen "127.0.0.1:$tls_port" --jwt-hs256-secret "$secret" \
+    --jwks "$LOG_DIR/jwks.json" \
     --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
     --tls-cert "$LOG_DIR/tls.crt" --tls-key "$LOG_DIR/tls.key" >"$LOG_DIR/gateway-tls.log" 2>&1 &
   tls_pid=$!
@@ -119,12 +138,13 @@ if openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
   plain=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$tls_port/healthz" 2>/dev/null)
   [[ "${body:-}" == ok* ]] && [ "$plain" != 200 ] && tls_ok=1
 else
-  echo "cannot make a TLS certificate with openssl"
+  echo "cannot make the TLS certificate / RSA keys / JWKS with openssl and python3"
 fi
 
 SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
   SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn SYNCLINE_GW_MAX_PER_USER=$max_per_user \
-  SYNCLINE_GW_TLS_PORT=$tls_port \
+  SYNCLINE_GW_TLS_PORT=$tls_port SYNCLINE_JWKS_KID=$jwks_kid \
+  SYNCLINE_JWKS_PRIVATE_KEY="$LOG_DIR/jwt-rsa.key" SYNCLINE_OTHER_PRIVATE_KEY="$LOG_DIR/jwt-other-rsa.key" \
   "$OUT/e2e_client" "${1:-}" | tee "$LOG_DIR/client.out"
 summary=$(tail -n 1 "$LOG_DIR/client.out")
 passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')

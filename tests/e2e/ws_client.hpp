@@ -24,6 +24,10 @@ std::string Base64Url(const std::string &bytes);
 // An HS256 JWT over the given claims JSON (header alg/typ fixed unless given).
 std::string MakeHs256Token(const std::string &secret, const std::string &claims_json,
                            const std::string &header_json = R"({"alg":"HS256","typ":"JWT"})");
+// An RS256 JWT signed with a PEM private key, naming `kid` in its header (none
+// when empty). Throws std::runtime_error when the key cannot be used.
+std::string MakeRs256Token(const std::string &private_key_pem, const std::string &claims_json,
+                           const std::string &kid);
 // A JWT with alg "none" and an empty signature.
 std::string MakeNoneToken(const std::string &claims_json);
 
