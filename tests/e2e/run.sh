@@ -48,7 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The extension's background worker serves database "syncline".
+# The extension's background worker serves database "syncline": pgcluster.sh
+# creates it; a cluster given through PGHOST may not have it yet.
 psql -X -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'syncline'" | grep -q 1 ||
   createdb syncline
 psql -X -q -v ON_ERROR_STOP=1 >"$LOG_DIR/setup.log" 2>&1 <<'SQL' || { cat "$LOG_DIR/setup.log"; echo "0 passed, 1 failed"; exit 1; }
