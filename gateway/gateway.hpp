@@ -37,6 +37,9 @@ struct SyncJob {
   uint64_t upto = 0;
   BucketMap target;
   std::vector<std::pair<std::string, uint64_t>> todo;  // bucket, after
+  // Buckets whose known position is beyond the checkpoint: sent from op 0
+  // after a CLEAR, so the client drops what it holds of them.
+  std::set<std::string> reset;
   size_t index = 0;
   bool query_in_flight = false;
   bool waiting_for_drain = false;

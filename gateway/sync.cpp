@@ -140,10 +140,22 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
       FillChecksum(cp->add_buckets(), bucket, st);
       auto known = job->known.find(bucket);
       uint64_t after = known == job->known.end() ? 0 : known->second;
-      if (st.last_op_id > after) job->todo.emplace_back(bucket, after);
+      if (after > job->upto) {
+        // The client holds ops this database does not have (it was restored
+        // from a backup, or the client synced elsewhere): start the bucket over.
+        job->reset.insert(bucket);
+        job->todo.emplace_back(bucket, 0);
+      } else if (st.last_op_id > after) {
+        job->todo.emplace_back(bucket, after);
+      }
     }
     for (const auto &[bucket, after] : job->known)
       if (job->target.count(bucket) == 0) cp->add_removed_buckets(bucket);
+    if (!job->reset.empty())
+      LogEvent(s, "stale-position",
+               "resetting " + std::to_string(job->reset.size()) +
+                   " buckets the client claims past last_op_id=" + std::to_string(job->upto) +
+                   " (first: " + *job->reset.begin() + ")");
     Send(s, m, /*enforce_limit=*/false);
   } else {
     pb::ServerMessage m;
@@ -209,8 +221,13 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
   }
   auto &[bucket, after] = job->todo[job->index];
   std::vector<pb::OplogEntry> ops;
+  if (after == 0 && job->reset.erase(bucket) > 0) {
+    // Op 0 CLEAR with checksum 0: the client empties the bucket, then applies it from the start.
+    ops.emplace_back();
+    ops.back().set_op(pb::OplogEntry::CLEAR);
+  }
   ReadOps(reply.result.get(), &ops);
-  bool full_page = ops.size() >= static_cast<size_t>(config_.page_ops);
+  bool full_page = PQntuples(reply.result.get()) >= config_.page_ops;
   for (auto &m : MakeBucketData(bucket, job->request_id, ops.begin(), ops.end(), full_page))
     Send(s, m, /*enforce_limit=*/false);
   if (full_page) {

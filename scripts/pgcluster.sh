@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Throwaway PostgreSQL 15 cluster for tests, benchmarks and `make run`.
-#   pgcluster.sh start DIR [PORT]   initdb into DIR, start it, print shell exports
+#   pgcluster.sh start DIR [PORT]   initdb into DIR, create the extension worker's
+#                                   database ($SYNCLINE_WORKER_DB, default syncline),
+#                                   start it, print shell exports
 #   pgcluster.sh stop DIR           stop it (DIR is kept; rm -rf it yourself)
 # The server runs as an unprivileged user (initdb refuses root): the current
 # user, or `postgres` when run as root. The unix socket lives in DIR.
@@ -28,6 +30,7 @@ cmd=${1:-}; dir=${2:-}
 case "$cmd" in
 start)
   port=${3:-$(free_port)}
+  worker_db=${SYNCLINE_WORKER_DB:-syncline}
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
@@ -38,7 +41,7 @@ listen_addresses = '127.0.0.1'
 port = $port
 unix_socket_directories = '$dir'
 shared_preload_libraries = 'syncline'
-syncline.database = '${SYNCLINE_WORKER_DB:-syncline}'
+syncline.database = '$worker_db'
 max_connections = ${PG_MAX_CONNECTIONS:-300}
 shared_buffers = 256MB
 fsync = ${PG_FSYNC:-on}
@@ -46,6 +49,16 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 timezone = 'UTC'
 CONF
+  # The extension's worker connects to $worker_db as soon as the server is up and
+  # retries only every 10 s: create the database first (single-user mode, without
+  # loading the extension), so nobody has to and the worker attaches at once.
+  if ! echo "CREATE DATABASE \"${worker_db//\"/\"\"}\"" |
+    as_owner "$PGBIN/postgres" --single -D "$dir/data" -c shared_preload_libraries= postgres \
+      >"$dir/createdb.log" 2>&1 || grep -qE 'ERROR|FATAL' "$dir/createdb.log"; then
+    echo "cannot create database \"$worker_db\" in $dir:" >&2
+    cat "$dir/createdb.log" >&2
+    exit 1
+  fi
   as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
     || { cat "$dir/server.log" >&2; exit 1; }
   echo "export PGHOST='$dir' PGPORT=$port PGUSER=postgres PGDATA='$dir/data'"

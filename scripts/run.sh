@@ -68,7 +68,7 @@ else
   [ -n "$exports" ] || { echo "could not start a PostgreSQL cluster" >&2; exit 1; }
   eval "$exports"
   export PGHOST PGPORT PGUSER PGDATA
-  psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE syncline"
+  # pgcluster.sh created database syncline (SYNCLINE_WORKER_DB) before starting.
   db_url="postgresql://postgres@127.0.0.1:$PGPORT/syncline"
   psql "$db_url" -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION syncline"
   load_example "$db_url"

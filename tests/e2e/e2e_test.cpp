@@ -30,6 +30,7 @@ using syncline::testing::ClientContext;
 using syncline::testing::Failure;
 using syncline::testing::MakeHs256Token;
 using syncline::testing::MakeNoneToken;
+using syncline::testing::MakeRs256Token;
 using syncline::testing::NowSeconds;
 namespace pb = syncline::v1;
 
@@ -47,6 +48,11 @@ struct Settings {
   size_t send_queue_bytes = std::strtoull(Env("SYNCLINE_GW_SEND_QUEUE", "1048576").c_str(), 0, 10);
   int max_connections = std::atoi(Env("SYNCLINE_GW_MAX_CONNECTIONS", "40").c_str());
   int max_per_user = std::atoi(Env("SYNCLINE_GW_MAX_PER_USER", "8").c_str());
+  // The second gateway: wss:// with a self-signed certificate, HS256 and a JWKS.
+  int tls_port = std::atoi(Env("SYNCLINE_GW_TLS_PORT", "0").c_str());
+  std::string jwks_kid = Env("SYNCLINE_JWKS_KID");
+  std::string jwks_private_key = Env("SYNCLINE_JWKS_PRIVATE_KEY");    // PEM path, key in the JWKS
+  std::string other_private_key = Env("SYNCLINE_OTHER_PRIVATE_KEY");  // PEM path, not in it
 } g_settings;
 
 std::string Token(const std::string &sub, int64_t exp_in = 3600) {
@@ -177,6 +183,23 @@ void ExpectClosedWith(ClientContext &ctx, Client &c, int code, pb::Error::Code e
     EXPECT(c.errors.back().message().find(reason_part) != std::string::npos, ErrorsOf(c));
 }
 
+// Expects the client's buckets and their checksums to equal the extension's
+// checkpoint for user `sub`.
+void ExpectReplicaMatchesExtension(Client &c, Db &db, const std::string &sub) {
+  auto cp = nlohmann::json::parse(
+      db.Exec("SELECT syncline.checkpoint(jsonb_build_object('sub', '" + sub + "'))"));
+  size_t compared = 0;
+  for (const auto &b : cp["buckets"]) {
+    std::string name = b["bucket"];
+    EXPECT(c.buckets.count(name), "client lacks " + name);
+    EXPECT(c.buckets[name].checksum == b["checksum"].get<uint64_t>(),
+           name + " client " + std::to_string(c.buckets[name].checksum) + " extension " +
+               b["checksum"].dump());
+    compared++;
+  }
+  EXPECT(compared == c.buckets.size(), "bucket sets differ");
+}
+
 // ---------------------------------------------------------------- tests
 
 void TestHealthAndMetrics(ClientContext &, Db &) {
@@ -202,18 +225,7 @@ void TestInitialSync(ClientContext &ctx, Db &db) {
   EXPECT(c.buckets.count(kGlobal) == 1, "no global bucket");
   size_t shared = std::stoul(db.Exec("SELECT count(*) FROM e2e_shared"));
   EXPECT(Objects(c, kGlobal) == shared, std::to_string(Objects(c, kGlobal)));
-  // Replica checksums equal the extension's checkpoint.
-  auto cp = nlohmann::json::parse(db.Exec("SELECT syncline.checkpoint('{\"sub\":\"u_init\"}')"));
-  size_t compared = 0;
-  for (const auto &b : cp["buckets"]) {
-    std::string name = b["bucket"];
-    EXPECT(c.buckets.count(name), "client lacks " + name);
-    EXPECT(c.buckets[name].checksum == b["checksum"].get<uint64_t>(),
-           name + " client " + std::to_string(c.buckets[name].checksum) + " extension " +
-               b["checksum"].dump());
-    compared++;
-  }
-  EXPECT(compared == c.buckets.size(), "bucket sets differ");
+  ExpectReplicaMatchesExtension(c, db, "u_init");
   // Data is the row JSON as stored by the extension.
   auto data = nlohmann::json::parse(c.buckets[UserBucket("u_init")].objects.begin()->second);
   EXPECT(data.contains("title"), data.dump());
@@ -252,6 +264,48 @@ void TestResumeWithoutRedownload(ClientContext &ctx, Db &db) {
   EXPECT(objects.count("e2e_items/res-1") &&
              objects["e2e_items/res-1"].find("changed") != std::string::npos,
          "update not applied; keys look like " + objects.begin()->first);
+}
+
+// A client that claims a position the database never reached (the database
+// was restored from an older backup) is made to drop those buckets and gets
+// them again from op 0, instead of staying stale for good.
+void TestPositionBeyondCheckpointIsReset(ClientContext &ctx, Db &db) {
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'stale-' || g, 'u_stale', 's' || g FROM "
+      "generate_series(1, 50) g");
+  db.Flush();
+  Client a(&ctx, g_settings.host, g_settings.port);
+  EXPECT(a.ConnectAndSync(Token("u_stale")), ErrorsOf(a));
+  a.Close();
+  EXPECT(a.WaitClosed(), "");
+  // What it holds after syncing against the newer database: an object the
+  // restored one never had, and a position past the restored op log.
+  Client b(&ctx, g_settings.host, g_settings.port);
+  b.buckets = a.buckets;
+  auto &held = b.buckets[UserBucket("u_stale")];
+  held.objects["e2e_items/lost-in-restore"] = R"({"id": "lost-in-restore"})";
+  held.checksum += 12345;
+  b.position = a.position + 1000000;
+  size_t resets = 0;
+  b.on_op = [&](const pb::OplogEntry &op) {
+    resets += op.op() == pb::OplogEntry::CLEAR && op.op_id() == 0;
+  };
+  EXPECT(b.ConnectAndSync(Token("u_stale")), ErrorsOf(b));
+  EXPECT(b.checksum_failures.empty(), Join(b.checksum_failures));
+  EXPECT(resets == a.buckets.size(),
+         std::to_string(resets) + " resets for " + std::to_string(a.buckets.size()) + " buckets");
+  EXPECT(Objects(b, UserBucket("u_stale")) == 50,
+         std::to_string(Objects(b, UserBucket("u_stale"))));
+  EXPECT(b.buckets[UserBucket("u_stale")].objects.count("e2e_items/lost-in-restore") == 0,
+         "object the database does not have was kept");
+  EXPECT(b.position <= a.position, std::to_string(b.position) + " > " + std::to_string(a.position));
+  ExpectReplicaMatchesExtension(b, db, "u_stale");
+  // From its corrected position it resumes normally: nothing is sent again.
+  uint64_t ops_before = b.ops_received, completes_before = b.completes;
+  b.SendSync(true);
+  EXPECT(b.WaitComplete(completes_before), ErrorsOf(b));
+  EXPECT(b.ops_received == ops_before,
+         std::to_string(b.ops_received - ops_before) + " ops sent again");
 }
 
 void TestLiveUpdates(ClientContext &ctx, Db &db) {
@@ -484,6 +538,79 @@ void TestHeaderToken(ClientContext &ctx, Db &) {
   c.SendHello(nullptr);
   c.SendSync(false);
   EXPECT(c.WaitComplete(0), ErrorsOf(c));
+}
+
+// Syncs over wss:// from the TLS gateway; a plain ws:// upgrade on its port fails.
+void TestTlsSync(ClientContext &ctx, Db &db) {
+  EXPECT(g_settings.tls_port > 0, "SYNCLINE_GW_TLS_PORT not set");
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'tls-' || g, 'u_tls', 't' || g FROM generate_series(1, 20) g");
+  db.Flush();
+  Client c(&ctx, g_settings.host, g_settings.tls_port);
+  c.tls = true;
+  EXPECT(c.ConnectAndSync(Token("u_tls")), ErrorsOf(c));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  EXPECT(Objects(c, UserBucket("u_tls")) == 20, std::to_string(Objects(c, UserBucket("u_tls"))));
+  ExpectReplicaMatchesExtension(c, db, "u_tls");
+  db.Exec("INSERT INTO e2e_items VALUES ('tls-live', 'u_tls', 'over wss')");
+  EXPECT(ctx.WaitFor([&] { return Objects(c, UserBucket("u_tls")) == 21; }, 5),
+         "live insert not received over wss; " + ErrorsOf(c));
+  // The server fails the TLS handshake on the plain upgrade request and closes.
+  Client plain(&ctx, g_settings.host, g_settings.tls_port);
+  double start = NowSeconds();
+  plain.Connect();
+  EXPECT(!plain.WaitEstablished(10), "plain ws:// upgrade accepted on the TLS port");
+  fprintf(stderr, "    plain ws:// on the TLS port: %s after %.2f s\n",
+          plain.closed ? "closed" : "still pending", NowSeconds() - start);
+}
+
+std::string ReadFile(const std::string &path) {
+  FILE *f = fopen(path.c_str(), "rb");
+  if (f == nullptr) throw Failure("cannot read " + path);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  fclose(f);
+  return out;
+}
+
+// RS256 tokens checked against the TLS gateway's --jwks file: the key with the
+// JWKS kid is accepted; an unknown kid and a key not in the JWKS are refused.
+void TestRs256TokensFromJwks(ClientContext &ctx, Db &) {
+  EXPECT(g_settings.tls_port > 0 && !g_settings.jwks_kid.empty() &&
+             !g_settings.jwks_private_key.empty() && !g_settings.other_private_key.empty(),
+         "SYNCLINE_GW_TLS_PORT / SYNCLINE_JWKS_KID / SYNCLINE_JWKS_PRIVATE_KEY / "
+         "SYNCLINE_OTHER_PRIVATE_KEY not set");
+  std::string key = ReadFile(g_settings.jwks_private_key);
+  std::string other_key = ReadFile(g_settings.other_private_key);
+  int64_t now = time(nullptr);
+  std::string claims = nlohmann::json{{"sub", "u_rs256"}, {"iat", now}, {"exp", now + 600}}.dump();
+  Client c(&ctx, g_settings.host, g_settings.tls_port);
+  c.tls = true;
+  EXPECT(c.ConnectAndSync(MakeRs256Token(key, claims, g_settings.jwks_kid)), ErrorsOf(c));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  EXPECT(c.buckets.count(UserBucket("u_rs256")) == 1, "no bucket for the token's sub");
+  struct Case {
+    const char *name;
+    std::string token;
+    const char *reason;
+  };
+  std::vector<Case> cases = {
+      {"unknown kid", MakeRs256Token(key, claims, "not-in-the-jwks"), "unknown key id"},
+      {"other key", MakeRs256Token(other_key, claims, g_settings.jwks_kid),
+       "signature does not verify"},
+  };
+  for (const auto &tc : cases) {
+    Client r(&ctx, g_settings.host, g_settings.tls_port);
+    r.tls = true;
+    r.Connect();
+    EXPECT(r.WaitEstablished(), std::string(tc.name) + ": " + ErrorsOf(r));
+    r.SendHello(&tc.token);
+    r.SendSync(false);
+    ExpectClosedWith(ctx, r, 4001, pb::Error::UNAUTHENTICATED, tc.reason);
+    EXPECT(r.completes == 0, std::string(tc.name) + ": got data");
+  }
 }
 
 void TestWrongVersionAndSubprotocol(ClientContext &ctx, Db &) {
@@ -753,6 +880,7 @@ int main(int argc, char **argv) {
       {"health_and_metrics", TestHealthAndMetrics},
       {"initial_sync", TestInitialSync},
       {"resume_without_redownload", TestResumeWithoutRedownload},
+      {"position_beyond_checkpoint_is_reset", TestPositionBeyondCheckpointIsReset},
       {"live_updates", TestLiveUpdates},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
       {"writes", TestWrites},
@@ -764,6 +892,8 @@ int main(int argc, char **argv) {
       {"text_frame_1003", TestTextFrame},
       {"bad_tokens_4001", TestBadTokens},
       {"header_token", TestHeaderToken},
+      {"tls_sync", TestTlsSync},
+      {"rs256_tokens_from_jwks", TestRs256TokensFromJwks},
       {"wrong_version_and_subprotocol", TestWrongVersionAndSubprotocol},
       {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},

@@ -4,7 +4,9 @@
 # throwaway cluster: PGHOST/PGPORT/PGUSER set, SYNCLINE_TEST_CLUSTER = its dir.
 # Run alone, it starts (and stops) its own cluster.
 #   tests/e2e/run.sh [TEST_NAME_SUBSTRING]
-# Starts the ASan build of the gateway, runs build/gateway/e2e_client, then
+# Starts the ASan build of the gateway (and a release build serving wss:// on a
+# second port, which also takes RS256 tokens from a JWKS file), runs
+# build/gateway/e2e_client, then
 # checks the gateway stopped cleanly on SIGTERM with no sanitizer report.
 # Prints "N passed, M failed" last; exits non-zero on any failure.
 set -uo pipefail
@@ -35,8 +37,10 @@ export SYNCLINE_TEST_CLUSTER
 export PGDATABASE=syncline
 
 gw_pid=""
+tls_pid=""
 cleanup() {
   [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null
+  [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null
   if [ -n "$own_cluster" ]; then
     bash scripts/pgcluster.sh stop "$own_cluster"
     rm -rf "$own_cluster"
@@ -44,7 +48,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The extension's background worker serves database "syncline".
+# The extension's background worker serves database "syncline": pgcluster.sh
+# creates it; a cluster given through PGHOST may not have it yet.
 psql -X -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'syncline'" | grep -q 1 ||
   createdb syncline
 psql -X -q -v ON_ERROR_STOP=1 >"$LOG_DIR/setup.log" 2>&1 <<'SQL' || { cat "$LOG_DIR/setup.log"; echo "0 passed, 1 failed"; exit 1; }
@@ -97,27 +102,50 @@ if ! curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
   exit 1
 fi
 
-# TLS: the same listener serves https:// and wss:// when given a certificate.
+# A second gateway (release build) serving wss:// and https:// with a throwaway
+# self-signed certificate, and RS256 tokens from a JWKS file next to HS256:
+# checked here over https, and by the tls_* / rs256_* tests of e2e_client.
 tls_ok=0
-if command -v openssl >/dev/null; then
-  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
-    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1
+tls_pid=""
+tls_port=""
+jwks_kid=e2e-rsa
+if openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost \
+    -keyout "$LOG_DIR/tls.key" -out "$LOG_DIR/tls.crt" >/dev/null 2>&1 &&
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$LOG_DIR/jwt-rsa.key" 2>/dev/null &&
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$LOG_DIR/jwt-other-rsa.key" 2>/dev/null &&
+  python3 - "$LOG_DIR/jwt-rsa.key" "$jwks_kid" >"$LOG_DIR/jwks.json" <<'PY'
+import base64, json, re, subprocess, sys
+def openssl_rsa(flag):
+    return subprocess.run(["openssl", "rsa", "-in", sys.argv[1], "-noout", flag],
+                          check=True, capture_output=True, text=True).stdout
+def b64url(n):
+    return base64.urlsafe_b64encode(n.to_bytes((n.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+modulus = int(openssl_rsa("-modulus").strip().split("=", 1)[1], 16)
+exponent = int(re.search(r"publicExponent: (\d+)", openssl_rsa("-text")).group(1))
+json.dump({"keys": [{"kty": "RSA", "kid": sys.argv[2], "use": "sig", "alg": "RS256",
+                     "n": b64url(modulus), "e": b64url(exponent)}]}, sys.stdout)
+PY
+then
   tls_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   "$OUT/syncline-gateway" --listen "127.0.0.1:$tls_port" --jwt-hs256-secret "$secret" \
+    --jwks "$LOG_DIR/jwks.json" \
     --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
     --tls-cert "$LOG_DIR/tls.crt" --tls-key "$LOG_DIR/tls.key" >"$LOG_DIR/gateway-tls.log" 2>&1 &
   tls_pid=$!
   for _ in $(seq 1 50); do
-    body=$(curl -s --cacert "$LOG_DIR/tls.crt" "https://localhost:$tls_port/healthz" 2>/dev/null) && break
+    body=$(curl -fs --cacert "$LOG_DIR/tls.crt" "https://localhost:$tls_port/healthz" 2>/dev/null) && break
     sleep 0.1
   done
   plain=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$tls_port/healthz" 2>/dev/null)
   [[ "${body:-}" == ok* ]] && [ "$plain" != 200 ] && tls_ok=1
-  kill -TERM "$tls_pid" 2>/dev/null; wait "$tls_pid" 2>/dev/null
+else
+  echo "cannot make the TLS certificate / RSA keys / JWKS with openssl and python3"
 fi
 
 SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
   SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn SYNCLINE_GW_MAX_PER_USER=$max_per_user \
+  SYNCLINE_GW_TLS_PORT=$tls_port SYNCLINE_JWKS_KID=$jwks_kid \
+  SYNCLINE_JWKS_PRIVATE_KEY="$LOG_DIR/jwt-rsa.key" SYNCLINE_OTHER_PRIVATE_KEY="$LOG_DIR/jwt-other-rsa.key" \
   "$OUT/e2e_client" "${1:-}" | tee "$LOG_DIR/client.out"
 summary=$(tail -n 1 "$LOG_DIR/client.out")
 passed=$(echo "$summary" | sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
@@ -129,6 +157,11 @@ if [ "$tls_ok" -eq 1 ]; then
 else
   failed=$((failed + 1)); echo "FAIL  tls_https_healthz (body \"${body:-}\", plain http got ${plain:-})"
   tail -n 5 "$LOG_DIR/gateway-tls.log"
+fi
+if [ -n "$tls_pid" ]; then
+  kill -TERM "$tls_pid" 2>/dev/null
+  wait "$tls_pid" 2>/dev/null
+  tls_pid=""
 fi
 
 # The gateway got SIGTERM from the last test (or gets it now): it must exit 0

@@ -1,9 +1,13 @@
 #include "tests/e2e/ws_client.hpp"
 
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <time.h>
 
 #include <cstring>
+#include <memory>
+#include <stdexcept>
 
 namespace syncline::testing {
 
@@ -41,6 +45,32 @@ std::string MakeHs256Token(const std::string &secret, const std::string &claims_
        reinterpret_cast<const unsigned char *>(signing_input.data()), signing_input.size(), mac,
        &mac_len);
   return signing_input + "." + Base64Url(std::string(reinterpret_cast<char *>(mac), mac_len));
+}
+
+std::string MakeRs256Token(const std::string &private_key_pem, const std::string &claims_json,
+                           const std::string &kid) {
+  std::string header = kid.empty() ? R"({"alg":"RS256","typ":"JWT"})"
+                                   : R"({"alg":"RS256","typ":"JWT","kid":")" + kid + R"("})";
+  std::string signing_input = Base64Url(header) + "." + Base64Url(claims_json);
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(
+      BIO_new_mem_buf(private_key_pem.data(), static_cast<int>(private_key_pem.size())), BIO_free);
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(
+      bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr, EVP_PKEY_free);
+  if (!key) throw std::runtime_error("MakeRs256Token: not a PEM private key");
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> md(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  size_t sig_len = 0;
+  if (!md || EVP_DigestSignInit(md.get(), nullptr, EVP_sha256(), nullptr, key.get()) != 1 ||
+      EVP_DigestSign(md.get(), nullptr, &sig_len,
+                     reinterpret_cast<const unsigned char *>(signing_input.data()),
+                     signing_input.size()) != 1)
+    throw std::runtime_error("MakeRs256Token: cannot sign with this key");
+  std::string sig(sig_len, '\0');
+  if (EVP_DigestSign(md.get(), reinterpret_cast<unsigned char *>(&sig[0]), &sig_len,
+                     reinterpret_cast<const unsigned char *>(signing_input.data()),
+                     signing_input.size()) != 1)
+    throw std::runtime_error("MakeRs256Token: signing failed");
+  sig.resize(sig_len);
+  return signing_input + "." + Base64Url(sig);
 }
 
 std::string MakeNoneToken(const std::string &claims_json) {
@@ -126,6 +156,9 @@ void Client::Connect(const std::string &header_token, const char *subprotocol) {
   ci.local_protocol_name = "syncline.v1";
   ci.userdata = this;
   ci.pwsi = &wsi_;
+  if (tls)
+    ci.ssl_connection =
+        LCCSCF_USE_SSL | LCCSCF_ALLOW_SELFSIGNED | LCCSCF_SKIP_SERVER_CERT_HOSTNAME_CHECK;
   if (!lws_client_connect_via_info(&ci)) {
     connect_error = true;
     closed = true;

@@ -24,6 +24,10 @@ std::string Base64Url(const std::string &bytes);
 // An HS256 JWT over the given claims JSON (header alg/typ fixed unless given).
 std::string MakeHs256Token(const std::string &secret, const std::string &claims_json,
                            const std::string &header_json = R"({"alg":"HS256","typ":"JWT"})");
+// An RS256 JWT signed with a PEM private key, naming `kid` in its header (none
+// when empty). Throws std::runtime_error when the key cannot be used.
+std::string MakeRs256Token(const std::string &private_key_pem, const std::string &claims_json,
+                           const std::string &kid);
 // A JWT with alg "none" and an empty signature.
 std::string MakeNoneToken(const std::string &claims_json);
 
@@ -106,7 +110,9 @@ class Client {
   std::map<std::string, pb::BucketChecksum> expected;
   std::vector<std::string> removed_seen;
   std::string client_id = "e2e";  // Hello.client_id used by ConnectAndSync
-  bool keep_objects = true;       // false: checksums only (benchmarks)
+  // Connect over TLS (wss), accepting a self-signed certificate for any host name.
+  bool tls = false;
+  bool keep_objects = true;  // false: checksums only (benchmarks)
   // Called for each op applied (bench: latency measurement).
   std::function<void(const pb::OplogEntry &)> on_op;
 
