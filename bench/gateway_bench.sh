@@ -30,8 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 eval "$(PG_FSYNC=off bash scripts/pgcluster.sh start "$dir")"
-export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
-createdb syncline
+export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline  # pgcluster.sh created it
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 CREATE EXTENSION syncline;
 CREATE TABLE bench_items (id text PRIMARY KEY, owner text NOT NULL, v text);
@@ -42,7 +41,7 @@ SELECT syncline.create_bucket('bench_global', NULL, ARRAY['SELECT * FROM bench_s
 INSERT INTO bench_shared VALUES ('hello', 'world');
 SELECT syncline.flush();
 SQL
-# The flusher restarts every 10 s while database "syncline" is missing: wait for it.
+# The flusher attaches to database "syncline" as the server starts: make sure it is up.
 for _ in $(seq 1 150); do
   [ "$(psql -X -q -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
   sleep 0.1

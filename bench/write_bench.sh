@@ -39,8 +39,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 eval "$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$dir")"
-export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
-createdb syncline
+export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline  # pgcluster.sh created it
 sql() { psql -X -q -v ON_ERROR_STOP=1 -At -c "$1"; }
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<'SQL'
 CREATE EXTENSION syncline;
@@ -51,6 +50,7 @@ SELECT syncline.create_bucket('wb_user', 'SELECT syncline.user_id() AS user_id',
   ARRAY['SELECT * FROM wb_items WHERE owner = bucket.user_id']);
 SELECT syncline.flush();
 SQL
+# The flusher attaches to database "syncline" as the server starts: make sure it is up.
 for _ in $(seq 1 150); do
   [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
   sleep 0.1
