@@ -1,6 +1,7 @@
 #include "rule_cache.hpp"
 
 extern "C" {
+#include "utils/snapmgr.h"
 #include "access/genam.h"
 #include "catalog/index.h"
 #include "optimizer/optimizer.h"
@@ -57,6 +58,11 @@ void Compile(Relation rel, TableRules *rules) {
   }
 
   if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+  // The rules are read like a catalog: as last committed, not as of the
+  // caller's snapshot. The flusher's transaction snapshot predates rules
+  // declared while it waited for the flush lock; compiled from it, a new
+  // bucket's initial copy produced nothing and the stale rules stayed cached.
+  PushActiveSnapshot(GetLatestSnapshot());
   AsOwner([&] {
     Oid argtypes[1] = {OIDOID};
     Datum args[1] = {ObjectIdGetDatum(relid)};
@@ -69,6 +75,7 @@ void Compile(Relation rel, TableRules *rules) {
         1, argtypes, args, nullptr, true, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline data queries failed: %d", rc);
   });
+  PopActiveSnapshot();
 
   for (uint64 row = 0; row < SPI_processed; row++) {
     HeapTuple tuple = SPI_tuptable->vals[row];
