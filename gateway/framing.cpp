@@ -50,6 +50,22 @@ std::string EncodeWithHeadroom(const syncline::v1::ServerMessage &message, size_
   return buffer;
 }
 
+void AppendBinaryFrame(std::string &out, const char *payload, size_t size) {
+  out.push_back(static_cast<char>(0x82));  // FIN, binary
+  if (size < 126) {
+    out.push_back(static_cast<char>(size));
+  } else if (size <= 0xffff) {
+    out.push_back(static_cast<char>(126));
+    out.push_back(static_cast<char>(size >> 8));
+    out.push_back(static_cast<char>(size & 0xff));
+  } else {
+    out.push_back(static_cast<char>(127));
+    for (int shift = 56; shift >= 0; shift -= 8)
+      out.push_back(static_cast<char>((static_cast<uint64_t>(size) >> shift) & 0xff));
+  }
+  out.append(payload, size);
+}
+
 syncline::v1::ServerMessage MakeError(syncline::v1::Error::Code code, const std::string &text,
                                       bool retryable, uint32_t retry_after_ms,
                                       uint64_t request_id) {

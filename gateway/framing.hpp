@@ -60,6 +60,11 @@ const char *DecodeStatusText(DecodeStatus status);
 // front (LWS_PRE for libwebsockets), so it can be written without a copy.
 std::string EncodeWithHeadroom(const syncline::v1::ServerMessage &message, size_t headroom);
 
+// Appends `payload` as one complete, unmasked binary websocket frame (RFC 6455
+// 5.2, server to client). The live fan-out frames a change's messages once and
+// sends the same bytes to every client holding it, in one write each.
+void AppendBinaryFrame(std::string &out, const char *payload, size_t size);
+
 // Builds an Error server message.
 syncline::v1::ServerMessage MakeError(syncline::v1::Error::Code code, const std::string &text,
                                       bool retryable, uint32_t retry_after_ms = 0,

@@ -10,6 +10,11 @@ namespace {
 
 namespace pb = syncline::v1;
 
+// Messages written per WRITEABLE callback at most (each after checking the
+// socket still takes more), so one busy client cannot starve the others.
+constexpr int kMessagesPerWriteable = 16;
+constexpr size_t kUncheckedBytesPerWriteable = 8192;
+
 // Per-connection storage that libwebsockets allocates for us.
 struct Pss {
   Session *session;
@@ -501,7 +506,8 @@ void Gateway::Send(Session *s, const pb::ServerMessage &m, bool enforce_limit) {
             enforce_limit);
 }
 
-void Gateway::SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit) {
+void Gateway::SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
+                        uint32_t framed_messages) {
   if (s->closing) return;
   size_t size = bytes->size() - LWS_PRE;
   if (enforce_limit && s->send_queue_bytes + size > config_.send_queue_bytes) {
@@ -517,25 +523,45 @@ void Gateway::SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit)
   }
   metrics_.ops_sent += ops;
   s->send_queue_bytes += size;
-  s->send_queue.push_back(std::move(bytes));
+  Session::Outgoing out;
+  out.bytes = std::move(bytes);
+  if (framed_messages > 0) {
+    out.framed = true;
+    out.messages = framed_messages;
+  }
+  s->send_queue.push_back(std::move(out));
   if (s->send_queue.size() == 1) lws_callback_on_writable(s->wsi);
 }
 
 int Gateway::OnWriteable(Session *s) {
   if (!s->send_queue.empty()) {
-    Bytes bytes = std::move(s->send_queue.front());
-    s->send_queue.pop_front();
-    size_t size = bytes->size() - LWS_PRE;
-    s->send_queue_bytes -= size;
-    // lws writes the frame header into the LWS_PRE headroom; the buffer may be
-    // shared by several sessions, which is fine on this single thread.
-    auto *data = reinterpret_cast<unsigned char *>(const_cast<char *>(bytes->data())) + LWS_PRE;
-    if (lws_write(s->wsi, data, size, LWS_WRITE_BINARY) < static_cast<int>(size)) {
-      LogEvent(s, "write-failed");
-      return -1;
+    // Several messages per callback while the socket takes them: a live
+    // change is three messages (diff, data, complete), and one poll round
+    // per message would make every client wait for all the others' first
+    // message before its second.
+    size_t round_bytes = 0;
+    for (int written = 0; !s->send_queue.empty() && written < kMessagesPerWriteable; written++) {
+      // Past a few KB, ask the socket first (a poll per message); below, a
+      // short write is buffered by lws and finished before the next callback.
+      if (round_bytes >= kUncheckedBytesPerWriteable && lws_send_pipe_choked(s->wsi)) break;
+      Session::Outgoing out = std::move(s->send_queue.front());
+      s->send_queue.pop_front();
+      size_t size = out.bytes->size() - LWS_PRE;
+      s->send_queue_bytes -= size;
+      // lws writes the frame header into the LWS_PRE headroom; the buffer may
+      // be shared by several sessions, which is fine on this single thread.
+      // Framed buffers already hold whole frames: written as they are.
+      auto *data =
+          reinterpret_cast<unsigned char *>(const_cast<char *>(out.bytes->data())) + LWS_PRE;
+      if (lws_write(s->wsi, data, size, out.framed ? LWS_WRITE_RAW : LWS_WRITE_BINARY) <
+          static_cast<int>(size)) {
+        LogEvent(s, "write-failed");
+        return -1;
+      }
+      metrics_.messages_out += out.messages;
+      metrics_.bytes_out += size;
+      round_bytes += size;
     }
-    metrics_.messages_out++;
-    metrics_.bytes_out += size;
     if (!s->send_queue.empty()) {
       lws_callback_on_writable(s->wsi);
     } else if (s->closing) {

@@ -65,7 +65,12 @@ struct Session {
   bool expiring_sent = false;
 
   // Sending.
-  std::deque<Bytes> send_queue;
+  struct Outgoing {
+    Bytes bytes;            // LWS_PRE headroom, then a message or complete frames
+    uint32_t messages = 1;  // framed: how many websocket messages the frames hold
+    bool framed = false;    // written as is (already websocket frames)
+  };
+  std::deque<Outgoing> send_queue;
   size_t send_queue_bytes = 0;
   bool closing = false;     // close after the queue drains
   bool discarding = false;  // reading the rest of an oversized message before closing
@@ -125,7 +130,8 @@ class Gateway {
                       bool retryable, uint16_t close_code, uint32_t retry_after_ms = 0);
   // Queues a message; with enforce_limit, a full queue disconnects the client.
   void Send(Session *s, const syncline::v1::ServerMessage &m, bool enforce_limit = true);
-  void SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit);
+  void SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
+                 uint32_t framed_messages = 0);
   Session *FindSession(uint64_t id);
   std::string RenderMetrics();
 
