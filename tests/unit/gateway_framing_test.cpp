@@ -3,11 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <vector>
 
 #include "gateway/framing.hpp"
 
 namespace {
 
+using syncline::gateway::AppendBinaryFrame;
 using syncline::gateway::DecodeClientMessage;
 using syncline::gateway::DecodeStatus;
 using syncline::gateway::EncodeWithHeadroom;
@@ -125,3 +127,28 @@ TEST(Encode, BucketDataCarriesUnsignedChecksums) {
 }
 
 }  // namespace
+
+// RFC 6455 5.2: 7-bit, 16-bit and 64-bit payload lengths, FIN + binary, no mask.
+TEST(AppendBinaryFrame, UsesTheShortestLengthEncoding) {
+  struct Case {
+    size_t size;
+    std::vector<uint8_t> header;
+  };
+  const Case cases[] = {
+      {0, {0x82, 0}},
+      {125, {0x82, 125}},
+      {126, {0x82, 126, 0x00, 0x7e}},
+      {65535, {0x82, 126, 0xff, 0xff}},
+      {65536, {0x82, 127, 0, 0, 0, 0, 0, 0x01, 0x00, 0x00}},
+  };
+  for (const Case &c : cases) {
+    std::string payload(c.size, 'p');
+    std::string out = "x";  // appends after what is there
+    AppendBinaryFrame(out, payload.data(), payload.size());
+    ASSERT_EQ(out.size(), 1 + c.header.size() + c.size) << c.size;
+    EXPECT_EQ(out[0], 'x');
+    for (size_t i = 0; i < c.header.size(); i++)
+      EXPECT_EQ(static_cast<uint8_t>(out[1 + i]), c.header[i]) << c.size << " byte " << i;
+    EXPECT_EQ(out.substr(1 + c.header.size()), payload) << c.size;
+  }
+}
