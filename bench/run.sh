@@ -58,8 +58,7 @@ start_cluster() {
   done
   [ -n "$exports" ] || { echo "could not start a cluster" >&2; exit 1; }
   eval "$exports"
-  export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
-  psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE syncline"
+  export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline  # pgcluster.sh created it
   sql "CREATE EXTENSION syncline"
 }
 
