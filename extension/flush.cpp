@@ -133,29 +133,42 @@ bool CopySnapshotChunk(int64 max_blocks, bool *more) {
 // NOTIFY payloads are limited to 8000 bytes; the write list stops well short.
 constexpr size_t kMaxPayloadWrites = 6000;
 
-// ,"writes":[["client id",seq],...] for the client batches this flush
-// published, so a gateway can acknowledge them without asking; past the size
-// cap, "writes_truncated":true tells it to look the rest up.
-void AppendWrites(std::string &payload, Datum writes, Datum write_seqs) {
+// The client batches a flush published: the write markers' client ids and seqs.
+struct PublishedWrite {
+  Datum client_id;  // text
+  int64 seq;
+};
+
+std::vector<PublishedWrite> PublishedWrites(Datum writes, Datum write_seqs) {
   Datum *ids, *seqs;
   int count, seq_count;
   deconstruct_array(DatumGetArrayTypeP(writes), TEXTOID, -1, false, TYPALIGN_INT, &ids, nullptr,
                     &count);
   deconstruct_array(DatumGetArrayTypeP(write_seqs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
                     &seqs, nullptr, &seq_count);
-  if (count == 0 || count != seq_count) return;
+  std::vector<PublishedWrite> published;
+  for (int i = 0; i < count && i < seq_count; i++)
+    published.push_back({ids[i], DatumGetInt64(seqs[i])});
+  return published;
+}
+
+// ,"writes":[["client id",seq],...] for the client batches this flush
+// published, so a gateway can acknowledge them without asking; past the size
+// cap, "writes_truncated":true tells it to look the rest up.
+void AppendWrites(std::string &payload, const std::vector<PublishedWrite> &writes) {
+  if (writes.empty()) return;
   size_t start = payload.size();
   payload += ",\"writes\":[";
-  for (int i = 0; i < count; i++) {
+  for (size_t i = 0; i < writes.size(); i++) {
     if (payload.size() - start > kMaxPayloadWrites) {
       payload += "],\"writes_truncated\":true";
       return;
     }
     if (i > 0) payload.push_back(',');
     payload.push_back('[');
-    AppendJsonString(payload, TextDatumGetCString(ids[i]));
+    AppendJsonString(payload, TextDatumGetCString(writes[i].client_id));
     payload.push_back(',');
-    payload += std::to_string(DatumGetInt64(seqs[i]));
+    payload += std::to_string(writes[i].seq);
     payload.push_back(']');
   }
   payload.push_back(']');
@@ -214,26 +227,19 @@ FlushResult FlushStep(int64 copy_blocks) {
     rc = ExecPrepared(kAdvanceSql, 1, types, update_args);
     if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
   }
-  {
-    // Client batches published by this flush: their write checkpoint is now.
-    // One primary-key update each: a join would get its generic plan while
-    // client_batches is still small (a hash join over a sequential scan) and
-    // keep it as the table grows.
-    Datum *ids, *seqs;
-    int count, seq_count;
-    deconstruct_array(DatumGetArrayTypeP(writes), TEXTOID, -1, false, TYPALIGN_INT, &ids, nullptr,
-                      &count);
-    deconstruct_array(DatumGetArrayTypeP(write_seqs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-                      &seqs, nullptr, &seq_count);
-    static const char *kStampSql =
-        "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
-        " WHERE client_id = $1 AND seq = $2";
-    Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
-    for (int i = 0; i < count && i < seq_count; i++) {
-      Datum stamp_args[3] = {ids[i], seqs[i], Int64GetDatum(last_op_id)};
-      rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
-      if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
-    }
+  // Client batches published by this flush: their write checkpoint is now.
+  // One primary-key update each: a join would get its generic plan while
+  // client_batches is still small (a hash join over a sequential scan) and
+  // keep it as the table grows.
+  std::vector<PublishedWrite> published = PublishedWrites(writes, write_seqs);
+  static const char *kStampSql =
+      "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
+      " WHERE client_id = $1 AND seq = $2";
+  Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
+  for (const PublishedWrite &w : published) {
+    Datum stamp_args[3] = {w.client_id, Int64GetDatum(w.seq), Int64GetDatum(last_op_id)};
+    rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
+    if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
   }
 
   // Definitions whose parameter queries read a table that changed.
@@ -272,7 +278,7 @@ FlushResult FlushStep(int64 copy_blocks) {
     payload += rules_changed ? "true" : "false";
     payload += ",\"first_op_id\":";
     payload += std::to_string(start_op_id + 1);
-    AppendWrites(payload, writes, write_seqs);
+    AppendWrites(payload, published);
     payload += "}";
     Async_Notify("syncline", payload.c_str());
   }
