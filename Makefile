@@ -4,7 +4,20 @@
 #   make test       install missing packages, build everything, run every test
 #   make run        throwaway Postgres + example app + gateway (or SYNCLINE_DATABASE_URL)
 #   make bench      run the benchmarks in bench/
+# Every target first installs the Debian packages it needs when one is missing
+# (scripts/install-deps.sh). Tests, `make run` and the benchmarks use a private
+# copy of the PostgreSQL installation under build/pg with the extension
+# installed into it (scripts/pgtree.sh), so they need no write access to the
+# system's PostgreSQL; `make install` is for your own server.
 PG_CONFIG ?= $(shell command -v pg_config 2>/dev/null || echo /usr/lib/postgresql/15/bin/pg_config)
+PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
+
+ifeq ($(wildcard $(PGXS)),)
+# The build tools are not there yet: install them, then run the target again.
+all test run bench install pgtree units gateway format:
+	@bash scripts/install-deps.sh
+	@$(MAKE) --no-print-directory $@
+else
 
 EXTENSION = syncline
 MODULE_big = syncline
@@ -17,22 +30,17 @@ PG_CXXFLAGS += -std=c++17 -Wall -Wextra -Wno-register -Wno-unused-parameter -Wno
 EXTRA_CLEAN = build
 
 override with_llvm = no
-PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
-ifeq ($(PGXS),)
-# Build tools are not there yet: the only useful targets install them.
-all test run bench install:
-	@bash scripts/install-deps.sh
-	@$(MAKE) $@
-else
 include $(PGXS)
-endif
 
-.PHONY: deps gateway units regress test run bench format clean-gateway
+PGTREE := $(CURDIR)/build/pg
+export PGBIN := $(PGTREE)$(shell $(PG_CONFIG) --bindir)
+
+.PHONY: deps gateway units regress test run bench format clean-gateway pgtree
 
 deps:
 	@bash scripts/install-deps.sh
 
-all: gateway units
+all: deps gateway units
 
 gateway:
 	@if [ -f gateway/gateway.mk ]; then $(MAKE) --no-print-directory -j2 -f gateway/gateway.mk all; fi
@@ -51,19 +59,18 @@ build/tests/concurrency: tests/concurrency/concurrency_test.cpp
 
 units: build/unit/extension_tests build/tests/concurrency
 
-test: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory install >/dev/null
+# The private PostgreSQL copy with this checkout's extension installed.
+pgtree: all
+	@bash scripts/pgtree.sh "$(PGTREE)"
+	@$(MAKE) --no-print-directory install DESTDIR="$(PGTREE)" >/dev/null
+
+test: pgtree
 	@bash scripts/run-tests.sh
 
-run: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory install >/dev/null
+run: pgtree
 	@bash scripts/run.sh
 
-bench: deps
-	@$(MAKE) --no-print-directory all
-	@$(MAKE) --no-print-directory install >/dev/null
+bench: pgtree
 	@bash bench/run.sh
 	@bash bench/gateway_bench.sh
 
@@ -73,3 +80,5 @@ clean-gateway:
 
 format:
 	clang-format -i $(wildcard extension/*.cpp extension/*.hpp gateway/*.cpp gateway/*.hpp client/*.cpp client/*.hpp tests/*/*.cpp bench/*.cpp)
+
+endif

@@ -8,6 +8,7 @@
 # optimized gateway build. Usage: bench/gateway_bench.sh [initial|live|idle ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/pgenv.sh
 BIG_OPS=${BENCH_BIG_OPS:-1000000}
 LIVE_CLIENTS=${BENCH_LIVE_CLIENTS:-1000}
 LIVE_WRITES=${BENCH_LIVE_WRITES:-400}

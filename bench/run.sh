@@ -17,7 +17,7 @@ ROOT=$(pwd)
 OUT=$ROOT/build/bench
 mkdir -p "$OUT"
 
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+. scripts/pgenv.sh
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_REPEAT=${BENCH_REPEAT:-2}
 BENCH_CLIENTS=${BENCH_CLIENTS:-8}

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 OUT=$ROOT/build/bench
 mkdir -p "$OUT"
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
+. scripts/pgenv.sh
 CLIENTS=${WRITE_CLIENTS:-100}
 SECONDS_PER_RUN=${WRITE_SECONDS:-10}
 REPEAT=${WRITE_REPEAT:-2}

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian packages Syncline builds and tests with, only when one is missing.
+# Installs the Debian packages Syncline builds and tests with, only when one is
+# missing: the compilers and libraries, and every tool the tests and scripts
+# call (curl, python3, openssl, runuser from util-linux, procps for ps/pkill).
 set -euo pipefail
 packages=(
   build-essential pkg-config
@@ -7,6 +9,7 @@ packages=(
   libwebsockets-dev libprotobuf-dev protobuf-compiler
   libssl-dev libsqlite3-dev libgtest-dev
   nlohmann-json3-dev libjwt-dev
+  curl ca-certificates python3 openssl util-linux procps git
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -7,11 +7,12 @@
 # The server runs as an unprivileged user (initdb refuses root): the current
 # user, or `postgres` when run as root. The unix socket lives in DIR.
 set -euo pipefail
-PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
-[ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
+. "$(dirname "$0")/pgenv.sh"
 
+# runuser keeps the caller's working directory, which the server's user may
+# not be allowed to enter (/root): run from / instead.
 as_owner() {
-  if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
 free_port() {

@@ -11,8 +11,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
-PG_REGRESS=${PG_REGRESS:-/usr/lib/postgresql/15/lib/pgxs/src/test/regress/pg_regress}
+. scripts/pgenv.sh
+PG_REGRESS=${PG_REGRESS:-$PGXS_DIR/test/regress/pg_regress}
 SUITES=${SUITES:-"regress units gateway concurrency example e2e"}
 CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}

@@ -14,6 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+. scripts/pgenv.sh
 
 with_example=${SYNCLINE_EXAMPLE:-0}
 for arg in "$@"; do

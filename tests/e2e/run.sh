@@ -12,6 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
+. scripts/pgenv.sh
 OUT=build/gateway
 LOG_DIR=build/e2e
 mkdir -p "$LOG_DIR"

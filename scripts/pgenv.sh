@@ -1,0 +1,19 @@
+# Sourced by the scripts that start PostgreSQL: picks the server binaries.
+# PGBIN, when set, wins; otherwise this checkout's private copy (build/pg, made
+# by `make pgtree`, with this checkout's extension installed), else the
+# system's. Puts PGBIN first on PATH so psql, pg_dump and pgbench match it.
+_pgenv_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [ -z "${PGBIN:-}" ]; then
+  _pgenv_sys=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
+  if [ -x "$_pgenv_root/build/pg$_pgenv_sys/postgres" ]; then
+    PGBIN=$_pgenv_root/build/pg$_pgenv_sys
+  else
+    PGBIN=$_pgenv_sys
+  fi
+fi
+export PGBIN
+case ":$PATH:" in *":$PGBIN:"*) ;; *) export PATH="$PGBIN:$PATH" ;; esac
+# pg_regress and isolationtester of the same installation.
+PGXS_DIR=$(dirname "$("$PGBIN/pg_config" --pgxs)")/..
+export PGXS_DIR
+unset _pgenv_root _pgenv_sys
