@@ -582,3 +582,157 @@ SYNCLINE_FUNCTION(syncline_check_parameter_queries) {
   syncline::PgGuard([] { SPI_finish(); });
   PG_RETURN_VOID();
 }
+
+// syncline_internal.upgrade_rules_0_2(), run once by ALTER EXTENSION syncline
+// UPDATE from 0.1: every stored rule is resolved again as its declarer under
+// the search_path it was declared with (what 0.1 did at every use) and stored
+// in canonical, schema-qualified form; the triggers get 0.2's shape (ALWAYS,
+// row-level parameter triggers that skip no-op statements, a dependency on
+// the extension). A rule 0.2 refuses (a filter calling a user-defined
+// function) stops the upgrade with an error that names it.
+SYNCLINE_FUNCTION(syncline_upgrade_rules_0_2) {
+  struct Query {
+    std::string bucket, text;
+    int32 position;
+    Oid relid;
+  };
+  struct Definition {
+    std::string name, parameter_query, search_path;
+    std::vector<std::string> parameter_names;
+    Oid definer;
+    std::vector<Query> queries;
+  };
+  std::vector<Definition> definitions;
+  std::vector<Oid> data_tables, parameter_tables;
+  syncline::PgGuard([&] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    syncline::AsEngine([&] {
+      syncline::Exec(
+          "SELECT name, parameter_query, coalesce(search_path, ''), definer::oid, "
+          "       array_to_string(parameter_names, ',') "
+          "  FROM syncline_internal.bucket_definitions ORDER BY name",
+          {}, {}, SPI_OK_SELECT);
+      for (uint64 i = 0; i < SPI_processed; i++) {
+        HeapTuple row = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        bool isnull;
+        Definition def;
+        def.name = SPI_getvalue(row, desc, 1);
+        char *query = SPI_getvalue(row, desc, 2);
+        def.parameter_query = query ? query : "";
+        def.search_path = SPI_getvalue(row, desc, 3);
+        def.definer = DatumGetObjectId(SPI_getbinval(row, desc, 4, &isnull));
+        std::string names = SPI_getvalue(row, desc, 5);
+        for (size_t start = 0; !names.empty() && start <= names.size();) {
+          size_t comma = names.find(',', start);
+          if (comma == std::string::npos) comma = names.size();
+          def.parameter_names.push_back(names.substr(start, comma - start));
+          start = comma + 1;
+        }
+        definitions.push_back(std::move(def));
+      }
+      syncline::Exec(
+          "SELECT bucket_name, position, relation::oid, query FROM syncline_internal.data_queries "
+          " ORDER BY bucket_name, position",
+          {}, {}, SPI_OK_SELECT);
+      for (uint64 i = 0; i < SPI_processed; i++) {
+        HeapTuple row = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        bool isnull;
+        Query q{SPI_getvalue(row, desc, 1), SPI_getvalue(row, desc, 4),
+                DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull)),
+                DatumGetObjectId(SPI_getbinval(row, desc, 3, &isnull))};
+        for (Definition &def : definitions)
+          if (def.name == q.bucket) def.queries.push_back(q);
+        if (std::find(data_tables.begin(), data_tables.end(), q.relid) == data_tables.end())
+          data_tables.push_back(q.relid);
+      }
+      syncline::Exec("SELECT DISTINCT relation::oid FROM syncline_internal.parameter_tables", {},
+                     {}, SPI_OK_SELECT);
+      parameter_tables = syncline::OidColumn();
+    });
+  });
+
+  for (const Definition &def : definitions) {
+    std::string canonical;
+    if (!def.parameter_query.empty()) {
+      try {
+        syncline::RunAs(def.definer, [&] {
+          syncline::WithSearchPath(def.search_path.c_str(), [&] {
+            canonical =
+                syncline::AnalyzeParameterQuery(def.name, def.parameter_query.c_str()).canonical;
+          });
+        });
+      } catch (Error &e) {
+        e.AddContext("upgrading the parameter query of bucket \"" + def.name + "\"");
+        throw;
+      }
+    }
+    syncline::PgGuard([&] {
+      syncline::AsEngine([&] {
+        syncline::Exec(
+            "UPDATE syncline_internal.bucket_definitions "
+            "   SET parameter_query_source = parameter_query, parameter_query = $2 "
+            " WHERE name = $1",
+            {TEXTOID, TEXTOID},
+            {CStringGetTextDatum(def.name.c_str()),
+             canonical.empty() ? Datum(0) : CStringGetTextDatum(canonical.c_str())},
+            SPI_OK_UPDATE, canonical.empty() ? " n" : "  ");
+      });
+    });
+    for (const Query &q : def.queries) {
+      syncline::DataQueryShape shape;
+      syncline::StoredDataQuery stored;
+      stored.relid = q.relid;
+      stored.from_declared_text = true;
+      try {
+        syncline::RunAs(def.definer, [&] {
+          syncline::WithSearchPath(def.search_path.c_str(), [&] {
+            shape = syncline::ParseDataQuery(q.text.c_str(), def.parameter_names, &stored);
+          });
+        });
+      } catch (Error &e) {
+        e.InQuery(q.text.c_str())
+            .AddContext("upgrading data query " + std::to_string(q.position) + " of bucket \"" +
+                        def.name + "\"");
+        throw;
+      }
+      std::vector<std::string> keys = syncline::PrimaryKeyColumns(q.relid);
+      syncline::PgGuard([&] {
+        syncline::AsEngine([&] {
+          const std::string &filter = shape.canonical_filter;
+          syncline::Exec(
+              "UPDATE syncline_internal.data_queries SET filter = $3, key_columns = $4 "
+              " WHERE bucket_name = $1 AND position = $2",
+              {TEXTOID, INT4OID, TEXTOID, TEXTARRAYOID},
+              {CStringGetTextDatum(q.bucket.c_str()), Int32GetDatum(q.position),
+               filter.empty() ? Datum(0) : CStringGetTextDatum(filter.c_str()),
+               syncline::TextArray(keys)},
+              SPI_OK_UPDATE, filter.empty() ? "  n " : "    ");
+        });
+      });
+    }
+  }
+
+  syncline::PgGuard([&] {
+    for (Oid relid : data_tables) {
+      Relation rel = table_open(relid, ShareRowExclusiveLock);
+      for (const char *name : {syncline::kRowTrigger, syncline::kTruncateTrigger}) {
+        Oid trigger_oid = get_trigger_oid(relid, name, true);
+        if (!OidIsValid(trigger_oid)) continue;
+        EnableDisableTrigger(rel, name, TRIGGER_FIRES_ALWAYS, false, ShareRowExclusiveLock);
+      }
+      table_close(rel, NoLock);
+      CacheInvalidateRelcacheByRelid(relid);
+    }
+    // 0.1's parameter trigger fired once per statement, changed or not.
+    for (Oid relid : parameter_tables) {
+      syncline::DropTrigger(relid, syncline::kParameterTrigger);
+      CommandCounterIncrement();
+      syncline::EnsureTrigger(relid, syncline::kParameterKind);
+      syncline::EnsureTrigger(relid, syncline::kParameterTruncateKind);
+    }
+    SPI_finish();
+  });
+  PG_RETURN_VOID();
+}

@@ -246,7 +246,7 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
     // The row-local conditions: as written when declaring, the stored
     // canonical text when compiling.
     Node *where = nullptr;
-    if (stored != nullptr) {
+    if (stored != nullptr && !stored->from_declared_text) {
       if (stored->filter != nullptr) {
         std::string wrapper = std::string("SELECT WHERE ") + stored->filter;
         List *filter_parsed = raw_parser(wrapper.c_str(), RAW_PARSE_DEFAULT);
@@ -300,7 +300,7 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
                                                  : "The condition calls a user-defined function.",
                   "Conditions run for every writer of the table and in the background, on no "
                   "role's behalf; compute the value in a generated column and compare that.");
-    if (stored == nullptr && quals != nullptr) {
+    if ((stored == nullptr || stored->from_declared_text) && quals != nullptr) {
       WithCatalogOnlySearchPath([&] {
         List *context = deparse_context_for(shape.object_type.c_str(), shape.relid);
         shape.canonical_filter = deparse_expression(quals, context, false, false);

@@ -38,6 +38,9 @@ struct DataQueryShape {
 struct StoredDataQuery {
   Oid relid = InvalidOid;
   const char *filter = nullptr;
+  // Upgrading a rule stored before 0.2 (no canonical filter yet): the
+  // conditions come from the declared text and are deparsed.
+  bool from_declared_text = false;
 };
 DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &param_names,
                               const StoredDataQuery *stored);
