@@ -8,6 +8,8 @@
 #                           the restore reach the op log.
 #   worker_survives_errors  a flush that fails is reported and retried by the
 #                           same worker process; the op log resumes by itself.
+#   worker_compacts         the worker compacts buckets in the background
+#                           (syncline.compact_interval), checksums unchanged.
 # Called by scripts/run-tests.sh with PGHOST/PGPORT/PGUSER of a running
 # throwaway cluster whose worker serves database "syncline". Prints one line
 # per test and "N passed, M failed".
@@ -166,7 +168,43 @@ SQL
   return 0
 }
 
-for test in restore_round_trip worker_survives_errors; do
+worker_compacts() {
+  local db=syncline before after
+  psql_q -d "$db" >/dev/null <<'SQL' || return 1
+CREATE EXTENSION IF NOT EXISTS syncline;
+DROP TABLE IF EXISTS lc_compact;
+CREATE TABLE lc_compact (id int PRIMARY KEY, v int);
+SELECT syncline.create_bucket('lc_compact', NULL, ARRAY['SELECT * FROM lc_compact']);
+INSERT INTO lc_compact SELECT g, 0 FROM generate_series(1, 50) g;
+UPDATE lc_compact SET v = 1;
+UPDATE lc_compact SET v = 2;
+DELETE FROM lc_compact WHERE id <= 10;
+SQL
+  for _ in $(seq 1 100); do
+    [ "$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)")" = 160 ] && break
+    sleep 0.1
+  done
+  before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  # One maintenance round a second instead of a minute.
+  psql_q -d "$db" -c "ALTER SYSTEM SET syncline.compact_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null || return 1
+  local ops="" want="CLEAR:1,PUT:40,REMOVE:10"
+  for _ in $(seq 1 100); do
+    ops=$(value -d "$db" -c "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
+    [ "$ops" = "$want" ] && break
+    sleep 0.1
+  done
+  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
+  after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  # 50 inserts, 2 x 50 updates, 10 deletes: the first 110 ops are superseded
+  # (MOVE) and, leading the bucket, become one CLEAR; the last PUT or REMOVE
+  # of each row stays.
+  expect_eq "ops after the worker's compaction" "$ops" "$want" || return 1
+  expect_eq "bucket checksum/last op (unchanged by compaction)" "$after" "$before" || return 1
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_compact')" -c "DROP TABLE lc_compact" >/dev/null
+  return 0
+}
+
+for test in restore_round_trip worker_survives_errors worker_compacts; do
   if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
     detail=$("$test" 2>&1)
     rc=$?
