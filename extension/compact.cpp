@@ -119,6 +119,23 @@ std::vector<std::string> BucketsToCompact(int limit) {
   return buckets;
 }
 
+int64 PruneFlushes() {
+  int64 pruned = 0;
+  AsEngine([&] {
+    // Keep the newest flush, so changes() can tell "nothing changed" apart.
+    static const char *kSql = R"sql(
+      WITH deleted AS (
+        DELETE FROM syncline_internal.flushes f
+         WHERE f.flushed_at < pg_catalog.now() - interval '1 hour'
+           AND f.last_op_id < (SELECT max(n.last_op_id) FROM syncline_internal.flushes n)
+        RETURNING 1)
+      SELECT count(*) FROM deleted)sql";
+    ExecPrepared(kSql, 0, nullptr, nullptr);
+    pruned = FetchCount();
+  });
+  return pruned;
+}
+
 int64 PruneClientBatches(int retention_seconds, int limit) {
   int64 pruned = 0;
   AsEngine([&] {

@@ -18,6 +18,10 @@ int64 CompactBucket(const char *bucket);
 // most such ops first. Use inside PgGuard with SPI connected.
 std::vector<std::string> BucketsToCompact(int limit);
 
+// Deletes the list of changed buckets of flushes older than an hour (but the
+// newest): syncline.changes() falls back to scanning bucket_state for them.
+int64 PruneFlushes();
+
 // Deletes up to `limit` client batch records older than `retention_seconds`,
 // keeping every client's newest. Returns how many. Use inside PgGuard with
 // SPI connected.

@@ -11,6 +11,7 @@ extern "C" {
 #include "utils/rel.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -35,9 +36,14 @@ namespace {
 // not among the definitions $2 (dropped meanwhile) are discarded. While $3
 // (a restore's rebuild is running), a bucket instance that has no state yet
 // starts with a CLEAR. Returns (ops, markers, tables whose parameter inputs
-// changed, rules changed, write markers' client ids and seqs). It has no
-// joins, so its generic plan (made when pending may have been empty) stays
-// good for any batch size.
+// changed, rules changed, write markers' client ids and seqs), and records
+// the buckets it changed for syncline.changes(). Bucket state is updated
+// in place (a plain UPDATE is HOT and writes no lock record, unlike ON
+// CONFLICT) and created for new buckets: only the flusher writes it, under
+// the flush lock. Its one join (totals to bucket_state) must stay a nested
+// loop over the primary key whatever the table sizes were when the generic
+// plan was made: FlushStep runs it with hash and merge joins and sequential
+// scans turned off.
 const char *kFlushSql = R"sql(
 WITH moved AS (
   DELETE FROM syncline_internal.pending RETURNING *),
@@ -60,13 +66,24 @@ numbered AS (
 inserted AS (
   INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
   SELECT bucket, op_id, op, object_type, object_id, data, checksum FROM numbered),
-state AS (
-  INSERT INTO syncline_internal.bucket_state AS s (bucket, checksum, count, last_op_id)
-  SELECT bucket, sum(checksum) % 4294967296, count(*), max(op_id) FROM numbered GROUP BY bucket
-  ON CONFLICT (bucket) DO UPDATE
-    SET checksum = (s.checksum + excluded.checksum) % 4294967296,
-        count = s.count + excluded.count,
-        last_op_id = excluded.last_op_id)
+totals AS (
+  SELECT bucket, sum(checksum) % 4294967296 AS checksum, count(*) AS n, max(op_id) AS last_op_id
+    FROM numbered GROUP BY bucket),
+updated AS (
+  UPDATE syncline_internal.bucket_state s
+     SET checksum = (s.checksum + t.checksum) % 4294967296,
+         count = s.count + t.n,
+         last_op_id = t.last_op_id
+    FROM totals t
+   WHERE s.bucket = t.bucket
+  RETURNING s.bucket),
+created AS (
+  INSERT INTO syncline_internal.bucket_state (bucket, checksum, count, last_op_id)
+  SELECT t.bucket, t.checksum, t.n, t.last_op_id FROM totals t
+   WHERE NOT EXISTS (SELECT FROM updated u WHERE u.bucket = t.bucket)),
+flushed AS (
+  INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets)
+  SELECT max(op_id), $1, array_agg(DISTINCT bucket) FROM numbered HAVING count(*) > 0)
 SELECT (SELECT count(*) FROM numbered),
        (SELECT count(*) FROM moved WHERE op >= 10),
        (SELECT coalesce(array_agg(DISTINCT m.object_id::oid), '{}') FROM moved m WHERE m.op = 10),
@@ -237,7 +254,12 @@ FlushResult FlushStep(int64 copy_blocks) {
 
   Oid types[3] = {INT8OID, TEXTARRAYOID, BOOLOID};
   Datum args[3] = {Int64GetDatum(last_op_id), names, BoolGetDatum(resetting)};
+  int nest_level = NewGUCNestLevel();
+  for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
+    (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                            false);
   rc = ExecPrepared(kFlushSql, 3, types, args);
+  AtEOXact_GUC(true, nest_level);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
   result.ops = FetchInt64(0, 1);
   result.markers = FetchInt64(0, 2);

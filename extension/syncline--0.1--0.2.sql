@@ -44,9 +44,19 @@ UPDATE syncline_internal.state
                 (SELECT oid FROM pg_catalog.pg_database
                   WHERE datname = pg_catalog.current_database())::text;
 
+-- Staged ops are ordered by the WAL insert position now: no sequence.
+DROP SEQUENCE syncline_internal.pending_seq;
+-- Flusher updates of bucket state are HOT: only the key is indexed.
+DROP INDEX syncline_internal.bucket_state_last_op_id_idx;
+ALTER TABLE syncline_internal.bucket_state SET (fillfactor = 50);
+CREATE TABLE syncline_internal.flushes (
+  last_op_id bigint PRIMARY KEY,
+  from_op_id bigint NOT NULL,
+  buckets text[] COLLATE "C" NOT NULL,
+  flushed_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON syncline_internal.flushes FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA syncline_internal TO syncline_engine;
-GRANT USAGE, UPDATE ON SEQUENCE syncline_internal.pending_seq TO syncline_engine;
-REVOKE ALL ON SEQUENCE syncline_internal.pending_seq FROM PUBLIC;
 
 -- Rules in canonical form, and 0.2's triggers.
 CREATE FUNCTION syncline_internal.upgrade_rules_0_2() RETURNS void
@@ -131,6 +141,38 @@ END
 $$;
 COMMENT ON FUNCTION syncline.client_write_checkpoint(jsonb, text) IS
   'The write checkpoint of the newest batch of a client owned by the claims'' subject (NULL otherwise); flushes if needed';
+
+DROP FUNCTION syncline.changes(bigint);
+CREATE FUNCTION syncline.changes(after bigint)
+RETURNS TABLE (bucket text, checksum bigint, count bigint, last_op_id bigint)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  -- The flushes since `after` name the changed buckets, unless `after` is
+  -- older than the flushes kept: then every bucket is looked at.
+  IF EXISTS (SELECT FROM syncline_internal.flushes f
+              WHERE f.from_op_id <= $1 AND f.last_op_id > $1)
+     OR NOT EXISTS (SELECT FROM syncline_internal.flushes f WHERE f.last_op_id > $1) THEN
+    RETURN QUERY
+      SELECT s.bucket, s.checksum, s.count, s.last_op_id
+        FROM syncline_internal.bucket_state s
+       WHERE s.bucket IN (SELECT DISTINCT unnest(f.buckets) FROM syncline_internal.flushes f
+                           WHERE f.last_op_id > $1)
+         AND s.last_op_id > $1
+       ORDER BY s.bucket;
+  ELSE
+    RETURN QUERY
+      SELECT s.bucket, s.checksum, s.count, s.last_op_id
+        FROM syncline_internal.bucket_state s
+       WHERE s.last_op_id > $1
+       ORDER BY s.bucket;
+  END IF;
+END
+$$;
+COMMENT ON FUNCTION syncline.changes(bigint) IS
+  'Bucket instances with ops newer than the given op id, with their current checksum and count';
+REVOKE ALL ON FUNCTION syncline.changes(bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION syncline.changes(bigint) TO syncline_gateway;
 
 CREATE OR REPLACE FUNCTION syncline.allow_writes(target regclass) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

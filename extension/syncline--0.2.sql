@@ -81,7 +81,9 @@ CREATE TABLE syncline_internal.snapshot_jobs (
 );
 
 -- Ops written by row triggers, not yet given their final op id. `seq` orders
--- ops of one row across transactions (taken under the row lock). op: 1 PUT,
+-- ops of one row across transactions: the WAL insert position when the op was
+-- staged (under the row lock, so after any earlier writer's commit) or, for
+-- an initial copy, a negative number that sorts before it. op: 1 PUT,
 -- 2 REMOVE, 4 CLEAR; 10 parameter-input change (object_id = table oid); 11
 -- write marker; 12 rules changed.
 CREATE TABLE syncline_internal.pending (
@@ -93,7 +95,6 @@ CREATE TABLE syncline_internal.pending (
   data text,
   checksum bigint
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
-CREATE SEQUENCE syncline_internal.pending_seq CACHE 1;
 
 -- The op log. op_id is assigned by the flusher, one flush at a time, so op ids
 -- increase in the order ops become visible.
@@ -110,14 +111,25 @@ CREATE TABLE syncline_internal.ops (
 
 -- Running state of every bucket instance, so a checkpoint is O(buckets).
 -- compacted_op_id: the worker's incremental compaction has seen ops up to it.
+-- Only the key is indexed and pages keep room, so the flusher's updates are
+-- HOT: no index entries, little WAL.
 CREATE TABLE syncline_internal.bucket_state (
   bucket text COLLATE "C" PRIMARY KEY,
   checksum bigint NOT NULL,
   count bigint NOT NULL,
   last_op_id bigint NOT NULL,
   compacted_op_id bigint NOT NULL DEFAULT 0
+) WITH (fillfactor = 50);
+
+-- One row per flush that published ops: the bucket instances it changed.
+-- syncline.changes(after) reads these instead of scanning bucket_state; the
+-- worker drops rows older than an hour (changes() then scans).
+CREATE TABLE syncline_internal.flushes (
+  last_op_id bigint PRIMARY KEY,
+  from_op_id bigint NOT NULL,           -- the op id counter before the flush
+  buckets text[] COLLATE "C" NOT NULL,
+  flushed_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX ON syncline_internal.bucket_state (last_op_id);
 
 -- Client write batches already applied (write path): (client_id, seq) is
 -- applied once; write_checkpoint is the first op id that includes it. A
@@ -183,9 +195,7 @@ SELECT pg_catalog.pg_extension_config_dump('syncline_internal.client_batches', '
 SELECT pg_catalog.pg_extension_config_dump('syncline_internal.state', '');
 
 REVOKE ALL ON ALL TABLES IN SCHEMA syncline_internal FROM PUBLIC;
-REVOKE ALL ON SEQUENCE syncline_internal.pending_seq FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA syncline_internal TO syncline_engine;
-GRANT USAGE, UPDATE ON SEQUENCE syncline_internal.pending_seq TO syncline_engine;
 
 -- Claims of the current request ---------------------------------------------
 
@@ -272,12 +282,29 @@ COMMENT ON FUNCTION syncline.bucket_data(text, bigint, bigint, int, int) IS
 
 CREATE FUNCTION syncline.changes(after bigint)
 RETURNS TABLE (bucket text, checksum bigint, count bigint, last_op_id bigint)
-LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$
-  SELECT s.bucket, s.checksum, s.count, s.last_op_id
-    FROM syncline_internal.bucket_state s
-   WHERE s.last_op_id > $1
-   ORDER BY s.bucket
+BEGIN
+  -- The flushes since `after` name the changed buckets, unless `after` is
+  -- older than the flushes kept: then every bucket is looked at.
+  IF EXISTS (SELECT FROM syncline_internal.flushes f
+              WHERE f.from_op_id <= $1 AND f.last_op_id > $1)
+     OR NOT EXISTS (SELECT FROM syncline_internal.flushes f WHERE f.last_op_id > $1) THEN
+    RETURN QUERY
+      SELECT s.bucket, s.checksum, s.count, s.last_op_id
+        FROM syncline_internal.bucket_state s
+       WHERE s.bucket IN (SELECT DISTINCT unnest(f.buckets) FROM syncline_internal.flushes f
+                           WHERE f.last_op_id > $1)
+         AND s.last_op_id > $1
+       ORDER BY s.bucket;
+  ELSE
+    RETURN QUERY
+      SELECT s.bucket, s.checksum, s.count, s.last_op_id
+        FROM syncline_internal.bucket_state s
+       WHERE s.last_op_id > $1
+       ORDER BY s.bucket;
+  END IF;
+END
 $$;
 COMMENT ON FUNCTION syncline.changes(bigint) IS
   'Bucket instances with ops newer than the given op id, with their current checksum and count';

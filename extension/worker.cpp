@@ -131,6 +131,7 @@ void MaintenanceRound() {
     RunRaisingErrors([&] {
       PgGuard([&] {
         if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        (void)PruneFlushes();
         int64 pruned = PruneClientBatches(client_batch_retention_s, kPruneBatchesPerRound);
         if (pruned > 0)
           elog(DEBUG1, "syncline: pruned %lld client batch records", (long long)pruned);
