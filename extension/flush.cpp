@@ -83,13 +83,15 @@ created AS (
    WHERE NOT EXISTS (SELECT FROM updated u WHERE u.bucket = t.bucket)),
 flushed AS (
   INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets)
-  SELECT max(op_id), $1, array_agg(DISTINCT bucket) FROM numbered HAVING count(*) > 0)
-SELECT (SELECT count(*) FROM numbered),
-       (SELECT count(*) FROM moved WHERE op >= 10),
-       (SELECT coalesce(array_agg(DISTINCT m.object_id::oid), '{}') FROM moved m WHERE m.op = 10),
-       (SELECT count(*) > 0 FROM moved WHERE op = 12),
-       (SELECT coalesce(array_agg(m.object_id ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11),
-       (SELECT coalesce(array_agg(m.data::bigint ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11)
+  SELECT max(last_op_id), $1, array_agg(bucket) FROM totals HAVING count(*) > 0),
+markers AS (
+  SELECT count(*) AS n,
+         coalesce(array_agg(DISTINCT m.object_id::oid) FILTER (WHERE m.op = 10), '{}') AS tables,
+         count(*) FILTER (WHERE m.op = 12) > 0 AS rules_changed,
+         coalesce(array_agg(m.object_id ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS clients,
+         coalesce(array_agg(m.data::bigint ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS seqs
+    FROM moved m WHERE m.op >= 10)
+SELECT (SELECT count(*) FROM numbered), n, tables, rules_changed, clients, seqs FROM markers
 )sql";
 
 int64 FetchInt64(int row, int column) {
@@ -254,10 +256,14 @@ FlushResult FlushStep(int64 copy_blocks) {
 
   Oid types[3] = {INT8OID, TEXTARRAYOID, BOOLOID};
   Datum args[3] = {Int64GetDatum(last_op_id), names, BoolGetDatum(resetting)};
+  // Nested loops over the key for the one join (see kFlushSql), and room to
+  // sort and hold a big flush (a bulk load's) in memory.
   int nest_level = NewGUCNestLevel();
   for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
     (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                             false);
+  (void)set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                          0, false);
   rc = ExecPrepared(kFlushSql, 3, types, args);
   AtEOXact_GUC(true, nest_level);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
