@@ -11,6 +11,7 @@ extern "C" {
 #include "utils/rel.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -39,8 +40,9 @@ namespace {
 // changed, rules changed, write markers' client ids and seqs), and records
 // the buckets it changed for syncline.changes(). Bucket state is updated
 // in place (a plain UPDATE is HOT and writes no lock record, unlike ON
-// CONFLICT) and created for new buckets: only the flusher writes it, under
-// the flush lock. Its one join (totals to bucket_state) must stay a nested
+// CONFLICT DO UPDATE) and created for new buckets (the rows the update
+// found conflict and are skipped): only the flusher writes it, under the
+// flush lock. Its one join (totals to bucket_state) must stay a nested
 // loop over the primary key whatever the table sizes were when the generic
 // plan was made: FlushStep runs it with hash and merge joins and sequential
 // scans turned off.
@@ -75,12 +77,11 @@ updated AS (
          count = s.count + t.n,
          last_op_id = t.last_op_id
     FROM totals t
-   WHERE s.bucket = t.bucket
-  RETURNING s.bucket),
+   WHERE s.bucket = t.bucket),
 created AS (
   INSERT INTO syncline_internal.bucket_state (bucket, checksum, count, last_op_id)
   SELECT t.bucket, t.checksum, t.n, t.last_op_id FROM totals t
-   WHERE NOT EXISTS (SELECT FROM updated u WHERE u.bucket = t.bucket)),
+  ON CONFLICT (bucket) DO NOTHING),
 flushed AS (
   INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets)
   SELECT max(last_op_id), $1, array_agg(bucket) FROM totals HAVING count(*) > 0),
@@ -235,24 +236,28 @@ FlushResult FlushStep(int64 copy_blocks) {
   if (rc != SPI_OK_SELECT) elog(ERROR, "taking the syncline flush lock failed");
   // The op id counter (no row yet: nothing was ever published), and whether
   // a restore's rebuild is running (before the copy below may finish it).
+  // In one statement: the op id counter (no row yet: nothing was ever
+  // published), whether initial copies are waiting and whether one is a
+  // restore's rebuild (read before the copy below may finish it), and the
+  // bucket definitions (ops of others were staged for a dropped bucket).
   static const char *kStateSql =
       "SELECT (SELECT last_op_id FROM syncline_internal.state), "
-      "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs WHERE reset)";
+      "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs), "
+      "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs WHERE reset), "
+      "       (SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions)";
   rc = ExecPrepared(kStateSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading syncline state failed");
   int64 last_op_id = FetchInt64(0, 1);
   int64 start_op_id = last_op_id;
   bool isnull;
-  bool resetting =
+  bool copies_waiting =
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+  bool resetting =
+      DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+  Datum names = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull),
+                          false, -1);
 
-  if (copy_blocks > 0) (void)CopySnapshotChunk(copy_blocks, &result.more_copy);
-
-  static const char *kDefinitionsSql =
-      "SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions";
-  rc = ExecPrepared(kDefinitionsSql, 0, nullptr, nullptr);
-  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading bucket definitions failed");
-  Datum names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+  if (copy_blocks > 0 && copies_waiting) (void)CopySnapshotChunk(copy_blocks, &result.more_copy);
 
   Oid types[3] = {INT8OID, TEXTARRAYOID, BOOLOID};
   Datum args[3] = {Int64GetDatum(last_op_id), names, BoolGetDatum(resetting)};

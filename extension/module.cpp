@@ -60,9 +60,12 @@ void _PG_init(void) {
         "syncline.database", "Database whose staged ops the background worker flushes.", nullptr,
         &syncline::worker_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
-        "syncline.flush_delay", "Pause between two flushes while ops keep arriving (ms).",
-        "Trades a little live latency for larger, cheaper flushes under load.",
-        &syncline::flush_delay_ms, 2, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+        "syncline.flush_delay", "Pause between two flushes while many ops keep arriving (ms).",
+        "After a flush that published a batch of ops the worker waits this long, so that under "
+        "load each flush publishes more commits at once (most of a flush's cost is per flush, "
+        "not per op); after a small flush it waits only a millisecond, so a lone commit is "
+        "published at once.",
+        &syncline::flush_delay_ms, 10, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "syncline.compact_interval", "Pause between the worker's incremental compaction rounds.",
         "Each round compacts a bounded number of buckets that received ops since their last "

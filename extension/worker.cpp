@@ -32,7 +32,7 @@ extern "C" {
 namespace syncline {
 
 char *worker_database = nullptr;
-int flush_delay_ms = 2;
+int flush_delay_ms = 10;
 extern int compact_interval_s;
 extern int client_batch_retention_s;
 
@@ -77,13 +77,19 @@ bool ExtensionInstalled() {
 
 // Staged rows vacuumed by the worker itself once this many were published
 // since its last vacuum, at most every kVacuumIntervalMs.
-constexpr int64 kVacuumAfterRows = 4096;
-constexpr long kVacuumIntervalMs = 500;
+constexpr int64 kVacuumAfterRows = 1024;
+constexpr long kVacuumIntervalMs = 100;
+
+// A flush that published at least this many ops counts as "under load": the
+// next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs.
+constexpr int64 kBusyFlushOps = 8;
+constexpr long kLightLoadPauseMs = 1;
 
 // One transaction: one flush. Returns true when there may be more to do.
-// Adds the staged rows it consumed to *published. An error is raised (as a
-// Postgres ERROR) to the worker's loop, which survives it.
-bool FlushOnce(int64 *published) {
+// Adds the staged rows it consumed to *published and the ops it published to
+// *ops. An error is raised (as a Postgres ERROR) to the worker's loop, which
+// survives it.
+bool FlushOnce(int64 *published, int64 *ops) {
   bool more = false;
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
@@ -97,6 +103,7 @@ bool FlushOnce(int64 *published) {
           FlushResult result = FlushStep(256);
           more = result.ops > 0 || result.more_copy;
           *published += result.ops + result.markers;
+          *ops = result.ops;
         });
         SPI_finish();
       });
@@ -270,7 +277,8 @@ void syncline_worker_main(Datum) {
     // Under load, wait a moment between flushes so each one publishes many
     // commits; when idle, a commit's latch wakes the next flush at once.
     for (;;) {
-      bool more = syncline::FlushOnce(&published);
+      int64 ops = 0;
+      bool more = syncline::FlushOnce(&published, &ops);
       failures = 0;
       MemoryContextReset(work_context);
       if (published >= syncline::kVacuumAfterRows &&
@@ -283,7 +291,10 @@ void syncline_worker_main(Datum) {
       }
       if (!more) break;
       CHECK_FOR_INTERRUPTS();
-      if (syncline::flush_delay_ms > 0) pg_usleep(syncline::flush_delay_ms * 1000L);
+      long pause_ms = ops >= syncline::kBusyFlushOps
+                          ? syncline::flush_delay_ms
+                          : std::min<long>(syncline::flush_delay_ms, syncline::kLightLoadPauseMs);
+      if (pause_ms > 0) pg_usleep(pause_ms * 1000L);
     }
     if (syncline::compact_interval_s > 0 &&
         TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
