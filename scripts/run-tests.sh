@@ -18,6 +18,19 @@ CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
 
+# Every tool a suite calls, named when it is missing (a fresh machine has
+# only what scripts/install-deps.sh installs): a missing curl used to show up
+# as "gateway did not become healthy".
+missing_tools=()
+for tool in psql pg_dump createdb dropdb curl python3 openssl runuser; do
+  command -v "$tool" >/dev/null 2>&1 || missing_tools+=("$tool")
+done
+if [ ${#missing_tools[@]} -gt 0 ]; then
+  echo "missing tools: ${missing_tools[*]} (run scripts/install-deps.sh, or make test, which does)" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
 CLUSTER_DIR=""
 cleanup() {
   [ -n "$CLUSTER_DIR" ] || return 0
