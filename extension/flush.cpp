@@ -13,6 +13,7 @@ extern "C" {
 #include "storage/latch.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "funcapi.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
@@ -49,21 +50,27 @@ namespace {
 const char *kFlushSql = R"sql(
 WITH moved AS (
   DELETE FROM syncline_internal.pending RETURNING *),
+staged AS (
+  SELECT m.seq, 0 AS ord, m.op, m.bucket, m.object_type, m.object_id, m.data, m.checksum
+    FROM moved m WHERE m.op IN (1, 2, 4)
+  UNION ALL
+  SELECT m.seq, c.ord, c.op, c.bucket, c.object_type, c.object_id, c.data, c.checksum
+    FROM moved m, LATERAL syncline_internal.chunk_ops(m.chunk) c WHERE m.op = 20),
 live AS (
-  SELECT m.* FROM moved m
-   WHERE m.op IN (1, 2, 4) AND split_part(m.bucket, '[', 1) = ANY ($2::text[])),
+  SELECT s.* FROM staged s WHERE split_part(s.bucket, '[', 1) = ANY ($2::text[])),
 cleared AS (
   SELECT DISTINCT l.bucket FROM live l
    WHERE $3 AND NOT EXISTS (SELECT FROM syncline_internal.bucket_state s
                              WHERE s.bucket = l.bucket)),
 numbered AS (
   SELECT x.bucket, x.op, x.object_type, x.object_id, x.data, x.checksum,
-         $1 + row_number() OVER (ORDER BY x.generated, x.seq) AS op_id
+         $1 + row_number() OVER (ORDER BY x.generated, x.seq, x.ord) AS op_id
     FROM (SELECT c.bucket, 4::smallint AS op, NULL::text AS object_type, NULL::text AS object_id,
-                 NULL::text AS data, 0::bigint AS checksum, 0 AS generated, 0::bigint AS seq
+                 NULL::text AS data, 0::bigint AS checksum, 0 AS generated, 0::bigint AS seq,
+                 0 AS ord
             FROM cleared c
           UNION ALL
-          SELECT l.bucket, l.op, l.object_type, l.object_id, l.data, l.checksum, 1, l.seq
+          SELECT l.bucket, l.op, l.object_type, l.object_id, l.data, l.checksum, 1, l.seq, l.ord
             FROM live l) x),
 inserted AS (
   INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
@@ -91,7 +98,7 @@ markers AS (
          count(*) FILTER (WHERE m.op = 12) > 0 AS rules_changed,
          coalesce(array_agg(m.object_id ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS clients,
          coalesce(array_agg(m.data::bigint ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS seqs
-    FROM moved m WHERE m.op >= 10)
+    FROM moved m WHERE m.op BETWEEN 10 AND 19)
 SELECT (SELECT count(*) FROM numbered), n, tables, rules_changed, clients, seqs FROM markers
 )sql";
 
@@ -254,8 +261,8 @@ FlushResult FlushStep(int64 copy_blocks) {
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
   bool resetting =
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-  Datum names = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull),
-                          false, -1);
+  Datum names =
+      datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull), false, -1);
 
   if (copy_blocks > 0 && copies_waiting) (void)CopySnapshotChunk(copy_blocks, &result.more_copy);
 
@@ -267,8 +274,8 @@ FlushResult FlushStep(int64 copy_blocks) {
   for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
     (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                             false);
-  (void)set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
-                          0, false);
+  (void)set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                          false);
   rc = ExecPrepared(kFlushSql, 3, types, args);
   AtEOXact_GUC(true, nest_level);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
@@ -420,4 +427,37 @@ SYNCLINE_FUNCTION(syncline_wait_for_initial_copy) {
     SPI_finish();
   });
   PG_RETURN_BOOL(done);
+}
+
+// syncline_internal.chunk_ops(chunk): the ops of a staged chunk, in order.
+SYNCLINE_FUNCTION(syncline_chunk_ops) {
+  bytea *chunk = nullptr;
+  ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+  syncline::PgGuard([&] {
+    chunk = PG_GETARG_BYTEA_PP(0);
+    InitMaterializedSRF(fcinfo, 0);
+  });
+  syncline::ChunkReader reader(std::string_view(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk)));
+  syncline::RowOp op;
+  for (int32 ord = 1; reader.Next(op); ord++) {
+    syncline::PgGuard([&] {
+      Datum values[7];
+      bool nulls[7] = {false, false, false, false, false, op.kind != syncline::kStagedPut, false};
+      values[0] = Int32GetDatum(ord);
+      values[1] = Int16GetDatum(op.kind);
+      values[2] = PointerGetDatum(cstring_to_text_with_len(op.bucket.data(), op.bucket.size()));
+      values[3] =
+          PointerGetDatum(cstring_to_text_with_len(op.object_type.data(), op.object_type.size()));
+      values[4] =
+          PointerGetDatum(cstring_to_text_with_len(op.object_id.data(), op.object_id.size()));
+      values[5] = nulls[5]
+                      ? Datum(0)
+                      : PointerGetDatum(cstring_to_text_with_len(op.data.data(), op.data.size()));
+      values[6] = Int64GetDatum(op.checksum);
+      tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+      for (int i = 2; i <= 5; i++)
+        if (!nulls[i]) pfree(DatumGetPointer(values[i]));
+    });
+  }
+  return Datum(0);
 }
