@@ -2,7 +2,7 @@
 // pass/fail). Connects with the libpq environment (PGHOST, PGPORT, PGUSER,
 // PGDATABASE) or --conninfo.
 //
-//   syncline_bench oplog --table T --rows N [--worker | --plain]
+//   syncline_bench oplog --table T --rows N [--batch B] [--worker | --plain]
 //       INSERT N rows into synced table T in one statement, then wait until
 //       their ops are visible (the background worker flushes them when
 //       --worker, otherwise this program calls syncline.flush()).
@@ -76,18 +76,25 @@ int OpLog(PGconn *c, const std::map<std::string, std::string> &a) {
       "SELECT coalesce((SELECT last_op_id FROM syncline_internal.state), 0)";
   long long before = plain ? 0 : Scalar(c, counter);
   auto t0 = Clock::now();
-  PGresult *r = Exec(c, "INSERT INTO " + table +
-                            " (owner, val, payload) SELECT 'u' || (g % 1000), g, "
-                            "'payload ' || md5(g::text) FROM generate_series(1, " +
-                            std::to_string(rows) + ") g");
-  PQclear(r);
+  // --batch B: the rows arrive as back-to-back transactions of B rows (a
+  // stream of writes, which the flusher publishes while the next ones are
+  // written); otherwise one INSERT ... SELECT of all of them.
+  long long batch = a.count("batch") ? atoll(a.at("batch").c_str()) : rows;
+  for (long long first = 1; first <= rows; first += batch) {
+    long long last = std::min(rows, first + batch - 1);
+    PGresult *r = Exec(c, "INSERT INTO " + table +
+                              " (owner, val, payload) SELECT 'u' || (g % 1000), g, "
+                              "'payload ' || md5(g::text) FROM generate_series(" +
+                              std::to_string(first) + ", " + std::to_string(last) + ") g");
+    PQclear(r);
+  }
   double insert_s = Since(t0);
   if (plain) {
     printf("rows=%lld insert_s=%.3f rows_per_s=%.0f\n", rows, insert_s, double(rows) / insert_s);
     return 0;
   }
   long long visible = before;
-  while (visible - before < rows) {
+  while (visible - before < rows) {  // (plain tables returned above)
     if (!worker)
       Scalar(c, "SELECT syncline.flush()");
     else

@@ -134,12 +134,14 @@ size_t buffer_bytes = 0;
 
 // Ops are staged one per row below this many in a transaction, in chunk
 // rows of at most kChunkOps ops / kChunkBytes bytes from it on: a bulk load
-// writes a few large, compressed rows instead of a row (and its WAL record,
-// and later its delete) per op. A transaction holding more than
+// writes large, compressed rows instead of a row (and its WAL record, and
+// later its delete) per op. kChunkBytes keeps a compressed chunk inside its
+// heap page (the column is STORAGE MAIN): an out-of-line TOAST value costs a
+// TOAST row and index entry per 2 KB. A transaction holding more than
 // kBufferBytes stages what it has early.
 constexpr size_t kChunkMinOps = 16;
 constexpr size_t kChunkOps = 4096;
-constexpr size_t kChunkBytes = 1 << 20;
+constexpr size_t kChunkBytes = 16 << 10;
 constexpr size_t kBufferBytes = 8 << 20;
 
 // Stages `ops` in order: as a chunk row each kChunkOps ops, or one row each.

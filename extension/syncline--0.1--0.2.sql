@@ -48,6 +48,8 @@ UPDATE syncline_internal.state
 -- transaction stages many ops as chunk rows.
 DROP SEQUENCE syncline_internal.pending_seq;
 ALTER TABLE syncline_internal.pending ADD COLUMN chunk bytea;
+-- Chunks are compressed and kept inside their page (see staging.cpp).
+ALTER TABLE syncline_internal.pending ALTER COLUMN chunk SET STORAGE MAIN;
 DO $lz4$
 BEGIN
   ALTER TABLE syncline_internal.pending ALTER COLUMN chunk SET COMPRESSION lz4;

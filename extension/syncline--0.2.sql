@@ -98,6 +98,8 @@ CREATE TABLE syncline_internal.pending (
   checksum bigint,
   chunk bytea
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
+-- Chunks are compressed and kept inside their page (see staging.cpp).
+ALTER TABLE syncline_internal.pending ALTER COLUMN chunk SET STORAGE MAIN;
 DO $lz4$
 BEGIN
   ALTER TABLE syncline_internal.pending ALTER COLUMN chunk SET COMPRESSION lz4;
