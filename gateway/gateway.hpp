@@ -57,6 +57,9 @@ struct PowerSyncStream {
   bool head_written = false;  // ... and written: what follows is body
   uint64_t write_checkpoint = 0;       // the client's newest known write checkpoint (may be ahead)
   uint64_t write_checkpoint_sent = 0;  // what the last checkpoint line carried (never decreases)
+  // The client asked for its write checkpoint (/write-checkpoint2.json): send a checkpoint
+  // carrying it even when that value went out before, see MaybeSendWriteCheckpoint.
+  bool write_checkpoint_asked = false;
   double next_keepalive = 0;
 };
 
@@ -196,7 +199,8 @@ class Gateway {
   void SendPowerSyncLines(Session *s, const std::string &lines, size_t ops, bool enforce_limit);
   void EndPowerSyncStream(Session *s, const std::string &why);
   uint64_t PowerSyncWriteCheckpoint(Session *s, uint64_t upto, uint64_t from_database);
-  void NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_t checkpoint);
+  void NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_t checkpoint,
+                                    bool asked = false);
   void MaybeSendWriteCheckpoint(Session *s);
   void TickPowerSync(Session *s, double now, int64_t unix_now);
   void ForgetPowerSyncSession(Session *s);

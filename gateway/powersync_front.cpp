@@ -176,7 +176,8 @@ uint64_t Gateway::PowerSyncWriteCheckpoint(Session *s, uint64_t upto, uint64_t f
   return best;
 }
 
-void Gateway::NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_t checkpoint) {
+void Gateway::NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_t checkpoint,
+                                           bool asked) {
   auto it = powersync_clients_.find(client_id);
   if (it == powersync_clients_.end()) return;
   std::vector<uint64_t> ids(it->second.begin(), it->second.end());
@@ -184,18 +185,24 @@ void Gateway::NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_
     Session *s = FindSession(id);
     if (s == nullptr) continue;
     s->powersync->write_checkpoint = std::max(s->powersync->write_checkpoint, checkpoint);
+    if (asked) s->powersync->write_checkpoint_asked = true;
     MaybeSendWriteCheckpoint(s);
   }
 }
 
 // A write that changed nothing this client syncs (rejected, or to rows no bucket of theirs
 // holds) still has a write checkpoint the SDK waits for before it drops its optimistic rows:
-// a checkpoint_diff with no bucket changes carries it.
+// a checkpoint_diff with no bucket changes carries it. Such a write checkpoint may equal the
+// one the client already has (no op was added since), and the SDK applies a checkpoint only
+// when one arrives after its upload queue drained: so once the client asked for its write
+// checkpoint, it gets a checkpoint carrying it even if the value is not new.
 void Gateway::MaybeSendWriteCheckpoint(Session *s) {
   PowerSyncStream *p = s->powersync.get();
   if (p == nullptr || !s->live || s->job || s->closing || !p->head_queued) return;
-  if (p->write_checkpoint <= p->write_checkpoint_sent || p->write_checkpoint > s->position) return;
-  uint64_t wc = p->write_checkpoint;
+  if (p->write_checkpoint > s->position) return;  // the live round that reaches it carries it
+  if (p->write_checkpoint <= p->write_checkpoint_sent && !p->write_checkpoint_asked) return;
+  uint64_t wc = std::max(p->write_checkpoint, p->write_checkpoint_sent);
+  p->write_checkpoint_asked = false;
   SendPowerSyncLines(
       s, ps::DiffHead(s->position, wc) + ps::DiffTail({}, {}) + ps::CompleteLine(s->position), 0,
       /*enforce_limit=*/true);
@@ -258,6 +265,7 @@ void Gateway::SendLivePowerSync(
   }
   uint64_t wc = PowerSyncWriteCheckpoint(s, round.upto, 0);
   SendPowerSyncLines(s, ps::DiffHead(round.upto, wc) + change.diff_tail, 0, /*enforce_limit=*/true);
+  if (wc >= s->powersync->write_checkpoint) s->powersync->write_checkpoint_asked = false;
   if (s->closing) return;
   if (s->position == round.from) {
     SendBytes(s, change.body, change.ops, /*enforce_limit=*/true, change.lines);
@@ -310,7 +318,7 @@ void Gateway::HandleWriteCheckpoint(HttpExchange *x) {
                uint64_t wc = PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)
                                  ? std::strtoull(PQgetvalue(r, 0, 0), nullptr, 10)
                                  : 0;
-               if (wc > 0) NotePowerSyncWriteCheckpoint(client_id, wc);
+               NotePowerSyncWriteCheckpoint(client_id, wc, /*asked=*/true);
                if (x)
                  Respond(x, HTTP_STATUS_OK,
                          json{{"data", {{"write_checkpoint", std::to_string(wc)}}}}.dump() + "\n");

@@ -164,6 +164,7 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
       uint64_t wc = PowerSyncWriteCheckpoint(s, job->upto, write_checkpoint);
       SendPowerSyncLines(s, powersync::CheckpointLine(job->upto, wc, job->target), 0, false);
       s->powersync->write_checkpoint_sent = wc;
+      if (wc >= s->powersync->write_checkpoint) s->powersync->write_checkpoint_asked = false;
     } else {
       Send(s, m, /*enforce_limit=*/false);
     }
@@ -185,7 +186,9 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
     bool new_write_checkpoint = false;
     if (s->powersync) {
       wc = PowerSyncWriteCheckpoint(s, diff->last_op_id(), write_checkpoint);
-      new_write_checkpoint = wc > s->powersync->write_checkpoint_sent;
+      new_write_checkpoint =
+          wc > s->powersync->write_checkpoint_sent ||
+          (s->powersync->write_checkpoint_asked && wc >= s->powersync->write_checkpoint);
     }
     if (diff->updated_buckets_size() == 0 && diff->removed_buckets_size() == 0 &&
         !new_write_checkpoint) {
@@ -203,6 +206,7 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
           s, powersync::DiffHead(diff->last_op_id(), wc) + powersync::DiffTail(updated, removed), 0,
           false);
       s->powersync->write_checkpoint_sent = wc;
+      if (wc >= s->powersync->write_checkpoint) s->powersync->write_checkpoint_asked = false;
     } else {
       Send(s, m, /*enforce_limit=*/false);
     }
