@@ -13,7 +13,7 @@ ROOT=$(pwd)
 
 . scripts/pgenv.sh
 PG_REGRESS=${PG_REGRESS:-$PGXS_DIR/test/regress/pg_regress}
-SUITES=${SUITES:-"regress units gateway concurrency example e2e"}
+SUITES=${SUITES:-"regress units gateway concurrency example e2e powersync"}
 CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
@@ -162,6 +162,11 @@ e2e() {
   SYNCLINE_TEST_CLUSTER="$CLUSTER_DIR" bash tests/e2e/run.sh
 }
 
+# The PowerSync front with the real PowerSync Node SDK (tests/powersync).
+powersync() {
+  SYNCLINE_TEST_CLUSTER="$CLUSTER_DIR" bash tests/powersync/run.sh
+}
+
 suite_wanted regress && run_suite regress regress
 suite_wanted units && run_suite unit/extension_tests units
 suite_wanted gateway && run_suite gateway/gateway_tests gateway_units
@@ -170,6 +175,7 @@ if suite_wanted concurrency; then
 fi
 suite_wanted example && run_suite "workout example" example
 suite_wanted e2e && run_suite e2e e2e
+suite_wanted powersync && run_suite powersync powersync
 
 if [ "$show_server_log" -eq 1 ]; then
   echo

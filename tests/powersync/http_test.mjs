@@ -9,6 +9,8 @@ import { Gateway, LineReader, assert, assertEqual, makeToken, sql, test, waitFor
 const URL_BASE = process.env.GW_URL;
 const SECRET = process.env.GW_SECRET;
 const token = (sub, seconds) => makeToken(SECRET, sub, seconds);
+// Client ids are new each run: the database remembers every client's transactions.
+const CLIENT = `http-client-${Date.now().toString(36)}`;
 const auth = (sub) => ({ authorization: `Token ${token(sub)}` });
 
 async function timed(promise) {
@@ -266,7 +268,7 @@ test('http_stream_ndjson_initial_checkpoint_checksums_add_up', async () => {
        INSERT INTO pst_todos (id, list_id, description) VALUES ('h1', 'H1', 'first'), ('h2', 'H1', 'second'),
          ('hx', 'HX', 'not for http-user')`);
   sql('SELECT syncline.flush()');
-  const r = await openStream('http-user', { client_id: 'http-client' });
+  const r = await openStream('http-user', { client_id: CLIENT });
   assertEqual(r.status, 200, 'status');
   assertEqual(r.headers.get('content-type'), 'application/x-ndjson', 'content-type');
   assertEqual(r.headers.get('x-accel-buffering'), 'no', 'x-accel-buffering');
@@ -288,7 +290,7 @@ test('http_stream_live_change_arrives_as_diff', async () => {
 let appliedCheckpoint = 0;
 
 test('http_upload_applied_once_and_retry_answers_the_same', async () => {
-  const body = { client_id: 'http-client', transaction_id: 1, crud: [{ op_id: 1, op: 'PUT', type: 'pst_todos', id: 'h4', tx_id: 1, data: { list_id: 'H1', description: 'uploaded' } }] };
+  const body = { client_id: CLIENT, transaction_id: 1, crud: [{ op_id: 1, op: 'PUT', type: 'pst_todos', id: 'h4', tx_id: 1, data: { list_id: 'H1', description: 'uploaded' } }] };
   const r = await upload('http-user', body);
   assertEqual(r.status, 200, 'status');
   const j = await r.json();
@@ -306,7 +308,7 @@ test('http_upload_applied_once_and_retry_answers_the_same', async () => {
 
 test('http_upload_rejected_then_write_checkpoint_pushed_with_empty_diff', async () => {
   const r = await upload('http-user', {
-    client_id: 'http-client',
+    client_id: CLIENT,
     transaction_id: 2,
     crud: [
       { op: 'PATCH', type: 'pst_todos', id: 'h1', data: { description: 'fine' } },
@@ -321,7 +323,7 @@ test('http_upload_rejected_then_write_checkpoint_pushed_with_empty_diff', async 
   assertEqual(sql("SELECT description FROM pst_todos WHERE id = 'h1'"), 'first', 'nothing of the batch applied');
   // It changed nothing http-user syncs. As the SDK does once its upload queue is empty, ask for
   // the write checkpoint: a checkpoint carrying it arrives although no bucket changed.
-  const wc = await (await fetch(`${URL_BASE}/write-checkpoint2.json?client_id=http-client`, { headers: auth('http-user') })).json();
+  const wc = await (await fetch(`${URL_BASE}/write-checkpoint2.json?client_id=${CLIENT}`, { headers: auth('http-user') })).json();
   assert(Number(wc.data.write_checkpoint) >= appliedCheckpoint, `write_checkpoint ${wc.data.write_checkpoint}`);
   const { line, cp } = await readCheckpoint(streamReader, held);
   assert(line.checkpoint_diff, 'a checkpoint_diff');
@@ -330,7 +332,7 @@ test('http_upload_rejected_then_write_checkpoint_pushed_with_empty_diff', async 
 });
 
 test('http_upload_gaps_allowed_older_refused', async () => {
-  const put = (tx, id) => ({ client_id: 'http-client', transaction_id: tx, crud: [{ op: 'PUT', type: 'pst_todos', id, data: { list_id: 'H1', description: id } }] });
+  const put = (tx, id) => ({ client_id: CLIENT, transaction_id: tx, crud: [{ op: 'PUT', type: 'pst_todos', id, data: { list_id: 'H1', description: id } }] });
   const gap = await (await upload('http-user', put(7, 'h7'))).json();
   assertEqual(gap.status, 'applied', 'transaction 7 after 2');
   const older = await (await upload('http-user', put(5, 'h5'))).json();
@@ -339,7 +341,7 @@ test('http_upload_gaps_allowed_older_refused', async () => {
 });
 
 test('http_upload_other_users_client_id_refused', async () => {
-  const r = await (await upload('someone-else', { client_id: 'http-client', transaction_id: 100, crud: [{ op: 'DELETE', type: 'pst_todos', id: 'h1' }] })).json();
+  const r = await (await upload('someone-else', { client_id: CLIENT, transaction_id: 100, crud: [{ op: 'DELETE', type: 'pst_todos', id: 'h1' }] })).json();
   assertEqual(r.status, 'rejected', 'outcome');
   assertEqual(sql("SELECT count(*) FROM pst_todos WHERE id = 'h1'"), '1', 'row untouched');
 });

@@ -10,16 +10,17 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$(pwd)
-. scripts/pgenv.sh
-. scripts/node-env.sh
 LOG_DIR=$ROOT/build/powersync-test
 mkdir -p "$LOG_DIR"
 : >"$LOG_DIR/gateway.log"
 
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
 
+# Built before pgenv.sh puts the private PostgreSQL copy (which has no libpq headers) on PATH.
 make --no-print-directory -f gateway/gateway.mk all >"$LOG_DIR/build.log" 2>&1 ||
   { tail -n 40 "$LOG_DIR/build.log"; fail "FAIL  building the gateway"; }
+. scripts/pgenv.sh
+. scripts/node-env.sh
 syncline_node_env || fail "FAIL  no Node >= 20 (see scripts/node-env.sh)"
 syncline_npm_ci tests/powersync "$ROOT/build/powersync" >"$LOG_DIR/npm.log" 2>&1 ||
   { tail -n 40 "$LOG_DIR/npm.log"; fail "FAIL  npm ci of tests/powersync"; }
