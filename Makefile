@@ -32,6 +32,9 @@ EXTRA_CLEAN = build
 override with_llvm = no
 include $(PGXS)
 
+# PGXS knows no header dependencies: every object depends on every header.
+$(OBJS): $(wildcard extension/*.hpp)
+
 PGTREE := $(CURDIR)/build/pg
 export PGBIN := $(PGTREE)$(shell $(PG_CONFIG) --bindir)
 

@@ -5,10 +5,11 @@
 # table build/bench/results.md is assembled from the parts that ran.
 #
 #   bench/run.sh                 every part
-#   bench/run.sh write oplog     only those parts (write, oplog, checkpoint, paging, writes)
+#   bench/run.sh write oplog     only those parts (write, cost, oplog, checkpoint, paging, writes)
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
 #        plain/synced runs per figure, 2), BENCH_CLIENTS (8),
-#        OPLOG_ROWS (200000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
+#        OPLOG_ROWS (1000000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
+#        COST_WRITES (20000),
 #        PAGING_OPS (1000000), PAGING_PAGE (10000); the writes part (gateway vs direct
 #        write path, bench/write_bench.sh): WRITE_CLIENTS, WRITE_SECONDS, WRITE_REPEAT, WRITE_POOL.
 set -euo pipefail
@@ -21,14 +22,15 @@ mkdir -p "$OUT"
 BENCH_SECONDS=${BENCH_SECONDS:-10}
 BENCH_REPEAT=${BENCH_REPEAT:-2}
 BENCH_CLIENTS=${BENCH_CLIENTS:-8}
-OPLOG_ROWS=${OPLOG_ROWS:-200000}
+OPLOG_ROWS=${OPLOG_ROWS:-1000000}
 CHECKPOINT_BUCKETS=${CHECKPOINT_BUCKETS:-1000}
 CHECKPOINT_CALLS=${CHECKPOINT_CALLS:-200}
 PAGING_OPS=${PAGING_OPS:-1000000}
 PAGING_PAGE=${PAGING_PAGE:-10000}
+COST_WRITES=${COST_WRITES:-20000}
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(write oplog checkpoint paging writes)
+[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes)
 
 HARNESS=$OUT/syncline_bench
 g++ -std=c++17 -O2 -Wall -Wextra -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
@@ -155,15 +157,19 @@ EOF
 }
 
 part_oplog() {
-  echo "== op log: bulk INSERT of $OPLOG_ROWS rows into a synced table until all ops are visible"
+  echo "== bulk load: INSERT ... SELECT of $OPLOG_ROWS rows, plain and synced, until all ops are visible"
   start_cluster
+  sql "CREATE TABLE plain_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
   sql "CREATE TABLE synced_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
   sql "SELECT syncline.create_bucket('by_owner', 'SELECT syncline.user_id() AS owner',
          ARRAY['SELECT * FROM synced_t WHERE owner = bucket.owner'])"
-  local worker flush
+  sql "CHECKPOINT"
+  local plain worker flush
+  plain=$("$HARNESS" oplog --table plain_t --rows "$OPLOG_ROWS" --plain)
+  echo "plain table:       $plain"
+  sql "CHECKPOINT"
   worker=$("$HARNESS" oplog --table synced_t --rows "$OPLOG_ROWS" --worker)
   echo "background worker: $worker"
-  flush=""
   # Same again in a database without a worker, made visible by syncline.flush().
   psql -d postgres -q -v ON_ERROR_STOP=1 -c "CREATE DATABASE noworker"
   PGDATABASE=noworker sql "CREATE EXTENSION syncline"
@@ -173,15 +179,18 @@ part_oplog() {
   flush=$(PGDATABASE=noworker "$HARNESS" oplog --table synced_t --rows "$OPLOG_ROWS")
   echo "syncline.flush():  $flush"
   field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+  ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   {
-    echo "### Op log ($OPLOG_ROWS-row INSERT ... SELECT into a synced table, one op per row)"
+    echo "### Bulk load ($OPLOG_ROWS-row INSERT ... SELECT, one op per row)"
     echo
-    echo "| made visible by | INSERT s | until all visible s | ops/s (end to end) |"
+    echo "| | INSERT s | until all visible s | ops/s (end to end) |"
     echo "|---|---:|---:|---:|"
-    echo "| background worker | $(field "$worker" insert_s) | $(field "$worker" visible_s) | $(field "$worker" ops_per_s) |"
-    echo "| syncline.flush() | $(field "$flush" insert_s) | $(field "$flush" visible_s) | $(field "$flush" ops_per_s) |"
+    echo "| plain table | $(field "$plain" insert_s) | - | - |"
+    echo "| synced, background worker | $(field "$worker" insert_s) | $(field "$worker" visible_s) | $(field "$worker" ops_per_s) |"
+    echo "| synced, syncline.flush() | $(field "$flush" insert_s) | $(field "$flush" visible_s) | $(field "$flush" ops_per_s) |"
     echo
-    echo "Target: >= 20,000 ops/s."
+    echo "Synced INSERT / plain INSERT: $(ratio "$(field "$worker" insert_s)" "$(field "$plain" insert_s)") (target <= 1.5)."
+    echo "Ops visible at $(ratio "$(field "$worker" insert_s)" "$(field "$worker" visible_s)")x the rate the rows were written (target >= 0.8)."
   } >"$OUT/oplog.md"
 }
 
@@ -243,6 +252,90 @@ part_paging() {
   } >"$OUT/paging.md"
 }
 
+# Where a synced single-row write spends its cost, against a plain one: WAL
+# bytes per write by the relation they go to (pg_waldump --relation), and
+# CPU per write of the backends and of the flusher (/proc, all processes of
+# the cluster), for COST_WRITES single-row INSERTs by 8 pgbench clients.
+# WAL bytes are exact and repeatable; CPU time is what was consumed, not wall
+# time, so it holds up on a shared machine better than tps.
+part_cost() {
+  echo "== cost breakdown of one synced single-row INSERT ($COST_WRITES writes)"
+  start_cluster
+  sql "CREATE TABLE plain_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  sql "CREATE TABLE synced_t (id bigserial PRIMARY KEY, owner text NOT NULL, val int NOT NULL, payload text)"
+  sql "SELECT syncline.create_bucket('by_owner', 'SELECT syncline.user_id() AS owner',
+         ARRAY['SELECT * FROM synced_t WHERE owner = bucket.owner'])"
+  for t in plain_t synced_t; do
+    printf '\\set owner random(1, 1000)\nINSERT INTO %s (owner, val, payload) VALUES (%s, :owner, %s);\n' \
+      "$t" "'u' || :owner" "'payload text of a typical row'" >"$OUT/cost_$t.sql"
+  done
+  local postmaster flusher
+  postmaster=$(head -n 1 "$PGDATA/postmaster.pid")
+  flusher=$(sql "SELECT pid FROM pg_stat_activity WHERE backend_type = 'syncline flusher'")
+  # CPU ticks: reaped children (backends that exited) plus live processes.
+  cluster_ticks() {
+    local total=0 p f
+    for p in $(pgrep -P "$postmaster") "$postmaster"; do
+      read -r -a f <"/proc/$p/stat" 2>/dev/null || continue
+      if [ "$p" = "$postmaster" ]; then total=$((total + f[15] + f[16])); else total=$((total + f[13] + f[14])); fi
+    done
+    echo "$total"
+  }
+  process_ticks() { local f; read -r -a f <"/proc/$1/stat"; echo $((f[13] + f[14])); }
+  relpath() { sql "SELECT concat_ws('/', CASE WHEN reltablespace = 0 THEN (SELECT dattablespace FROM pg_database WHERE datname = current_database()) ELSE reltablespace END, (SELECT oid FROM pg_database WHERE datname = current_database()), pg_relation_filenode(oid)) FROM pg_class WHERE oid = '$1'::regclass"; }
+  wal_bytes() {  # FROM TO [RELATION]: WAL record bytes between two LSNs (of one relation)
+    "$PGBIN/pg_waldump" -p "$PGDATA/pg_wal" -s "$1" -e "$2" ${3:+--relation="$3"} 2>/dev/null |
+      sed -n 's/.*len (rec\/tot): *[0-9]*\/ *\([0-9]*\).*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+  }
+  local -A wal cpu flush
+  local table lsn0 lsn1 ticks0 ticks1 ft0 ft1
+  for table in plain_t synced_t; do
+    sql "CHECKPOINT" >/dev/null
+    lsn0=$(sql "SELECT pg_current_wal_insert_lsn()"); ticks0=$(cluster_ticks); ft0=$(process_ticks "$flusher")
+    PGOPTIONS="-c synchronous_commit=on" "$PGBIN/pgbench" -n -c 8 -j 2 -t $((COST_WRITES / 8)) \
+      -f "$OUT/cost_$table.sql" syncline >>"$OUT/pgbench.log" 2>&1
+    drain
+    sleep 0.5
+    lsn1=$(sql "SELECT pg_current_wal_insert_lsn()"); ticks1=$(cluster_ticks); ft1=$(process_ticks "$flusher")
+    wal[$table]=$(wal_bytes "$lsn0" "$lsn1")
+    cpu[$table]=$(( (ticks1 - ticks0) * 10000000 / $(getconf CLK_TCK) / COST_WRITES ))
+    flush[$table]=$(( (ft1 - ft0) * 10000000 / $(getconf CLK_TCK) / COST_WRITES ))
+    if [ "$table" = synced_t ]; then
+      local -A parts
+      local rel
+      for rel in synced_t synced_t_pkey syncline_internal.pending syncline_internal.ops \
+                 syncline_internal.ops_pkey syncline_internal.bucket_state \
+                 syncline_internal.bucket_state_pkey syncline_internal.flushes syncline_internal.flushes_pkey; do
+        parts[$rel]=$(wal_bytes "$lsn0" "$lsn1" "$(relpath "$rel")")
+      done
+    fi
+  done
+  per() { awk -v a="$1" -v n="$COST_WRITES" 'BEGIN { printf "%.0f", a / n }'; }
+  local other=$(( wal[synced_t] ))
+  for rel in "${!parts[@]}"; do other=$((other - parts[$rel])); done
+  {
+    echo "### Cost of one single-row INSERT, plain vs synced ($COST_WRITES writes, pgbench -c 8, synchronous_commit on)"
+    echo
+    echo "| | plain | synced |"
+    echo "|---|---:|---:|"
+    echo "| WAL bytes per write | $(per "${wal[plain_t]}") | $(per "${wal[synced_t]}") |"
+    echo "| CPU µs per write, all processes | $((cpu[plain_t] / 10)) | $((cpu[synced_t] / 10)) |"
+    echo "| of which the flusher | - | $((flush[synced_t] / 10)) |"
+    echo
+    echo "Where the synced write's WAL goes (bytes per write):"
+    echo
+    echo "| relation | bytes |"
+    echo "|---|---:|"
+    echo "| the table and its primary key | $(per $((parts[synced_t] + parts[synced_t_pkey]))) |"
+    echo "| staging (syncline_internal.pending: insert, then delete) | $(per "${parts[syncline_internal.pending]}") |"
+    echo "| op log (syncline_internal.ops and its key) | $(per $((parts[syncline_internal.ops] + parts[syncline_internal.ops_pkey]))) |"
+    echo "| bucket state (HOT updates) | $(per $((parts[syncline_internal.bucket_state] + parts[syncline_internal.bucket_state_pkey]))) |"
+    echo "| per-flush change list | $(per $((parts[syncline_internal.flushes] + parts[syncline_internal.flushes_pkey]))) |"
+    echo "| commit records, full-page images of other relations, the rest | $(per "$other") |"
+  } >"$OUT/cost.md"
+  cat "$OUT/cost.md"
+}
+
 # Gateway WriteBatch path vs direct INSERTs; starts its own cluster and gateway.
 part_writes() {
   bash "$ROOT/bench/write_bench.sh"
@@ -250,8 +343,8 @@ part_writes() {
 
 for part in "${parts[@]}"; do
   case "$part" in
-    write|oplog|checkpoint|paging|writes) "part_$part"; stop_cluster ;;
-    *) echo "unknown part $part (write, oplog, checkpoint, paging, writes)" >&2; exit 2 ;;
+    write|cost|oplog|checkpoint|paging|writes) "part_$part"; stop_cluster ;;
+    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes)" >&2; exit 2 ;;
   esac
 done
 
@@ -260,7 +353,7 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
-  for part in write oplog checkpoint paging writes; do
+  for part in write cost oplog checkpoint paging writes; do
     [ -f "$OUT/$part.md" ] && { cat "$OUT/$part.md"; echo; }
   done
 } >"$OUT/results.md"

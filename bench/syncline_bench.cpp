@@ -2,7 +2,7 @@
 // pass/fail). Connects with the libpq environment (PGHOST, PGPORT, PGUSER,
 // PGDATABASE) or --conninfo.
 //
-//   syncline_bench oplog --table T --rows N [--worker]
+//   syncline_bench oplog --table T --rows N [--worker | --plain]
 //       INSERT N rows into synced table T in one statement, then wait until
 //       their ops are visible (the background worker flushes them when
 //       --worker, otherwise this program calls syncline.flush()).
@@ -70,8 +70,11 @@ int OpLog(PGconn *c, const std::map<std::string, std::string> &a) {
   std::string table = a.count("table") ? a.at("table") : "";
   long long rows = a.count("rows") ? atoll(a.at("rows").c_str()) : 200000;
   bool worker = a.count("worker") > 0;
+  bool plain = a.count("plain") > 0;  // a table no rule syncs: time the INSERT alone
   if (table.empty()) Die("oplog needs --table");
-  long long before = Scalar(c, "SELECT last_op_id FROM syncline_internal.state");
+  const std::string counter =
+      "SELECT coalesce((SELECT last_op_id FROM syncline_internal.state), 0)";
+  long long before = plain ? 0 : Scalar(c, counter);
   auto t0 = Clock::now();
   PGresult *r = Exec(c, "INSERT INTO " + table +
                             " (owner, val, payload) SELECT 'u' || (g % 1000), g, "
@@ -79,13 +82,17 @@ int OpLog(PGconn *c, const std::map<std::string, std::string> &a) {
                             std::to_string(rows) + ") g");
   PQclear(r);
   double insert_s = Since(t0);
+  if (plain) {
+    printf("rows=%lld insert_s=%.3f rows_per_s=%.0f\n", rows, insert_s, double(rows) / insert_s);
+    return 0;
+  }
   long long visible = before;
   while (visible - before < rows) {
     if (!worker)
       Scalar(c, "SELECT syncline.flush()");
     else
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    visible = Scalar(c, "SELECT last_op_id FROM syncline_internal.state");
+    visible = Scalar(c, counter);
     if (Since(t0) > 600)
       Die("ops not visible after 600 s (" + std::to_string(visible - before) + " of " +
           std::to_string(rows) + ")");
@@ -167,7 +174,7 @@ int main(int argc, char **argv) {
     std::string k = argv[i];
     if (k.rfind("--", 0) != 0) Die("unexpected argument " + k);
     k = k.substr(2);
-    if (k == "worker")
+    if (k == "worker" || k == "plain")
       a[k] = "1";
     else if (i + 1 < argc)
       a[k] = argv[++i];

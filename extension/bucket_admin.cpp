@@ -1,23 +1,30 @@
 // syncline.create_bucket / syncline.drop_bucket: validate rules, record them,
-// and install the triggers that feed the op log.
+// and install the triggers that feed the op log; and the DDL hooks that keep
+// rules and triggers consistent with the schema (check_rules, attach_trigger).
 #include "pg_compat.hpp"
 
 extern "C" {
+#include "access/genam.h"
 #include "access/relation.h"
+#include "access/table.h"
+#include "access/xlog.h"
 #include "catalog/dependency.h"
+#include "catalog/indexing.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_extension.h"
-#include "catalog/pg_trigger_d.h"
+#include "catalog/pg_trigger.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
-#include "parser/parser.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "storage/bufmgr.h"
+#include "storage/lmgr.h"
 #include "utils/acl.h"
 #include "utils/array.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
-#include "utils/plancache.h"
 #include "utils/rel.h"
 #include "utils/relcache.h"
 }
@@ -34,6 +41,11 @@ extern "C" {
 #include "staging.hpp"
 
 namespace syncline {
+
+// Op ids after a restore start this far above the restored counter, past any
+// op id the original database can have handed out after the dump.
+constexpr int64 kRestoreOpIdGap = int64{1} << 40;
+
 namespace {
 
 void CheckAdmin(const char *action) {
@@ -54,6 +66,7 @@ void CheckBucketName(const std::string &name) {
                 "or underscore.");
 }
 
+// Runs one of Syncline's own statements (call inside AsEngine).
 void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args, int expected,
           const char *nulls = nullptr) {
   int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),
@@ -61,33 +74,14 @@ void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args, int 
   if (rc != expected) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
 }
 
-std::string QualifiedName(Oid relid) {
-  return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
-                                    get_rel_name(relid));
-}
-
-// Creates trigger `name` on `relid` unless it exists, as the calling user (who
-// must own the table), and makes it go away with the extension.
-void EnsureTrigger(Oid relid, const char *name, const char *timing, const char *level,
-                   const char *function) {
-  if (OidIsValid(get_trigger_oid(relid, name, true))) return;
-  std::string sql = std::string("CREATE TRIGGER ") + quote_identifier(name) + " " + timing +
-                    " ON " + QualifiedName(relid) + " " + level +
-                    " EXECUTE FUNCTION syncline_internal." + function + "()";
-  int rc = SPI_execute(sql.c_str(), false, 0);
-  if (rc != SPI_OK_UTILITY) elog(ERROR, "creating trigger %s failed", name);
-  ObjectAddress trigger, extension;
-  ObjectAddressSet(trigger, TriggerRelationId, get_trigger_oid(relid, name, false));
-  ObjectAddressSet(extension, ExtensionRelationId, get_extension_oid("syncline", false));
-  recordDependencyOn(&trigger, &extension, DEPENDENCY_AUTO);
-}
-
-void DropTrigger(Oid relid, const char *name) {
-  if (!OidIsValid(get_trigger_oid(relid, name, true))) return;
-  std::string sql =
-      std::string("DROP TRIGGER ") + quote_identifier(name) + " ON " + QualifiedName(relid);
-  int rc = SPI_execute(sql.c_str(), false, 0);
-  if (rc != SPI_OK_UTILITY) elog(ERROR, "dropping trigger %s failed", name);
+std::vector<Oid> OidColumn() {
+  std::vector<Oid> out;
+  for (uint64 i = 0; i < SPI_processed; i++) {
+    bool isnull;
+    out.push_back(
+        DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
+  }
+  return out;
 }
 
 Datum TextArray(const std::vector<std::string> &values) {
@@ -97,60 +91,122 @@ Datum TextArray(const std::vector<std::string> &values) {
       construct_array(datums, static_cast<int>(values.size()), TEXTOID, -1, false, TYPALIGN_INT));
 }
 
-struct ParameterQuery {
-  std::vector<std::string> names;
-  std::vector<Oid> types;
-  std::vector<Oid> tables;  // ordinary tables it reads
+// The triggers Syncline puts on user tables.
+struct TriggerKind {
+  const char *name;
+  const char *function;
+  bool row;
+  int16 timing;
+  int16 events;
 };
+const TriggerKind kRowKind = {kRowTrigger, "row_trigger", true, TRIGGER_TYPE_AFTER,
+                              TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE};
+const TriggerKind kTruncateKind = {kTruncateTrigger, "truncate_trigger", false, TRIGGER_TYPE_BEFORE,
+                                   TRIGGER_TYPE_TRUNCATE};
+const TriggerKind kParameterKind = {
+    kParameterTrigger, "parameter_trigger", true, TRIGGER_TYPE_AFTER,
+    TRIGGER_TYPE_INSERT | TRIGGER_TYPE_UPDATE | TRIGGER_TYPE_DELETE};
+const TriggerKind kParameterTruncateKind = {kParameterTruncateTrigger, "parameter_trigger", false,
+                                            TRIGGER_TYPE_AFTER, TRIGGER_TYPE_TRUNCATE};
 
-ParameterQuery AnalyzeParameterQuery(const std::string &bucket, const char *query) {
-  ParameterQuery result;
-  PgGuard([&] {
-    List *parsed = raw_parser(query, RAW_PARSE_DEFAULT);
-    if (list_length(parsed) != 1 || !IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
-      throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
-                  "a parameter query must be a single SELECT statement");
-    SPIPlanPtr plan = SPI_prepare(query, 0, nullptr);
-    if (plan == nullptr) elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-    CachedPlanSource *source = linitial_node(CachedPlanSource, SPI_plan_get_plan_sources(plan));
-    TupleDesc desc = source->resultDesc;
-    if (desc == nullptr || desc->natts == 0)
-      throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
-                  "the parameter query of bucket \"" + bucket + "\" returns no columns", {},
-                  "Each column is a bucket parameter; use parameters => NULL for one global "
-                  "bucket.");
-    for (int i = 0; i < desc->natts; i++) {
-      std::string name = NameStr(TupleDescAttr(desc, i)->attname);
-      if (name == "?column?")
-        throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
-                    "parameter query column " + std::to_string(i + 1) + " has no name", {},
-                    "Name every column: SELECT ... AS <parameter>.");
-      if (std::find(result.names.begin(), result.names.end(), name) != result.names.end())
-        throw Error(ERRCODE_DUPLICATE_COLUMN,
-                    "parameter query returns column \"" + name + "\" twice");
-      result.names.push_back(name);
-      result.types.push_back(TupleDescAttr(desc, i)->atttypid);
-    }
-    Oid internal = get_namespace_oid("syncline_internal", false);
-    ListCell *lc;
-    foreach (lc, source->relationOids) {
-      Oid relid = lfirst_oid(lc);
-      if (get_rel_relkind(relid) != RELKIND_RELATION) continue;
-      Oid nsp = get_rel_namespace(relid);
-      if (nsp == internal || nsp == PG_CATALOG_NAMESPACE) continue;
-      if (std::find(result.tables.begin(), result.tables.end(), relid) == result.tables.end())
-        result.tables.push_back(relid);
-    }
-    // Run it once (no claims, read-only) so missing privileges show now, not
-    // at the first sync.
-    int rc = SPI_execute_plan(plan, nullptr, nullptr, true, 1);
-    if (rc != SPI_OK_SELECT) elog(ERROR, "running the parameter query failed: %d", rc);
-    SPI_freeplan(plan);
+Oid TriggerFunction(const char *function) {
+  Oid funcoid = InvalidOid;
+  // Looked up as the engine: declarers need EXECUTE on the function, not the
+  // right to look into syncline_internal.
+  AsEngine([&] {
+    List *name =
+        list_make2(makeString(pstrdup("syncline_internal")), makeString(pstrdup(function)));
+    funcoid = LookupFuncName(name, 0, nullptr, false);
   });
-  return result;
+  return funcoid;
+}
+
+void RecordExtensionDependency(Oid trigger_oid) {
+  ObjectAddress trigger, extension;
+  ObjectAddressSet(trigger, TriggerRelationId, trigger_oid);
+  ObjectAddressSet(extension, ExtensionRelationId, get_extension_oid("syncline", false));
+  recordDependencyOn(&trigger, &extension, DEPENDENCY_AUTO);
+}
+
+// Creates one of Syncline's triggers on `relid` unless it exists, as the
+// calling user (CREATE TRIGGER's own checks: the TRIGGER privilege on the
+// table, EXECUTE on the function). It fires ALWAYS, also under
+// session_replication_role = replica (logical replication subscribers,
+// pg_restore --disable-triggers), so no write escapes the op log; it goes
+// away with the extension.
+void EnsureTrigger(Oid relid, const TriggerKind &kind) {
+  if (OidIsValid(get_trigger_oid(relid, kind.name, true))) return;
+  CreateTrigStmt *stmt = makeNode(CreateTrigStmt);
+  stmt->trigname = pstrdup(kind.name);
+  stmt->relation =
+      makeRangeVar(get_namespace_name(get_rel_namespace(relid)), get_rel_name(relid), -1);
+  stmt->funcname =
+      list_make2(makeString(pstrdup("syncline_internal")), makeString(pstrdup(kind.function)));
+  stmt->row = kind.row;
+  stmt->timing = kind.timing;
+  stmt->events = kind.events;
+  ObjectAddress address = CreateTriggerFiringOn(
+      stmt, "syncline.create_bucket()", relid, InvalidOid, InvalidOid, InvalidOid,
+      TriggerFunction(kind.function), InvalidOid, nullptr, false, false, TRIGGER_FIRES_ALWAYS);
+  RecordExtensionDependency(address.objectId);
+  CommandCounterIncrement();
+}
+
+// Removes one of Syncline's triggers no rule needs any more. No privilege is
+// checked beyond syncline_admin: the trigger is Syncline's, whoever declared
+// the rule that created it.
+void DropTrigger(Oid relid, const char *name) {
+  Oid trigger_oid = get_trigger_oid(relid, name, true);
+  if (!OidIsValid(trigger_oid)) return;
+  ObjectAddress address;
+  ObjectAddressSet(address, TriggerRelationId, trigger_oid);
+  performDeletion(&address, DROP_RESTRICT, PERFORM_DELETION_INTERNAL);
+}
+
+// The caller may read `relid` and put triggers on it: checked at every
+// declaration (a trigger some earlier declaration created is no licence).
+void CheckTablePrivileges(Oid relid, bool needs_select) {
+  std::string table = get_rel_name(relid);
+  if (needs_select && pg_class_aclcheck(relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
+    throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied for table " + table, {},
+                "The role that declares a bucket must be allowed to SELECT the tables it syncs.");
+  if (pg_class_aclcheck(relid, GetUserId(), ACL_TRIGGER) != ACLCHECK_OK)
+    throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                "permission denied to sync table " + table + ": TRIGGER privilege required", {},
+                "Syncline follows changes with triggers: the declarer must own the table or hold "
+                "GRANT TRIGGER ON " +
+                    table + ".");
+}
+
+// "<system identifier>:<database oid>": tells a restored op id counter from
+// the original one.
+std::string DatabaseIdentity() {
+  return std::to_string(GetSystemIdentifier()) + ":" + std::to_string(MyDatabaseId);
 }
 
 }  // namespace
+
+// Adds (or restarts) the initial copy of every data query over `relid`;
+// `reset` starts each bucket instance the copy finds with a CLEAR.
+void ScheduleInitialCopies(Oid relid, bool reset) {
+  Relation rel = relation_open(relid, AccessShareLock);
+  int64 blocks = RelationGetNumberOfBlocks(rel);
+  relation_close(rel, AccessShareLock);
+  AsEngine([&] {
+    Exec(
+        "INSERT INTO syncline_internal.snapshot_jobs "
+        "  (bucket_name, position, next_block, end_block, reset) "
+        "SELECT d.bucket_name, d.position, 0, $2, $3 FROM syncline_internal.data_queries d "
+        " WHERE d.relation = $1 "
+        "ON CONFLICT (bucket_name, position) DO UPDATE "
+        "  SET next_block = 0, end_block = excluded.end_block, reset = excluded.reset",
+        {REGCLASSOID, INT8OID, BOOLOID},
+        {ObjectIdGetDatum(relid), Int64GetDatum(blocks), BoolGetDatum(reset)}, SPI_OK_INSERT);
+  });
+}
+
+std::string CurrentDatabaseIdentity() { return DatabaseIdentity(); }
+
 }  // namespace syncline
 
 using syncline::Error;
@@ -161,9 +217,9 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
   std::string name;
   std::optional<std::string> parameter_query;
   std::vector<std::string> data_queries;
-  std::string search_path;
-  syncline::ParameterQuery params;
+  syncline::ParameterQueryShape params;
   std::vector<syncline::DataQueryShape> shapes;
+  std::vector<std::vector<std::string>> key_columns;
 
   syncline::PgGuard([&] {
     syncline::CheckAdmin("declare sync rules");
@@ -178,7 +234,6 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
       if (nulls[i]) throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "a data query is NULL");
       data_queries.push_back(TextDatumGetCString(items[i]));
     }
-    search_path = GetConfigOption("search_path", false, false);
   });
   syncline::CheckBucketName(name);
   if (data_queries.empty())
@@ -191,7 +246,7 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
   });
   bool exists = false;
   syncline::PgGuard([&] {
-    syncline::AsOwner([&] {
+    syncline::AsEngine([&] {
       syncline::Exec("SELECT 1 FROM syncline_internal.bucket_definitions WHERE name = $1",
                      {TEXTOID}, {CStringGetTextDatum(name.c_str())}, SPI_OK_SELECT);
       exists = SPI_processed > 0;
@@ -201,6 +256,7 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
     throw Error(ERRCODE_DUPLICATE_OBJECT, "bucket \"" + name + "\" already exists", {},
                 "Drop it first with syncline.drop_bucket('" + name + "').");
 
+  // Names resolve with the caller's search_path, as the caller: once, here.
   if (parameter_query) {
     try {
       params = syncline::AnalyzeParameterQuery(name, parameter_query->c_str());
@@ -213,7 +269,7 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
   for (size_t i = 0; i < data_queries.size(); i++) {
     std::string where = "data query " + std::to_string(i + 1) + " of bucket \"" + name + "\"";
     try {
-      shapes.push_back(syncline::ParseDataQuery(data_queries[i].c_str(), params.names, InvalidOid));
+      shapes.push_back(syncline::ParseDataQuery(data_queries[i].c_str(), params.names, nullptr));
       syncline::DataQueryShape &shape = shapes.back();
       for (size_t j = 0; j + 1 < shapes.size(); j++)
         if (shapes[j].object_type == shape.object_type)
@@ -221,17 +277,11 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
                       "two data queries produce object type \"" + shape.object_type + "\"", {},
                       "Give one of them an alias: SELECT ... FROM " + shape.object_type +
                           " AS other_name.");
+      key_columns.push_back(syncline::PrimaryKeyColumns(shape.relid));
       syncline::PgGuard([&] {
-        Relation rel = relation_open(shape.relid, AccessShareLock);
-        bool has_key = OidIsValid(RelationGetPrimaryKeyIndex(rel));
-        std::string table = RelationGetRelationName(rel);
-        relation_close(rel, AccessShareLock);
-        // Rules publish rows on the declarer's authority: they must be able to read them.
-        if (pg_class_aclcheck(shape.relid, GetUserId(), ACL_SELECT) != ACLCHECK_OK)
-          throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE, "permission denied for table " + table, {},
-                      "The role that declares a bucket must be allowed to SELECT the tables "
-                      "it syncs.");
-        if (!has_key)
+        syncline::CheckTablePrivileges(shape.relid, true);
+        std::string table = get_rel_name(shape.relid);
+        if (key_columns.back().empty())
           throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                       "table \"" + table + "\" has no primary key", {},
                       "Syncline identifies rows by their primary key: ALTER TABLE " + table +
@@ -258,71 +308,86 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
       throw;
     }
   }
+  syncline::PgGuard([&] {
+    for (Oid table : params.tables) syncline::CheckTablePrivileges(table, false);
+  });
 
   syncline::PgGuard([&] {
+    // Wait out every transaction that is writing a synced table and keep new
+    // writers out until this commits: afterwards every writer compiles the
+    // new rules, and every row written before is in the initial copy or was
+    // committed before it starts. (A writer that started earlier would stage
+    // ops with the old rules and the copy would not see its row yet.)
+    // Sorted, so two declarations over the same tables cannot deadlock.
+    std::set<Oid> data_tables;
+    for (const auto &shape : shapes) data_tables.insert(shape.relid);
+    for (Oid relid : data_tables) LockRelationOid(relid, ShareRowExclusiveLock);
+
     std::vector<std::string> type_names;
-    for (Oid type : params.types) type_names.push_back(format_type_be(type));
-    syncline::AsOwner([&] {
+    for (Oid type : params.types) type_names.push_back(format_type_be_qualified(type));
+    Oid definer = GetUserId();
+    syncline::AsEngine([&] {
       syncline::Exec(
           "INSERT INTO syncline_internal.bucket_definitions "
-          "  (name, parameter_query, parameter_names, parameter_types, definer, search_path) "
-          "VALUES ($1, $2, $3, $4::regtype[], $5, $6)",
-          {TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, OIDOID, TEXTOID},
+          "  (name, parameter_query, parameter_query_source, parameter_names, parameter_types, "
+          "   definer) "
+          "VALUES ($1, $2, $3, $4, $5::regtype[], $6)",
+          {TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTARRAYOID, REGROLEOID},
           {CStringGetTextDatum(name.c_str()),
+           parameter_query ? CStringGetTextDatum(params.canonical.c_str()) : Datum(0),
            parameter_query ? CStringGetTextDatum(parameter_query->c_str()) : Datum(0),
            syncline::TextArray(params.names), syncline::TextArray(type_names),
-           ObjectIdGetDatum(GetUserId()), CStringGetTextDatum(search_path.c_str())},
-          SPI_OK_INSERT, parameter_query ? "      " : " n    ");
+           ObjectIdGetDatum(definer)},
+          SPI_OK_INSERT, parameter_query ? "      " : " nn   ");
       for (size_t i = 0; i < shapes.size(); i++) {
+        const std::string &filter = shapes[i].canonical_filter;
         syncline::Exec(
             "INSERT INTO syncline_internal.data_queries "
-            "  (bucket_name, position, table_oid, object_type, query) VALUES ($1, $2, $3, $4, $5)",
-            {TEXTOID, INT4OID, OIDOID, TEXTOID, TEXTOID},
+            "  (bucket_name, position, relation, object_type, query, filter, key_columns) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            {TEXTOID, INT4OID, REGCLASSOID, TEXTOID, TEXTOID, TEXTOID, TEXTARRAYOID},
             {CStringGetTextDatum(name.c_str()), Int32GetDatum(static_cast<int32>(i + 1)),
              ObjectIdGetDatum(shapes[i].relid), CStringGetTextDatum(shapes[i].object_type.c_str()),
-             CStringGetTextDatum(data_queries[i].c_str())},
-            SPI_OK_INSERT);
+             CStringGetTextDatum(data_queries[i].c_str()),
+             filter.empty() ? Datum(0) : CStringGetTextDatum(filter.c_str()),
+             syncline::TextArray(key_columns[i])},
+            SPI_OK_INSERT, filter.empty() ? "     n " : "       ");
       }
       for (Oid table : params.tables) {
         syncline::Exec(
-            "INSERT INTO syncline_internal.parameter_tables (bucket_name, table_oid) "
+            "INSERT INTO syncline_internal.parameter_tables (bucket_name, relation) "
             "VALUES ($1, $2)",
-            {TEXTOID, OIDOID}, {CStringGetTextDatum(name.c_str()), ObjectIdGetDatum(table)},
+            {TEXTOID, REGCLASSOID}, {CStringGetTextDatum(name.c_str()), ObjectIdGetDatum(table)},
             SPI_OK_INSERT);
       }
     });
-    // Triggers, as the caller: creating them needs ownership of the table.
-    std::set<Oid> done;
+    // Triggers, as the caller.
+    for (Oid relid : data_tables) {
+      syncline::EnsureTrigger(relid, syncline::kRowKind);
+      syncline::EnsureTrigger(relid, syncline::kTruncateKind);
+      CacheInvalidateRelcacheByRelid(relid);
+    }
+    // Rows already in the tables reach clients through an initial copy that
+    // the flusher makes in block ranges, without blocking writers.
     for (size_t i = 0; i < shapes.size(); i++) {
-      Oid relid = shapes[i].relid;
-      if (done.insert(relid).second) {
-        syncline::EnsureTrigger(relid, syncline::kRowTrigger, "AFTER INSERT OR UPDATE OR DELETE",
-                                "FOR EACH ROW", "row_trigger");
-        syncline::EnsureTrigger(relid, syncline::kTruncateTrigger, "BEFORE TRUNCATE",
-                                "FOR EACH STATEMENT", "truncate_trigger");
-        CacheInvalidateRelcacheByRelid(relid);
-      }
-      // Rows already in the table reach clients through an initial copy that
-      // the flusher makes in block ranges, without blocking writers.
-      Relation rel = relation_open(relid, AccessShareLock);
+      Relation rel = relation_open(shapes[i].relid, AccessShareLock);
       int64 blocks = RelationGetNumberOfBlocks(rel);
       relation_close(rel, AccessShareLock);
-      if (blocks > 0) {
-        syncline::AsOwner([&] {
-          syncline::Exec(
-              "INSERT INTO syncline_internal.snapshot_jobs "
-              "  (bucket_name, position, next_block, end_block) VALUES ($1, $2, 0, $3)",
-              {TEXTOID, INT4OID, INT8OID},
-              {CStringGetTextDatum(name.c_str()), Int32GetDatum(static_cast<int32>(i + 1)),
-               Int64GetDatum(blocks)},
-              SPI_OK_INSERT);
-        });
-      }
+      if (blocks == 0) continue;
+      syncline::AsEngine([&] {
+        syncline::Exec(
+            "INSERT INTO syncline_internal.snapshot_jobs "
+            "  (bucket_name, position, next_block, end_block) VALUES ($1, $2, 0, $3)",
+            {TEXTOID, INT4OID, INT8OID},
+            {CStringGetTextDatum(name.c_str()), Int32GetDatum(static_cast<int32>(i + 1)),
+             Int64GetDatum(blocks)},
+            SPI_OK_INSERT);
+      });
     }
-    for (Oid table : params.tables)
-      syncline::EnsureTrigger(table, syncline::kParameterTrigger,
-                              "AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE", "FOR EACH STATEMENT",
-                              "parameter_trigger");
+    for (Oid table : params.tables) {
+      syncline::EnsureTrigger(table, syncline::kParameterKind);
+      syncline::EnsureTrigger(table, syncline::kParameterTruncateKind);
+    }
     syncline::StageMarker(syncline::kStagedRulesChanged, name.c_str(), nullptr);
     SPI_finish();
   });
@@ -339,24 +404,17 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
     std::vector<Oid> data_tables, parameter_tables;
     std::vector<Oid> remaining_data, remaining_parameter;
-    syncline::AsOwner([&] {
+    syncline::AsEngine([&] {
       Datum arg = CStringGetTextDatum(name.c_str());
       syncline::Exec(
-          "SELECT DISTINCT table_oid FROM syncline_internal.data_queries WHERE bucket_name = $1",
+          "SELECT DISTINCT relation::oid FROM syncline_internal.data_queries "
+          " WHERE bucket_name = $1",
           {TEXTOID}, {arg}, SPI_OK_SELECT);
-      for (uint64 i = 0; i < SPI_processed; i++) {
-        bool isnull;
-        data_tables.push_back(DatumGetObjectId(
-            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
-      }
+      data_tables = syncline::OidColumn();
       syncline::Exec(
-          "SELECT table_oid FROM syncline_internal.parameter_tables WHERE bucket_name = $1",
+          "SELECT relation::oid FROM syncline_internal.parameter_tables WHERE bucket_name = $1",
           {TEXTOID}, {arg}, SPI_OK_SELECT);
-      for (uint64 i = 0; i < SPI_processed; i++) {
-        bool isnull;
-        parameter_tables.push_back(DatumGetObjectId(
-            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
-      }
+      parameter_tables = syncline::OidColumn();
       syncline::Exec("DELETE FROM syncline_internal.bucket_definitions WHERE name = $1", {TEXTOID},
                      {arg}, SPI_OK_DELETE);
       found = SPI_processed > 0;
@@ -367,20 +425,12 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
         std::string sql = std::string("DELETE FROM syncline_internal.") + table + range;
         syncline::Exec(sql.c_str(), {TEXTOID}, {arg}, SPI_OK_DELETE);
       }
-      syncline::Exec("SELECT DISTINCT table_oid FROM syncline_internal.data_queries", {}, {},
+      syncline::Exec("SELECT DISTINCT relation::oid FROM syncline_internal.data_queries", {}, {},
                      SPI_OK_SELECT);
-      for (uint64 i = 0; i < SPI_processed; i++) {
-        bool isnull;
-        remaining_data.push_back(DatumGetObjectId(
-            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
-      }
-      syncline::Exec("SELECT DISTINCT table_oid FROM syncline_internal.parameter_tables", {}, {},
-                     SPI_OK_SELECT);
-      for (uint64 i = 0; i < SPI_processed; i++) {
-        bool isnull;
-        remaining_parameter.push_back(DatumGetObjectId(
-            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
-      }
+      remaining_data = syncline::OidColumn();
+      syncline::Exec("SELECT DISTINCT relation::oid FROM syncline_internal.parameter_tables", {},
+                     {}, SPI_OK_SELECT);
+      remaining_parameter = syncline::OidColumn();
     });
     if (!found) return;
     auto contains = [](const std::vector<Oid> &v, Oid x) {
@@ -395,8 +445,10 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
       CacheInvalidateRelcacheByRelid(relid);
     }
     for (Oid relid : parameter_tables) {
-      if (get_rel_name(relid) != nullptr && !contains(remaining_parameter, relid))
+      if (get_rel_name(relid) != nullptr && !contains(remaining_parameter, relid)) {
         syncline::DropTrigger(relid, syncline::kParameterTrigger);
+        syncline::DropTrigger(relid, syncline::kParameterTruncateTrigger);
+      }
     }
     syncline::StageMarker(syncline::kStagedRulesChanged, name.c_str(), nullptr);
     SPI_finish();
@@ -404,5 +456,283 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
   if (!found)
     throw Error(ERRCODE_UNDEFINED_OBJECT, "bucket \"" + name + "\" does not exist", {},
                 "syncline_internal.bucket_definitions lists the declared buckets.");
+  PG_RETURN_VOID();
+}
+
+// syncline_internal.attach_trigger(trigger oid), from the DDL event trigger
+// after CREATE TRIGGER / ALTER TRIGGER: a trigger of Syncline's created by a
+// plain statement (pg_restore recreating a dumped database does exactly this)
+// gets Syncline's guarantees: it fires ALWAYS, goes away with the extension,
+// keeps its name, and a row trigger rebuilds the op log of its table from the
+// rows it holds (after a restore the op log is empty: see the install script).
+SYNCLINE_FUNCTION(syncline_attach_trigger) {
+  Oid trigger_oid = PG_GETARG_OID(0);
+  syncline::PgGuard([&] {
+    if (IsBinaryUpgrade) return;  // pg_upgrade keeps the op log as it is
+    Relation triggers = table_open(TriggerRelationId, AccessShareLock);
+    ScanKeyData key;
+    ScanKeyInit(&key, Anum_pg_trigger_oid, BTEqualStrategyNumber, F_OIDEQ,
+                ObjectIdGetDatum(trigger_oid));
+    SysScanDesc scan = systable_beginscan(triggers, TriggerOidIndexId, true, nullptr, 1, &key);
+    HeapTuple tuple = systable_getnext(scan);
+    if (!HeapTupleIsValid(tuple)) {
+      systable_endscan(scan);
+      table_close(triggers, AccessShareLock);
+      return;
+    }
+    auto *form = reinterpret_cast<Form_pg_trigger>(GETSTRUCT(tuple));
+    Oid relid = form->tgrelid;
+    Oid function = form->tgfoid;
+    std::string name = NameStr(form->tgname);
+    bool row = TRIGGER_FOR_ROW(form->tgtype);
+    char enabled = form->tgenabled;
+    systable_endscan(scan);
+    table_close(triggers, AccessShareLock);
+
+    const syncline::TriggerKind *kind = nullptr;
+    for (const syncline::TriggerKind *k :
+         {&syncline::kRowKind, &syncline::kTruncateKind, &syncline::kParameterKind,
+          &syncline::kParameterTruncateKind}) {
+      if (function == syncline::TriggerFunction(k->function) && k->row == row) kind = k;
+    }
+    if (kind == nullptr) return;  // not one of Syncline's
+    if (name != kind->name)
+      throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
+                  "Syncline's trigger on table " + std::string(get_rel_name(relid)) +
+                      " must be named \"" + kind->name + "\", not \"" + name + "\"",
+                  {}, "Syncline finds and removes its triggers by name.");
+    Relation rel = table_open(relid, ShareRowExclusiveLock);
+    if (enabled != TRIGGER_FIRES_ALWAYS)
+      EnableDisableTrigger(rel, kind->name, TRIGGER_FIRES_ALWAYS, false, ShareRowExclusiveLock);
+    table_close(rel, NoLock);
+    syncline::RecordExtensionDependency(trigger_oid);
+    CacheInvalidateRelcacheByRelid(relid);
+    if (kind != &syncline::kRowKind) return;
+
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    // A restored op id counter (it names another database) jumps past
+    // everything the original may have handed out since the dump, and the
+    // rebuilt buckets start with a CLEAR, so clients that synced against the
+    // original drop what they hold and converge without a checksum failure.
+    std::string identity = syncline::DatabaseIdentity();
+    syncline::AsEngine([&] {
+      syncline::Exec(
+          "UPDATE syncline_internal.state SET last_op_id = last_op_id + $1, origin = $2 "
+          " WHERE origin IS DISTINCT FROM $2",
+          {INT8OID, TEXTOID},
+          {Int64GetDatum(syncline::kRestoreOpIdGap), CStringGetTextDatum(identity.c_str())},
+          SPI_OK_UPDATE);
+    });
+    syncline::ScheduleInitialCopies(relid, true);
+    SPI_finish();
+    syncline::WakeFlusherAtCommit();
+  });
+  PG_RETURN_VOID();
+}
+
+// syncline_internal.check_parameter_queries(relid): after DDL, every stored
+// parameter query (those reading `relid`, or all when it is NULL) must still
+// be valid SQL for its declarer; if not, the DDL is refused and names the
+// rule, as a view's dependencies would be.
+SYNCLINE_FUNCTION(syncline_check_parameter_queries) {
+  std::optional<Oid> relid;
+  if (!PG_ARGISNULL(0)) relid = PG_GETARG_OID(0);
+  struct Rule {
+    std::string name, query;
+    Oid definer;
+  };
+  std::vector<Rule> rules;
+  syncline::PgGuard([&] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    syncline::AsEngine([&] {
+      syncline::Exec(
+          "SELECT b.name, b.parameter_query, b.definer::oid "
+          "  FROM syncline_internal.bucket_definitions b "
+          " WHERE b.parameter_query IS NOT NULL AND ($1 IS NULL OR EXISTS ("
+          "   SELECT FROM syncline_internal.parameter_tables p "
+          "    WHERE p.bucket_name = b.name AND p.relation = $1)) ORDER BY b.name",
+          {REGCLASSOID}, {relid ? ObjectIdGetDatum(*relid) : Datum(0)}, SPI_OK_SELECT,
+          relid ? " " : "n");
+      for (uint64 i = 0; i < SPI_processed; i++) {
+        bool isnull;
+        rules.push_back({SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+                         SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+                         DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
+                                                        SPI_tuptable->tupdesc, 3, &isnull))});
+      }
+    });
+  });
+  for (const Rule &rule : rules) {
+    try {
+      syncline::PgGuard([&] {
+        syncline::RunAs(rule.definer, [&] {
+          SPIPlanPtr plan = SPI_prepare(rule.query.c_str(), 0, nullptr);
+          if (plan == nullptr)
+            elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+          SPI_freeplan(plan);
+        });
+      });
+    } catch (Error &e) {
+      throw Error(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+                  "the parameter query of sync rule \"" + rule.name + "\" depends on it",
+                  std::string("Without it the query fails: ") + e.message(),
+                  "Drop the bucket first: SELECT syncline.drop_bucket('" + rule.name + "');");
+    }
+  }
+  syncline::PgGuard([] { SPI_finish(); });
+  PG_RETURN_VOID();
+}
+
+// syncline_internal.upgrade_rules_0_2(), run once by ALTER EXTENSION syncline
+// UPDATE from 0.1: every stored rule is resolved again as its declarer under
+// the search_path it was declared with (what 0.1 did at every use) and stored
+// in canonical, schema-qualified form; the triggers get 0.2's shape (ALWAYS,
+// row-level parameter triggers that skip no-op statements, a dependency on
+// the extension). A rule 0.2 refuses (a filter calling a user-defined
+// function) stops the upgrade with an error that names it.
+SYNCLINE_FUNCTION(syncline_upgrade_rules_0_2) {
+  struct Query {
+    std::string bucket, text;
+    int32 position;
+    Oid relid;
+  };
+  struct Definition {
+    std::string name, parameter_query, search_path;
+    std::vector<std::string> parameter_names;
+    Oid definer;
+    std::vector<Query> queries;
+  };
+  std::vector<Definition> definitions;
+  std::vector<Oid> data_tables, parameter_tables;
+  syncline::PgGuard([&] {
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    syncline::AsEngine([&] {
+      syncline::Exec(
+          "SELECT name, parameter_query, coalesce(search_path, ''), definer::oid, "
+          "       array_to_string(parameter_names, ',') "
+          "  FROM syncline_internal.bucket_definitions ORDER BY name",
+          {}, {}, SPI_OK_SELECT);
+      for (uint64 i = 0; i < SPI_processed; i++) {
+        HeapTuple row = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        bool isnull;
+        Definition def;
+        def.name = SPI_getvalue(row, desc, 1);
+        char *query = SPI_getvalue(row, desc, 2);
+        def.parameter_query = query ? query : "";
+        def.search_path = SPI_getvalue(row, desc, 3);
+        def.definer = DatumGetObjectId(SPI_getbinval(row, desc, 4, &isnull));
+        std::string names = SPI_getvalue(row, desc, 5);
+        for (size_t start = 0; !names.empty() && start <= names.size();) {
+          size_t comma = names.find(',', start);
+          if (comma == std::string::npos) comma = names.size();
+          def.parameter_names.push_back(names.substr(start, comma - start));
+          start = comma + 1;
+        }
+        definitions.push_back(std::move(def));
+      }
+      syncline::Exec(
+          "SELECT bucket_name, position, relation::oid, query FROM syncline_internal.data_queries "
+          " ORDER BY bucket_name, position",
+          {}, {}, SPI_OK_SELECT);
+      for (uint64 i = 0; i < SPI_processed; i++) {
+        HeapTuple row = SPI_tuptable->vals[i];
+        TupleDesc desc = SPI_tuptable->tupdesc;
+        bool isnull;
+        Query q{SPI_getvalue(row, desc, 1), SPI_getvalue(row, desc, 4),
+                DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull)),
+                DatumGetObjectId(SPI_getbinval(row, desc, 3, &isnull))};
+        for (Definition &def : definitions)
+          if (def.name == q.bucket) def.queries.push_back(q);
+        if (std::find(data_tables.begin(), data_tables.end(), q.relid) == data_tables.end())
+          data_tables.push_back(q.relid);
+      }
+      syncline::Exec("SELECT DISTINCT relation::oid FROM syncline_internal.parameter_tables", {},
+                     {}, SPI_OK_SELECT);
+      parameter_tables = syncline::OidColumn();
+    });
+  });
+
+  for (const Definition &def : definitions) {
+    std::string canonical;
+    if (!def.parameter_query.empty()) {
+      try {
+        syncline::RunAs(def.definer, [&] {
+          syncline::WithSearchPath(def.search_path.c_str(), [&] {
+            canonical =
+                syncline::AnalyzeParameterQuery(def.name, def.parameter_query.c_str()).canonical;
+          });
+        });
+      } catch (Error &e) {
+        e.AddContext("upgrading the parameter query of bucket \"" + def.name + "\"");
+        throw;
+      }
+    }
+    syncline::PgGuard([&] {
+      syncline::AsEngine([&] {
+        syncline::Exec(
+            "UPDATE syncline_internal.bucket_definitions "
+            "   SET parameter_query_source = parameter_query, parameter_query = $2 "
+            " WHERE name = $1",
+            {TEXTOID, TEXTOID},
+            {CStringGetTextDatum(def.name.c_str()),
+             canonical.empty() ? Datum(0) : CStringGetTextDatum(canonical.c_str())},
+            SPI_OK_UPDATE, canonical.empty() ? " n" : "  ");
+      });
+    });
+    for (const Query &q : def.queries) {
+      syncline::DataQueryShape shape;
+      syncline::StoredDataQuery stored;
+      stored.relid = q.relid;
+      stored.from_declared_text = true;
+      try {
+        syncline::RunAs(def.definer, [&] {
+          syncline::WithSearchPath(def.search_path.c_str(), [&] {
+            shape = syncline::ParseDataQuery(q.text.c_str(), def.parameter_names, &stored);
+          });
+        });
+      } catch (Error &e) {
+        e.InQuery(q.text.c_str())
+            .AddContext("upgrading data query " + std::to_string(q.position) + " of bucket \"" +
+                        def.name + "\"");
+        throw;
+      }
+      std::vector<std::string> keys = syncline::PrimaryKeyColumns(q.relid);
+      syncline::PgGuard([&] {
+        syncline::AsEngine([&] {
+          const std::string &filter = shape.canonical_filter;
+          syncline::Exec(
+              "UPDATE syncline_internal.data_queries SET filter = $3, key_columns = $4 "
+              " WHERE bucket_name = $1 AND position = $2",
+              {TEXTOID, INT4OID, TEXTOID, TEXTARRAYOID},
+              {CStringGetTextDatum(q.bucket.c_str()), Int32GetDatum(q.position),
+               filter.empty() ? Datum(0) : CStringGetTextDatum(filter.c_str()),
+               syncline::TextArray(keys)},
+              SPI_OK_UPDATE, filter.empty() ? "  n " : "    ");
+        });
+      });
+    }
+  }
+
+  syncline::PgGuard([&] {
+    for (Oid relid : data_tables) {
+      Relation rel = table_open(relid, ShareRowExclusiveLock);
+      for (const char *name : {syncline::kRowTrigger, syncline::kTruncateTrigger}) {
+        Oid trigger_oid = get_trigger_oid(relid, name, true);
+        if (!OidIsValid(trigger_oid)) continue;
+        EnableDisableTrigger(rel, name, TRIGGER_FIRES_ALWAYS, false, ShareRowExclusiveLock);
+      }
+      table_close(rel, NoLock);
+      CacheInvalidateRelcacheByRelid(relid);
+    }
+    // 0.1's parameter trigger fired once per statement, changed or not.
+    for (Oid relid : parameter_tables) {
+      syncline::DropTrigger(relid, syncline::kParameterTrigger);
+      CommandCounterIncrement();
+      syncline::EnsureTrigger(relid, syncline::kParameterKind);
+      syncline::EnsureTrigger(relid, syncline::kParameterTruncateKind);
+    }
+    SPI_finish();
+  });
   PG_RETURN_VOID();
 }

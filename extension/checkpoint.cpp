@@ -24,18 +24,18 @@ namespace {
 
 struct Definition {
   std::string name;
-  std::optional<std::string> parameter_query;
+  std::optional<std::string> parameter_query;  // canonical text
   Oid definer = InvalidOid;
-  std::optional<std::string> search_path;
 };
 
-// Runs one definition's parameter query as its definer; appends instance ids.
+// Runs one definition's parameter query as its definer (restricted security
+// context, pinned search_path); appends instance ids.
 void AddInstances(const Definition &def, std::vector<std::string> &ids) {
   if (!def.parameter_query) {
     ids.push_back(def.name + "[]");
     return;
   }
-  WithRuleEnvironment(def.search_path ? def.search_path->c_str() : nullptr, def.definer, [&] {
+  RunAs(def.definer, [&] {
     int rc = SPI_execute(def.parameter_query->c_str(), true, max_buckets_per_user + 1);
     if (rc != SPI_OK_SELECT)
       elog(ERROR, "parameter query of bucket \"%s\" is not a SELECT", def.name.c_str());
@@ -76,12 +76,12 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
     Jsonb *claims = PG_GETARG_JSONB_P(0);
     char *claims_text = JsonbToCString(nullptr, &claims->root, VARSIZE(claims));
     int nest_level = NewGUCNestLevel();
-    (void)set_config_option("syncline.claims", claims_text, PGC_USERSET, PGC_S_SESSION,
+    (void)set_config_option("syncline.claims", claims_text, PGC_SUSET, PGC_S_SESSION,
                             GUC_ACTION_SAVE, true, 0, false);
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
     // read_only: every query below runs in this call's one snapshot.
     int rc = SPI_execute(
-        "SELECT name, parameter_query, definer, search_path "
+        "SELECT name, parameter_query, definer::oid "
         "  FROM syncline_internal.bucket_definitions ORDER BY name",
         true, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket definitions failed");
@@ -94,8 +94,6 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
       Datum query = SPI_getbinval(tuple, desc, 2, &isnull);
       if (!isnull) def.parameter_query = TextDatumGetCString(query);
       def.definer = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
-      Datum path = SPI_getbinval(tuple, desc, 4, &isnull);
-      if (!isnull) def.search_path = TextDatumGetCString(path);
       definitions.push_back(std::move(def));
     }
     for (const syncline::Definition &def : definitions) {
@@ -123,7 +121,8 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
     Oid types[1] = {TEXTARRAYOID};
     Datum args[1] = {PointerGetDatum(id_array)};
     rc = SPI_execute_with_args(
-        "SELECT (SELECT last_op_id FROM syncline_internal.state), s.bucket, s.checksum, "
+        "SELECT coalesce((SELECT last_op_id FROM syncline_internal.state), 0), s.bucket, "
+        "       s.checksum, "
         "       s.count, s.last_op_id "
         "  FROM (SELECT 1) one LEFT JOIN syncline_internal.bucket_state s "
         "    ON s.bucket = ANY($1) ORDER BY s.bucket",

@@ -9,7 +9,13 @@ extern "C" {
 #include "storage/bufmgr.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/datum.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
 }
 
 #include <string>
@@ -17,6 +23,7 @@ extern "C" {
 #include <vector>
 
 #include "json_text.hpp"
+#include "rule_env.hpp"
 #include "spi_util.hpp"
 #include "rule_cache.hpp"
 #include "staging.hpp"
@@ -27,34 +34,65 @@ namespace {
 // Publishes every staged op visible to this statement's snapshot: numbers
 // them after $1 in staging order (initial-copy ops first), appends them to
 // the op log, and folds them into the running bucket state. Ops of buckets
-// not among the definitions $2 (dropped meanwhile) are discarded. Returns
-// (ops, markers, tables whose parameter inputs changed, rules changed, write
-// markers' client ids and seqs). It has no joins, so its generic plan (made
-// when pending may have been empty) stays good for any batch size.
+// not among the definitions $2 (dropped meanwhile) are discarded. While $3
+// (a restore's rebuild is running), a bucket instance that has no state yet
+// starts with a CLEAR. Returns (ops, markers, tables whose parameter inputs
+// changed, rules changed, write markers' client ids and seqs), and records
+// the buckets it changed for syncline.changes(). Bucket state is updated
+// in place (a plain UPDATE is HOT and writes no lock record, unlike ON
+// CONFLICT DO UPDATE) and created for new buckets (the rows the update
+// found conflict and are skipped): only the flusher writes it, under the
+// flush lock. Its one join (totals to bucket_state) must stay a nested
+// loop over the primary key whatever the table sizes were when the generic
+// plan was made: FlushStep runs it with hash and merge joins and sequential
+// scans turned off.
 const char *kFlushSql = R"sql(
 WITH moved AS (
   DELETE FROM syncline_internal.pending RETURNING *),
+live AS (
+  SELECT m.* FROM moved m
+   WHERE m.op IN (1, 2, 4) AND split_part(m.bucket, '[', 1) = ANY ($2::text[])),
+cleared AS (
+  SELECT DISTINCT l.bucket FROM live l
+   WHERE $3 AND NOT EXISTS (SELECT FROM syncline_internal.bucket_state s
+                             WHERE s.bucket = l.bucket)),
 numbered AS (
-  SELECT m.bucket, m.op, m.object_type, m.object_id, m.data, m.checksum,
-         $1 + row_number() OVER (ORDER BY m.seq) AS op_id
-    FROM moved m
-   WHERE m.op IN (1, 2) AND split_part(m.bucket, '[', 1) = ANY ($2::text[])),
+  SELECT x.bucket, x.op, x.object_type, x.object_id, x.data, x.checksum,
+         $1 + row_number() OVER (ORDER BY x.generated, x.seq) AS op_id
+    FROM (SELECT c.bucket, 4::smallint AS op, NULL::text AS object_type, NULL::text AS object_id,
+                 NULL::text AS data, 0::bigint AS checksum, 0 AS generated, 0::bigint AS seq
+            FROM cleared c
+          UNION ALL
+          SELECT l.bucket, l.op, l.object_type, l.object_id, l.data, l.checksum, 1, l.seq
+            FROM live l) x),
 inserted AS (
   INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
   SELECT bucket, op_id, op, object_type, object_id, data, checksum FROM numbered),
-state AS (
-  INSERT INTO syncline_internal.bucket_state AS s (bucket, checksum, count, last_op_id)
-  SELECT bucket, sum(checksum) % 4294967296, count(*), max(op_id) FROM numbered GROUP BY bucket
-  ON CONFLICT (bucket) DO UPDATE
-    SET checksum = (s.checksum + excluded.checksum) % 4294967296,
-        count = s.count + excluded.count,
-        last_op_id = excluded.last_op_id)
-SELECT (SELECT count(*) FROM numbered),
-       (SELECT count(*) FROM moved WHERE op >= 10),
-       (SELECT coalesce(array_agg(DISTINCT m.object_id::oid), '{}') FROM moved m WHERE m.op = 10),
-       (SELECT count(*) > 0 FROM moved WHERE op = 12),
-       (SELECT coalesce(array_agg(m.object_id ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11),
-       (SELECT coalesce(array_agg(m.data::bigint ORDER BY m.seq), '{}') FROM moved m WHERE m.op = 11)
+totals AS (
+  SELECT bucket, sum(checksum) % 4294967296 AS checksum, count(*) AS n, max(op_id) AS last_op_id
+    FROM numbered GROUP BY bucket),
+updated AS (
+  UPDATE syncline_internal.bucket_state s
+     SET checksum = (s.checksum + t.checksum) % 4294967296,
+         count = s.count + t.n,
+         last_op_id = t.last_op_id
+    FROM totals t
+   WHERE s.bucket = t.bucket),
+created AS (
+  INSERT INTO syncline_internal.bucket_state (bucket, checksum, count, last_op_id)
+  SELECT t.bucket, t.checksum, t.n, t.last_op_id FROM totals t
+  ON CONFLICT (bucket) DO NOTHING),
+flushed AS (
+  INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets)
+  SELECT max(last_op_id), $1, array_agg(bucket) FROM totals HAVING count(*) > 0),
+markers AS (
+  SELECT count(*) AS n,
+         coalesce(array_agg(DISTINCT m.object_id::oid) FILTER (WHERE m.op = 10), '{}') AS tables,
+         count(*) FILTER (WHERE m.op = 12) > 0 AS rules_changed,
+         coalesce(array_agg(m.object_id ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS clients,
+         coalesce(array_agg(m.data::bigint ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS seqs
+    FROM moved m WHERE m.op >= 10)
+SELECT (SELECT count(*) FROM numbered), n, tables, rules_changed, clients, seqs FROM markers
 )sql";
 
 int64 FetchInt64(int row, int column) {
@@ -70,7 +108,7 @@ int64 FetchInt64(int row, int column) {
 bool CopySnapshotChunk(int64 max_blocks, bool *more) {
   *more = false;
   static const char *kJobsSql =
-      "SELECT j.bucket_name, j.position, j.next_block, j.end_block, d.table_oid "
+      "SELECT j.bucket_name, j.position, j.next_block, j.end_block, d.relation::oid "
       "  FROM syncline_internal.snapshot_jobs j "
       "  JOIN syncline_internal.data_queries d USING (bucket_name, position) "
       " ORDER BY j.bucket_name, j.position LIMIT 2";
@@ -130,8 +168,12 @@ bool CopySnapshotChunk(int64 max_blocks, bool *more) {
   return true;
 }
 
-// NOTIFY payloads are limited to 8000 bytes; the write list stops well short.
-constexpr size_t kMaxPayloadWrites = 6000;
+// NOTIFY payloads are limited to 8000 bytes (a longer one raises an ERROR and
+// would stop every flush). The definitions list gets at most this much; past
+// it the payload says rules_changed (everyone rechecks) instead. The write
+// list gets what is left below kMaxPayload.
+constexpr size_t kMaxPayloadDefinitions = 2000;
+constexpr size_t kMaxPayload = 7800;
 
 // The client batches a flush published: the write markers' client ids and seqs.
 struct PublishedWrite {
@@ -157,19 +199,20 @@ std::vector<PublishedWrite> PublishedWrites(Datum writes, Datum write_seqs) {
 // cap, "writes_truncated":true tells it to look the rest up.
 void AppendWrites(std::string &payload, const std::vector<PublishedWrite> &writes) {
   if (writes.empty()) return;
-  size_t start = payload.size();
   payload += ",\"writes\":[";
+  std::string entry;
   for (size_t i = 0; i < writes.size(); i++) {
-    if (payload.size() - start > kMaxPayloadWrites) {
+    entry.assign(i > 0 ? ",[" : "[");
+    AppendJsonString(entry, TextDatumGetCString(writes[i].client_id));
+    entry.push_back(',');
+    entry += std::to_string(writes[i].seq);
+    entry.push_back(']');
+    // Room for this entry, the closing bracket and the truncation flag.
+    if (payload.size() + entry.size() + 32 > kMaxPayload) {
       payload += "],\"writes_truncated\":true";
       return;
     }
-    if (i > 0) payload.push_back(',');
-    payload.push_back('[');
-    AppendJsonString(payload, TextDatumGetCString(writes[i].client_id));
-    payload.push_back(',');
-    payload += std::to_string(writes[i].seq);
-    payload.push_back(']');
+    payload += entry;
   }
   payload.push_back(']');
 }
@@ -191,26 +234,43 @@ FlushResult FlushStep(int64 copy_blocks) {
   static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
   int rc = ExecPrepared(kLockSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT) elog(ERROR, "taking the syncline flush lock failed");
-  static const char *kStateSql = "SELECT last_op_id FROM syncline_internal.state";
+  // The op id counter (no row yet: nothing was ever published), and whether
+  // a restore's rebuild is running (before the copy below may finish it).
+  // In one statement: the op id counter (no row yet: nothing was ever
+  // published), whether initial copies are waiting and whether one is a
+  // restore's rebuild (read before the copy below may finish it), and the
+  // bucket definitions (ops of others were staged for a dropped bucket).
+  static const char *kStateSql =
+      "SELECT (SELECT last_op_id FROM syncline_internal.state), "
+      "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs), "
+      "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs WHERE reset), "
+      "       (SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions)";
   rc = ExecPrepared(kStateSql, 0, nullptr, nullptr);
-  if (rc != SPI_OK_SELECT || SPI_processed != 1)
-    elog(ERROR, "syncline_internal.state must hold exactly one row");
+  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading syncline state failed");
   int64 last_op_id = FetchInt64(0, 1);
   int64 start_op_id = last_op_id;
-
-  bool copied = copy_blocks > 0 && CopySnapshotChunk(copy_blocks, &result.more_copy);
-  (void)copied;
-
-  static const char *kDefinitionsSql =
-      "SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions";
-  rc = ExecPrepared(kDefinitionsSql, 0, nullptr, nullptr);
-  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading bucket definitions failed");
   bool isnull;
-  Datum names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+  bool copies_waiting =
+      DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+  bool resetting =
+      DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+  Datum names = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull),
+                          false, -1);
 
-  Oid types[2] = {INT8OID, TEXTARRAYOID};
-  Datum args[2] = {Int64GetDatum(last_op_id), names};
-  rc = ExecPrepared(kFlushSql, 2, types, args);
+  if (copy_blocks > 0 && copies_waiting) (void)CopySnapshotChunk(copy_blocks, &result.more_copy);
+
+  Oid types[3] = {INT8OID, TEXTARRAYOID, BOOLOID};
+  Datum args[3] = {Int64GetDatum(last_op_id), names, BoolGetDatum(resetting)};
+  // Nested loops over the key for the one join (see kFlushSql), and room to
+  // sort and hold a big flush (a bulk load's) in memory.
+  int nest_level = NewGUCNestLevel();
+  for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
+    (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                            false);
+  (void)set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                          0, false);
+  rc = ExecPrepared(kFlushSql, 3, types, args);
+  AtEOXact_GUC(true, nest_level);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
   result.ops = FetchInt64(0, 1);
   result.markers = FetchInt64(0, 2);
@@ -222,10 +282,16 @@ FlushResult FlushStep(int64 copy_blocks) {
   last_op_id += result.ops;
 
   if (result.ops > 0) {
-    Datum update_args[1] = {Int64GetDatum(last_op_id)};
-    static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
-    rc = ExecPrepared(kAdvanceSql, 1, types, update_args);
-    if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
+    // The first op ever published creates the counter, recording which
+    // database it belongs to (a restore into another one is told apart).
+    static std::string identity = CurrentDatabaseIdentity();
+    Oid advance_types[2] = {INT8OID, TEXTOID};
+    Datum advance_args[2] = {Int64GetDatum(last_op_id), CStringGetTextDatum(identity.c_str())};
+    static const char *kAdvanceSql =
+        "INSERT INTO syncline_internal.state AS s (singleton, last_op_id, origin) "
+        "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET last_op_id = $1";
+    rc = ExecPrepared(kAdvanceSql, 2, advance_types, advance_args);
+    if (rc != SPI_OK_INSERT) elog(ERROR, "updating syncline state failed");
   }
   // Client batches published by this flush: their write checkpoint is now.
   // One primary-key update each: a join would get its generic plan while
@@ -249,7 +315,7 @@ FlushResult FlushStep(int64 copy_blocks) {
   if (ArrayGetNItems(ARR_NDIM(tables), ARR_DIMS(tables)) > 0) {
     static const char *kChangedSql =
         "SELECT coalesce(array_agg(DISTINCT bucket_name ORDER BY bucket_name), '{}') "
-        "  FROM syncline_internal.parameter_tables WHERE table_oid = ANY ($1::oid[])";
+        "  FROM syncline_internal.parameter_tables WHERE relation::oid = ANY ($1::oid[])";
     Oid table_types[1] = {OIDARRAYOID};
     Datum table_args[1] = {changed_tables};
     rc = ExecPrepared(kChangedSql, 1, table_types, table_args);
@@ -269,9 +335,16 @@ FlushResult FlushStep(int64 copy_blocks) {
       Datum *changed;
       int count;
       deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &changed, nullptr, &count);
+      size_t list_start = payload.size();
       for (int i = 0; i < count; i++) {
         if (i > 0) payload.push_back(',');
         AppendJsonString(payload, TextDatumGetCString(changed[i]));
+        if (payload.size() - list_start > kMaxPayloadDefinitions) {
+          // Too many to name: everyone rechecks.
+          payload.resize(list_start);
+          rules_changed = true;
+          break;
+        }
       }
     }
     payload += "],\"rules_changed\":";
@@ -287,17 +360,64 @@ FlushResult FlushStep(int64 copy_blocks) {
 
 }  // namespace syncline
 
+// Publishes everything committed so far. Initial copies are the background
+// worker's: it makes them in bounded steps, one short transaction each,
+// while this would copy whole tables under the flush lock and stall live
+// sync for everyone. Only where no worker serves this database (the library
+// is not preloaded) does this copy, so that rules work at all there.
 SYNCLINE_FUNCTION(syncline_flush) {
   int64 total = 0;
   syncline::PgGuard([&] {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-    // Publish everything committed so far, including every initial copy.
-    for (;;) {
-      syncline::FlushResult step = syncline::FlushStep(1 << 30);
-      total += step.ops;
-      if (!step.more_copy) break;
-    }
+    bool copy = !syncline::FlusherAttached();
+    syncline::AsEngine([&] {
+      for (;;) {
+        syncline::FlushResult step = syncline::FlushStep(copy ? 1 << 30 : 0);
+        total += step.ops;
+        if (!step.more_copy) break;
+      }
+    });
     SPI_finish();
   });
   PG_RETURN_INT64(total);
+}
+
+// syncline.wait_for_initial_copy(timeout_ms): waits (without holding the
+// flush lock) until no initial copy is left; true when done, false on timeout.
+// Without a worker it makes the copies itself.
+SYNCLINE_FUNCTION(syncline_wait_for_initial_copy) {
+  int32 timeout_ms = PG_ARGISNULL(0) ? 30000 : PG_GETARG_INT32(0);
+  bool done = false;
+  syncline::PgGuard([&] {
+    if (IsolationUsesXactSnapshot())
+      ereport(ERROR,
+              (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+               errmsg("syncline.wait_for_initial_copy() must run in a READ COMMITTED transaction"),
+               errhint("Its snapshot would never see the copies finish.")));
+    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
+    for (;;) {
+      syncline::AsEngine([&] {
+        // Each statement takes a new snapshot: it sees the worker's commits.
+        int rc = SPI_execute("SELECT NOT EXISTS (SELECT FROM syncline_internal.snapshot_jobs)",
+                             false, 1);
+        if (rc != SPI_OK_SELECT) elog(ERROR, "reading snapshot jobs failed");
+        bool isnull;
+        done =
+            DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+        if (!done && !syncline::FlusherAttached()) {
+          while (syncline::FlushStep(1 << 30).more_copy) {
+          }
+          done = true;
+        }
+      });
+      if (done || GetCurrentTimestamp() >= deadline) break;
+      (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 20,
+                      PG_WAIT_EXTENSION);
+      ResetLatch(MyLatch);
+      CHECK_FOR_INTERRUPTS();
+    }
+    SPI_finish();
+  });
+  PG_RETURN_BOOL(done);
 }

@@ -4,6 +4,8 @@
 
 #include "pg_compat.hpp"
 
+#include <string>
+
 namespace syncline {
 
 struct FlushResult {
@@ -20,6 +22,18 @@ FlushResult FlushStep(int64 copy_blocks);
 
 // Wakes the background worker (no-op when it is not running).
 void WakeFlusher();
+
+// True when the background worker serves the current database.
+bool FlusherAttached();
+
+// "<system identifier>:<database oid>", recorded with the op id counter so a
+// restored counter can be told from the original.
+std::string CurrentDatabaseIdentity();
+
+// (Re)starts the initial copy of every data query over `relid`; `reset`
+// starts each bucket instance the copy finds with a CLEAR. Use inside PgGuard
+// with SPI connected.
+void ScheduleInitialCopies(Oid relid, bool reset);
 
 // Shared memory for the worker's latch (called from _PG_init when preloaded).
 void RequestFlusherSharedMemory();

@@ -2,16 +2,30 @@
 #include "pg_compat.hpp"
 
 extern "C" {
+#include "utils/acl.h"
 #include "utils/guc.h"
 PG_MODULE_MAGIC;
 void _PG_init(void);
 }
 
 #include "flush.hpp"
+#include "rule_env.hpp"
 
 namespace syncline {
 
 int max_buckets_per_user = 10000;
+int compact_interval_s = 60;
+int client_batch_retention_s = 7 * 24 * 3600;
+
+Oid EngineRole() {
+  Oid role = get_role_oid("syncline_engine", true);
+  if (!OidIsValid(role))
+    ereport(ERROR,
+            (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("role \"syncline_engine\" is missing"),
+             errhint("Syncline's own statements run as it: ALTER EXTENSION syncline UPDATE, "
+                     "or drop and create the extension again.")));
+  return role;
+}
 extern char *write_role_name;
 static char *claims_setting = nullptr;
 
@@ -30,8 +44,9 @@ void RaiseCaught(ErrorData *pg_error, int sqlstate, const char *message, const c
 void _PG_init(void) {
   DefineCustomStringVariable(
       "syncline.claims", "Verified token claims of the current sync or write request (JSON).",
-      "Set by Syncline for the duration of a request; read it with syncline.claims().",
-      &syncline::claims_setting, "", PGC_USERSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr,
+      "Set by Syncline for the duration of a request; read it with syncline.claims(). Only "
+      "superusers may set it themselves, so row-level security policies can trust it.",
+      &syncline::claims_setting, "", PGC_SUSET, GUC_NOT_IN_SAMPLE | GUC_NO_SHOW_ALL, nullptr,
       nullptr, nullptr);
   DefineCustomIntVariable(
       "syncline.max_buckets_per_user", "Most bucket instances one checkpoint may name.", nullptr,
@@ -45,9 +60,24 @@ void _PG_init(void) {
         "syncline.database", "Database whose staged ops the background worker flushes.", nullptr,
         &syncline::worker_database, "postgres", PGC_POSTMASTER, 0, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
-        "syncline.flush_delay", "Pause between two flushes while ops keep arriving (ms).",
-        "Trades a little live latency for larger, cheaper flushes under load.",
-        &syncline::flush_delay_ms, 2, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+        "syncline.flush_delay", "Pause between two flushes while many ops keep arriving (ms).",
+        "After a flush that published a batch of ops the worker waits this long, so that under "
+        "load each flush publishes more commits at once (most of a flush's cost is per flush, "
+        "not per op); after a small flush it waits only a millisecond, so a lone commit is "
+        "published at once.",
+        &syncline::flush_delay_ms, 10, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
+    DefineCustomIntVariable(
+        "syncline.compact_interval", "Pause between the worker's incremental compaction rounds.",
+        "Each round compacts a bounded number of buckets that received ops since their last "
+        "compaction, and prunes old client batch records; 0 turns it off.",
+        &syncline::compact_interval_s, 60, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "syncline.client_batch_retention", "How long the outcome of a client write batch is kept.",
+        "A retry arriving later than this is answered seq_regressed instead of its first outcome; "
+        "a client's newest batch is always kept.",
+        &syncline::client_batch_retention_s, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
+        nullptr, nullptr, nullptr);
     syncline::RequestFlusherSharedMemory();
     syncline::RegisterFlusherWorker();
   }

@@ -95,26 +95,56 @@ void PgGuard(Fn &&fn) {
 [[noreturn]] void RaiseCaught(ErrorData *pg_error, int sqlstate, const char *message,
                               const char *detail, const char *hint, const char *context);
 
-template <typename Body>
-Datum InvokeCpp(Body body, FunctionCallInfo fcinfo) {
+// What a caught C++ exception said, copied out of the catch block so the
+// Postgres error can be raised after it has ended (longjmp out of a catch
+// handler would leave the C++ runtime's exception state behind).
+struct CaughtError {
   ErrorData *pg_error = nullptr;
   int sqlstate = ERRCODE_INTERNAL_ERROR;
   char *message = nullptr, *detail = nullptr, *hint = nullptr, *context = nullptr;
-  try {
-    return body(fcinfo);
-  } catch (const Error &e) {
+  void From(const Error &e) {
     pg_error = e.pg_error();
     sqlstate = e.sqlstate();
     message = pstrdup(e.message());
     if (!e.detail().empty()) detail = pstrdup(e.detail().c_str());
     if (!e.hint().empty()) hint = pstrdup(e.hint().c_str());
     if (!e.context().empty()) context = pstrdup(e.context().c_str());
-  } catch (const std::exception &e) {
-    message = pstrdup(e.what());
-  } catch (...) {
-    message = pstrdup("unexpected C++ exception in syncline");
   }
-  RaiseCaught(pg_error, sqlstate, message, detail, hint, context);
+  [[noreturn]] void Raise() { RaiseCaught(pg_error, sqlstate, message, detail, hint, context); }
+};
+
+template <typename Body>
+Datum InvokeCpp(Body body, FunctionCallInfo fcinfo) {
+  CaughtError caught;
+  try {
+    return body(fcinfo);
+  } catch (const Error &e) {
+    caught.From(e);
+  } catch (const std::exception &e) {
+    caught.message = pstrdup(e.what());
+  } catch (...) {
+    caught.message = pstrdup("unexpected C++ exception in syncline");
+  }
+  caught.Raise();
+}
+
+// Runs C++ `fn` from C code that expects Postgres errors (the background
+// worker's loop): an exception becomes ereport(ERROR) after every C++ frame of
+// `fn` is gone.
+template <typename Fn>
+void RunRaisingErrors(Fn &&fn) {
+  CaughtError caught;
+  try {
+    fn();
+    return;
+  } catch (const Error &e) {
+    caught.From(e);
+  } catch (const std::exception &e) {
+    caught.message = pstrdup(e.what());
+  } catch (...) {
+    caught.message = pstrdup("unexpected C++ exception in syncline");
+  }
+  caught.Raise();
 }
 
 }  // namespace syncline

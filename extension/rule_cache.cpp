@@ -63,20 +63,23 @@ void Compile(Relation rel, TableRules *rules) {
   // declared while it waited for the flush lock; compiled from it, a new
   // bucket's initial copy produced nothing and the stale rules stayed cached.
   PushActiveSnapshot(GetLatestSnapshot());
-  AsOwner([&] {
-    Oid argtypes[1] = {OIDOID};
+  AsEngine([&] {
+    Oid argtypes[1] = {REGCLASSOID};
     Datum args[1] = {ObjectIdGetDatum(relid)};
     int rc = SPI_execute_with_args(
         "SELECT d.bucket_name, d.position, d.object_type, d.query, b.parameter_names, "
-        "       b.search_path "
+        "       d.filter, d.key_columns, b.definer::oid "
         "  FROM syncline_internal.data_queries d "
         "  JOIN syncline_internal.bucket_definitions b ON b.name = d.bucket_name "
-        " WHERE d.table_oid = $1 ORDER BY d.bucket_name, d.position",
+        " WHERE d.relation = $1 ORDER BY d.bucket_name, d.position",
         1, argtypes, args, nullptr, true, 0);
     if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline data queries failed: %d", rc);
   });
   PopActiveSnapshot();
 
+  std::vector<std::string> key_columns;
+  for (AttrNumber attnum : rules->key_attnums)
+    key_columns.push_back(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname));
   for (uint64 row = 0; row < SPI_processed; row++) {
     HeapTuple tuple = SPI_tuptable->vals[row];
     TupleDesc desc = SPI_tuptable->tupdesc;
@@ -88,22 +91,47 @@ void Compile(Relation rel, TableRules *rules) {
     query.object_type = TextDatumGetCString(SPI_getbinval(tuple, desc, 3, &isnull));
     char *query_text = TextDatumGetCString(SPI_getbinval(tuple, desc, 4, &isnull));
     ArrayType *names = DatumGetArrayTypeP(SPI_getbinval(tuple, desc, 5, &isnull));
-    Datum search_path_datum = SPI_getbinval(tuple, desc, 6, &isnull);
-    char *search_path = isnull ? nullptr : TextDatumGetCString(search_path_datum);
+    Datum filter_datum = SPI_getbinval(tuple, desc, 6, &isnull);
+    StoredDataQuery stored;
+    stored.relid = relid;
+    stored.filter = isnull ? nullptr : TextDatumGetCString(filter_datum);
+    ArrayType *declared_keys = DatumGetArrayTypeP(SPI_getbinval(tuple, desc, 7, &isnull));
+    Oid definer = DatumGetObjectId(SPI_getbinval(tuple, desc, 8, &isnull));
     Datum *name_datums;
     int name_count;
     deconstruct_array(names, TEXTOID, -1, false, TYPALIGN_INT, &name_datums, nullptr, &name_count);
     std::vector<std::string> param_names;
     for (int i = 0; i < name_count; i++) param_names.push_back(TextDatumGetCString(name_datums[i]));
+    deconstruct_array(declared_keys, TEXTOID, -1, false, TYPALIGN_INT, &name_datums, nullptr,
+                      &name_count);
+    std::vector<std::string> declared_key_columns;
+    for (int i = 0; i < name_count; i++)
+      declared_key_columns.push_back(TextDatumGetCString(name_datums[i]));
 
+    std::string where =
+        "data query " + std::to_string(query.position) + " of bucket \"" + query.definition + "\"";
+    if (declared_key_columns != key_columns) {
+      auto list = [](const std::vector<std::string> &columns) {
+        std::string out = "(";
+        for (size_t i = 0; i < columns.size(); i++) out += (i ? ", " : "") + columns[i];
+        return out + ")";
+      };
+      throw Error(ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+                  std::string("the primary key of table \"") + RelationGetRelationName(rel) +
+                      "\" is used by sync rule \"" + query.definition + "\"",
+                  "Rows are identified by " + list(declared_key_columns) + "; the key would be " +
+                      (key_columns.empty() ? std::string("gone") : list(key_columns)) + ".",
+                  "Drop the bucket first (syncline.drop_bucket), change the key, then declare it "
+                  "again.")
+          .AddContext(where);
+    }
+    // Parsed as the declarer, who was allowed to name everything in it; the
+    // conditions are the canonical text, resolved under the pinned search_path.
     DataQueryShape shape;
     try {
-      WithRuleEnvironment(search_path, InvalidOid,
-                          [&] { shape = ParseDataQuery(query_text, param_names, relid); });
+      RunAs(definer, [&] { shape = ParseDataQuery(query_text, param_names, &stored); });
     } catch (Error &e) {
-      e.InQuery(query_text)
-          .AddContext("data query " + std::to_string(query.position) + " of bucket \"" +
-                      query.definition + "\"");
+      e.InQuery(query_text).AddContext(where);
       throw;
     }
     query.param_attnums = shape.param_attnums;
@@ -268,12 +296,17 @@ void ComputeRowOps(const TableRules &rules, TupleTableSlot *old_row, TupleTableS
 // table as it is now; an error (a dropped or retyped column) says which rule.
 SYNCLINE_FUNCTION(syncline_check_rules) {
   Oid relid = PG_GETARG_OID(0);
-  syncline::PgGuard([&] {
-    Relation rel = table_open(relid, AccessShareLock);
-    syncline::TableRules rules;
-    syncline::Compile(rel, &rules);
-    MemoryContextDelete(rules.context);
-    table_close(rel, AccessShareLock);
-  });
+  syncline::TableRules rules;
+  try {
+    syncline::PgGuard([&] {
+      Relation rel = table_open(relid, AccessShareLock);
+      syncline::Compile(rel, &rules);
+      table_close(rel, AccessShareLock);
+    });
+  } catch (...) {
+    if (rules.context) MemoryContextDelete(rules.context);
+    throw;
+  }
+  MemoryContextDelete(rules.context);
   PG_RETURN_VOID();
 }

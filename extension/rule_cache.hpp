@@ -13,6 +13,7 @@ extern "C" {
 #include <vector>
 
 #include "datum_json.hpp"
+#include "rule_env.hpp"
 #include "staging.hpp"
 
 namespace syncline {
@@ -58,11 +59,4 @@ void ComputeRowOps(const TableRules &rules, TupleTableSlot *old_row, TupleTableS
                    std::vector<RowOp> &out, const char *only_definition = nullptr,
                    int only_position = 0);
 
-// Runs `fn` with the search_path the rules were declared with, as the given
-// role (InvalidOid: unchanged). Use inside PgGuard.
-template <typename Fn>
-void WithRuleEnvironment(const char *search_path, Oid role, Fn &&fn);
-
 }  // namespace syncline
-
-#include "rule_env.hpp"

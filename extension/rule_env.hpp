@@ -1,32 +1,89 @@
-// Implementation of WithRuleEnvironment (see rule_cache.hpp).
+// Who Syncline's statements run as, and with which search_path.
+//
+// Every statement the extension runs itself (the rules catalog, the op log,
+// write bookkeeping) runs as the syncline_engine role, which holds nothing but
+// the internal tables, and every rule a user declared runs as its declarer;
+// both in a restricted security context (no SET ROLE, no temp objects: what
+// REFRESH MATERIALIZED VIEW and ANALYZE use for user code) and with
+// search_path pinned to pg_catalog, pg_temp, so no caller's search_path and no
+// object someone creates later can change what a name means. The previous
+// user, security context and settings are restored when `fn` returns or
+// raises (PG_FINALLY), never left to the transaction's abort.
 #pragma once
 
 extern "C" {
 #include "utils/guc.h"
 }
 
+#include <exception>
+
 namespace syncline {
 
+// The search_path of every statement Syncline runs.
+constexpr const char *kPinnedSearchPath = "pg_catalog, pg_temp";
+
+// The role Syncline's own statements run as (syncline_engine).
+Oid EngineRole();
+
+// Runs `fn` as `role` (InvalidOid: the current user) in a restricted security
+// context with the pinned search_path. A Postgres ERROR raised in `fn` is
+// re-raised after the switch back; a C++ exception thrown by `fn` is rethrown
+// after it. Use inside PgGuard (or a function body guarded by InvokeCpp).
 template <typename Fn>
-void WithRuleEnvironment(const char *search_path, Oid role, Fn &&fn) {
+void RunAs(Oid role, Fn &&fn) {
   Oid saved_user;
   int saved_context;
   GetUserIdAndSecContext(&saved_user, &saved_context);
   int nest_level = NewGUCNestLevel();
-  if (search_path != nullptr)
-    (void)set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                            true, 0, false);
-  if (OidIsValid(role)) SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE);
-  fn();
-  if (OidIsValid(role)) SetUserIdAndSecContext(saved_user, saved_context);
-  AtEOXact_GUC(true, nest_level);
+  std::exception_ptr cpp_error;
+  PG_TRY();
+  {
+    (void)set_config_option("search_path", kPinnedSearchPath, PGC_USERSET, PGC_S_SESSION,
+                            GUC_ACTION_SAVE, true, 0, false);
+    SetUserIdAndSecContext(OidIsValid(role) ? role : saved_user, saved_context |
+                                                                     SECURITY_LOCAL_USERID_CHANGE |
+                                                                     SECURITY_RESTRICTED_OPERATION);
+    try {
+      fn();
+    } catch (...) {
+      cpp_error = std::current_exception();
+    }
+  }
+  PG_FINALLY();
+  {
+    SetUserIdAndSecContext(saved_user, saved_context);
+    AtEOXact_GUC(true, nest_level);
+  }
+  PG_END_TRY();
+  if (cpp_error) std::rethrow_exception(cpp_error);
 }
 
-// Runs `fn` as the bootstrap superuser: Syncline's internal tables are not
-// granted to anyone. Use inside PgGuard.
+// Runs `fn` with search_path set to `path` (restored when it returns or
+// raises). Use inside PgGuard.
 template <typename Fn>
-void AsOwner(Fn &&fn) {
-  WithRuleEnvironment(nullptr, BOOTSTRAP_SUPERUSERID, fn);
+void WithSearchPath(const char *path, Fn &&fn) {
+  int nest_level = NewGUCNestLevel();
+  std::exception_ptr cpp_error;
+  PG_TRY();
+  {
+    (void)set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
+                            0, false);
+    try {
+      fn();
+    } catch (...) {
+      cpp_error = std::current_exception();
+    }
+  }
+  PG_FINALLY();
+  { AtEOXact_GUC(true, nest_level); }
+  PG_END_TRY();
+  if (cpp_error) std::rethrow_exception(cpp_error);
+}
+
+// Runs `fn` as the engine role: for statements on Syncline's internal tables.
+template <typename Fn>
+void AsEngine(Fn &&fn) {
+  RunAs(EngineRole(), fn);
 }
 
 }  // namespace syncline

@@ -20,12 +20,19 @@ extern "C" {
 #include "utils/lsyscache.h"
 #include "utils/plancache.h"
 #include "utils/rel.h"
+#include "utils/ruleutils.h"
+#include "access/genam.h"
+#include "access/transam.h"
+#include "catalog/index.h"
+#include "executor/spi.h"
+#include "utils/guc.h"
 }
 
 #include <algorithm>
 #include <set>
 
 #include "datum_json.hpp"
+#include "rule_cache.hpp"
 #include "staging.hpp"
 
 namespace syncline {
@@ -100,8 +107,39 @@ Error &Error::InQuery(const char *query) {
   return *this;
 }
 
+namespace {
+
+// True for a function that is not part of PostgreSQL itself.
+bool IsUserFunction(Oid funcid, void *) { return funcid >= FirstNormalObjectId; }
+
+// Finds the first construct in an analyzed condition that could run code
+// someone other than PostgreSQL wrote: a user-defined function or operator
+// (or the input/output function of a user type behind a cast), or a cast to
+// a domain, whose constraints may call anything.
+bool UserCodeWalker(Node *node, void *context) {
+  if (node == nullptr) return false;
+  if (check_functions_in_node(node, IsUserFunction, nullptr)) {
+    *static_cast<Node **>(context) = node;
+    return true;
+  }
+  if (IsA(node, CoerceToDomain)) {
+    *static_cast<Node **>(context) = node;
+    return true;
+  }
+  return expression_tree_walker(node, reinterpret_cast<bool (*)()>(UserCodeWalker), context);
+}
+
+// Runs `fn` with search_path set to pg_catalog alone, so that deparsed names
+// come out schema-qualified unless they are PostgreSQL's own.
+template <typename Fn>
+void WithCatalogOnlySearchPath(Fn &&fn) {
+  WithSearchPath("pg_catalog", fn);
+}
+
+}  // namespace
+
 DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &param_names,
-                              Oid fixed_relid) {
+                              const StoredDataQuery *stored) {
   DataQueryShape shape;
   shape.param_attnums.assign(param_names.size(), InvalidAttrNumber);
   PgGuard([&] {
@@ -126,11 +164,11 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
               "Joins and subqueries belong in the bucket's parameter query; a data query maps "
               "each row to buckets from the row alone.");
     RangeVar *rv = linitial_node(RangeVar, select->fromClause);
-    if (OidIsValid(fixed_relid)) {
-      rv->schemaname = get_namespace_name(get_rel_namespace(fixed_relid));
-      rv->relname = get_rel_name(fixed_relid);
+    if (stored != nullptr) {
+      rv->relname = get_rel_name(stored->relid);
       if (rv->relname == nullptr) Invalid("a synced table was dropped");
-      shape.relid = fixed_relid;
+      rv->schemaname = get_namespace_name(get_rel_namespace(stored->relid));
+      shape.relid = stored->relid;
     } else {
       shape.relid = RangeVarGetRelid(rv, AccessShareLock, true);
       if (!OidIsValid(shape.relid))
@@ -142,6 +180,8 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
         Invalid(std::string("\"") + rv->relname + "\" is not a table",
                 "Data queries select from ordinary tables (not views, foreign or partitioned "
                 "tables).");
+      // From here on the name means this table: resolve it no second time.
+      rv->schemaname = get_namespace_name(get_rel_namespace(shape.relid));
     }
     shape.object_type = rv->alias ? rv->alias->aliasname : rv->relname;
 
@@ -203,14 +243,26 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
                     param_names[i] + ".");
     }
 
-    // Analyze the row-local part with Postgres' own analyzer.
+    // The row-local conditions: as written when declaring, the stored
+    // canonical text when compiling.
+    Node *where = nullptr;
+    if (stored != nullptr && !stored->from_declared_text) {
+      if (stored->filter != nullptr) {
+        std::string wrapper = std::string("SELECT WHERE ") + stored->filter;
+        List *filter_parsed = raw_parser(wrapper.c_str(), RAW_PARSE_DEFAULT);
+        where = castNode(SelectStmt, linitial_node(RawStmt, filter_parsed)->stmt)->whereClause;
+      }
+    } else if (row_local != NIL) {
+      where = list_length(row_local) == 1
+                  ? static_cast<Node *>(linitial(row_local))
+                  : reinterpret_cast<Node *>(makeBoolExpr(AND_EXPR, row_local, -1));
+    }
+
+    // Analyze with Postgres' own analyzer.
     SelectStmt *local = makeNode(SelectStmt);
     local->targetList = select->targetList;
     local->fromClause = select->fromClause;
-    local->whereClause = row_local == NIL ? nullptr
-                         : list_length(row_local) == 1
-                             ? static_cast<Node *>(linitial(row_local))
-                             : reinterpret_cast<Node *>(makeBoolExpr(AND_EXPR, row_local, -1));
+    local->whereClause = where;
     RawStmt *local_raw = makeNode(RawStmt);
     local_raw->stmt = reinterpret_cast<Node *>(local);
     local_raw->stmt_location = 0;
@@ -239,10 +291,104 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
       Invalid("data query conditions may only use immutable functions and operators",
               "A row's buckets must follow from the row alone: now(), random() or lookups in "
               "other tables cannot be re-evaluated when the row changes.");
+    Node *user_code = nullptr;
+    if (quals && UserCodeWalker(quals, &user_code))
+      throw Error(ERRCODE_INSUFFICIENT_PRIVILEGE,
+                  "data query conditions may only use PostgreSQL's built-in functions, operators "
+                  "and types",
+                  IsA(user_code, CoerceToDomain) ? "The condition casts to a domain."
+                                                 : "The condition calls a user-defined function.",
+                  "Conditions run for every writer of the table and in the background, on no "
+                  "role's behalf; compute the value in a generated column and compare that.");
+    if ((stored == nullptr || stored->from_declared_text) && quals != nullptr) {
+      WithCatalogOnlySearchPath([&] {
+        List *context = deparse_context_for(shape.object_type.c_str(), shape.relid);
+        shape.canonical_filter = deparse_expression(quals, context, false, false);
+      });
+    }
     shape.analyzed = query;
     error_context_stack = outer_context;
   });
   return shape;
+}
+
+ParameterQueryShape AnalyzeParameterQuery(const std::string &bucket, const char *query) {
+  ParameterQueryShape result;
+  PgGuard([&] {
+    List *parsed = raw_parser(query, RAW_PARSE_DEFAULT);
+    if (list_length(parsed) != 1 || !IsA(linitial_node(RawStmt, parsed)->stmt, SelectStmt))
+      throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
+                  "a parameter query must be a single SELECT statement");
+    Query *analyzed =
+        parse_analyze_fixedparams(linitial_node(RawStmt, parsed), query, nullptr, 0, nullptr);
+    if (analyzed->utilityStmt != nullptr || analyzed->commandType != CMD_SELECT ||
+        analyzed->rowMarks != NIL || analyzed->hasModifyingCTE)
+      throw Error(ERRCODE_INVALID_OBJECT_DEFINITION, "a parameter query must be a read-only SELECT",
+                  {}, "No FOR UPDATE and no data-modifying WITH.");
+    WithCatalogOnlySearchPath([&] { result.canonical = pg_get_querydef(analyzed, false); });
+    // Without the deparser's leading and trailing white space (string
+    // literals inside are left exactly as they are).
+    size_t first = result.canonical.find_first_not_of(" \n");
+    size_t last = result.canonical.find_last_not_of(" \n;");
+    result.canonical =
+        first == std::string::npos ? "" : result.canonical.substr(first, last - first + 1);
+
+    SPIPlanPtr plan = SPI_prepare(query, 0, nullptr);
+    if (plan == nullptr) elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    CachedPlanSource *source = linitial_node(CachedPlanSource, SPI_plan_get_plan_sources(plan));
+    TupleDesc desc = source->resultDesc;
+    if (desc == nullptr || desc->natts == 0)
+      throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
+                  "the parameter query of bucket \"" + bucket + "\" returns no columns", {},
+                  "Each column is a bucket parameter; use parameters => NULL for one global "
+                  "bucket.");
+    for (int i = 0; i < desc->natts; i++) {
+      std::string name = NameStr(TupleDescAttr(desc, i)->attname);
+      if (name == "?column?")
+        throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
+                    "parameter query column " + std::to_string(i + 1) + " has no name", {},
+                    "Name every column: SELECT ... AS <parameter>.");
+      if (std::find(result.names.begin(), result.names.end(), name) != result.names.end())
+        throw Error(ERRCODE_DUPLICATE_COLUMN,
+                    "parameter query returns column \"" + name + "\" twice");
+      result.names.push_back(name);
+      result.types.push_back(TupleDescAttr(desc, i)->atttypid);
+    }
+    Oid internal = get_namespace_oid("syncline_internal", false);
+    ListCell *lc;
+    foreach (lc, source->relationOids) {
+      Oid relid = lfirst_oid(lc);
+      if (get_rel_relkind(relid) != RELKIND_RELATION) continue;
+      Oid nsp = get_rel_namespace(relid);
+      if (nsp == internal || nsp == PG_CATALOG_NAMESPACE) continue;
+      if (std::find(result.tables.begin(), result.tables.end(), relid) == result.tables.end())
+        result.tables.push_back(relid);
+    }
+    // Run it once (no claims, read-only) so missing privileges show now, not
+    // at the first sync.
+    int rc = SPI_execute_plan(plan, nullptr, nullptr, true, 1);
+    if (rc != SPI_OK_SELECT) elog(ERROR, "running the parameter query failed: %d", rc);
+    SPI_freeplan(plan);
+  });
+  return result;
+}
+
+std::vector<std::string> PrimaryKeyColumns(Oid relid) {
+  std::vector<std::string> columns;
+  PgGuard([&] {
+    Relation rel = relation_open(relid, AccessShareLock);
+    Oid key_index = RelationGetPrimaryKeyIndex(rel);
+    if (OidIsValid(key_index)) {
+      Relation index = index_open(key_index, AccessShareLock);
+      for (int i = 0; i < index->rd_index->indnkeyatts; i++) {
+        AttrNumber attnum = index->rd_index->indkey.values[i];
+        columns.push_back(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname));
+      }
+      index_close(index, AccessShareLock);
+    }
+    relation_close(rel, AccessShareLock);
+  });
+  return columns;
 }
 
 }  // namespace syncline

@@ -3,7 +3,7 @@
 extern "C" {
 #include "access/heapam.h"
 #include "catalog/namespace.h"
-#include "commands/sequence.h"
+#include "access/xlog.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -15,15 +15,11 @@ namespace syncline {
 namespace {
 
 Oid pending_relid = InvalidOid;
-Oid pending_seq_relid = InvalidOid;
 bool wake_registered = false;
 bool wake_at_commit = false;
 
 void ResetCachedOids(Datum, Oid relid) {
-  if (relid == InvalidOid || relid == pending_relid || relid == pending_seq_relid) {
-    pending_relid = InvalidOid;
-    pending_seq_relid = InvalidOid;
-  }
+  if (relid == InvalidOid || relid == pending_relid) pending_relid = InvalidOid;
 }
 
 void OnTransactionEnd(XactEvent event, void *) {
@@ -33,25 +29,30 @@ void OnTransactionEnd(XactEvent event, void *) {
     wake_at_commit = false;
 }
 
-// The oids of pending and its sequence. The cache may be reset by an
-// invalidation (autovacuum's stats update of pending, say) at any catalog
-// access, so callers use the returned copies, never the cached globals.
-void PendingOids(Oid *relid, Oid *seq_relid) {
+// The oid of pending. The cache may be reset by an invalidation
+// (autovacuum's stats update of pending, say) at any catalog access, so
+// callers use the returned copy, never the cached global.
+Oid PendingOid() {
   static bool callback_registered = false;
   if (!callback_registered) {
     CacheRegisterRelcacheCallback(ResetCachedOids, 0);
     callback_registered = true;
   }
-  Oid rel = pending_relid, seq = pending_seq_relid;
-  if (!OidIsValid(rel) || !OidIsValid(seq)) {
+  Oid rel = pending_relid;
+  if (!OidIsValid(rel)) {
     rel = InternalRelid("pending");
-    seq = InternalRelid("pending_seq");
     pending_relid = rel;
-    pending_seq_relid = seq;
   }
-  *relid = rel;
-  *seq_relid = seq;
+  return rel;
 }
+
+// The order of a staged op among all others: the WAL insert position when it
+// is staged. Ops of one row in two transactions are ordered by the row lock:
+// the second is staged after the first transaction's commit record, so it
+// gets a later position; within a transaction every staged row's own WAL
+// record moves the position on. Unlike a sequence it takes no buffer lock and
+// writes no WAL, and it keeps growing across restarts.
+int64 StagingOrder() { return static_cast<int64>(GetXLogInsertRecPtr()); }
 
 void InsertPending(Relation rel, int64 seq, int16 kind, const std::string *bucket,
                    const std::string *object_type, const char *object_id, size_t object_id_len,
@@ -103,14 +104,12 @@ void WakeFlusherAtCommit() {
 
 void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
   if (ops.empty()) return;
-  Oid relid, seq_relid;
-  PendingOids(&relid, &seq_relid);
-  Relation rel = table_open(relid, RowExclusiveLock);
+  Relation rel = table_open(PendingOid(), RowExclusiveLock);
   // Initial-copy ops sort before every staged op (negative seqs), in scan
   // order; they never outlive the flush that stages them.
   static int64 copy_seq = PG_INT64_MIN;
   for (const RowOp &op : ops) {
-    int64 seq = initial_copy ? copy_seq++ : nextval_internal(seq_relid, false);
+    int64 seq = initial_copy ? copy_seq++ : StagingOrder();
     InsertPending(rel, seq, op.kind, &op.bucket, &op.object_type, op.object_id.data(),
                   op.object_id.size(), op.data.data(), op.data.size(), op.kind == kStagedPut,
                   op.checksum, true);
@@ -120,10 +119,8 @@ void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
 }
 
 void StageMarker(int16 kind, const char *object_id, const char *data) {
-  Oid relid, seq_relid;
-  PendingOids(&relid, &seq_relid);
-  Relation rel = table_open(relid, RowExclusiveLock);
-  int64 seq = nextval_internal(seq_relid, false);
+  Relation rel = table_open(PendingOid(), RowExclusiveLock);
+  int64 seq = StagingOrder();
   InsertPending(rel, seq, kind, nullptr, nullptr, object_id, object_id ? strlen(object_id) : 0,
                 data, data ? strlen(data) : 0, data != nullptr, 0, false);
   table_close(rel, RowExclusiveLock);

@@ -14,6 +14,7 @@ namespace syncline {
 enum StagedKind : int16 {
   kStagedPut = 1,
   kStagedRemove = 2,
+  kStagedClear = 4,
   kStagedParameterChange = 10,  // object_id: oid of a table read by parameter queries
   kStagedWriteMarker = 11,      // object_id: client id, data: batch seq
   kStagedRulesChanged = 12,

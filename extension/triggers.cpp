@@ -6,6 +6,7 @@ extern "C" {
 #include "access/tableam.h"
 #include "commands/trigger.h"
 #include "executor/tuptable.h"
+#include "utils/datum.h"
 #include "utils/snapmgr.h"
 }
 
@@ -87,12 +88,83 @@ SYNCLINE_FUNCTION(syncline_truncate_trigger) {
   return PointerGetDatum(nullptr);
 }
 
+namespace syncline {
+namespace {
+
+// Tables of parameter queries this transaction has already staged a marker
+// for, with the subtransaction that staged it: one marker per table and
+// transaction is enough, unless the subtransaction that wrote it rolled back.
+std::vector<std::pair<Oid, SubTransactionId>> marked_tables;
+
+void ForgetMarkersAtEnd(XactEvent event, void *) {
+  if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+      event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+      event == XACT_EVENT_PREPARE)
+    marked_tables.clear();
+}
+
+void ForgetMarkersOfSubtransaction(SubXactEvent event, SubTransactionId subid,
+                                   SubTransactionId parent, void *) {
+  for (auto it = marked_tables.begin(); it != marked_tables.end();) {
+    if (it->second != subid) {
+      ++it;
+    } else if (event == SUBXACT_EVENT_ABORT_SUB) {
+      it = marked_tables.erase(it);
+    } else {
+      if (event == SUBXACT_EVENT_COMMIT_SUB) it->second = parent;
+      ++it;
+    }
+  }
+}
+
+bool AlreadyMarked(Oid relid) {
+  static bool registered = false;
+  if (!registered) {
+    RegisterXactCallback(ForgetMarkersAtEnd, nullptr);
+    RegisterSubXactCallback(ForgetMarkersOfSubtransaction, nullptr);
+    registered = true;
+  }
+  for (const auto &entry : marked_tables)
+    if (entry.first == relid) return true;
+  return false;
+}
+
+// True when an UPDATE left every column as it was.
+bool SameRow(TupleTableSlot *old_row, TupleTableSlot *new_row) {
+  TupleDesc desc = old_row->tts_tupleDescriptor;
+  slot_getallattrs(old_row);
+  slot_getallattrs(new_row);
+  for (int i = 0; i < desc->natts; i++) {
+    Form_pg_attribute attr = TupleDescAttr(desc, i);
+    if (attr->attisdropped) continue;
+    if (old_row->tts_isnull[i] != new_row->tts_isnull[i]) return false;
+    if (old_row->tts_isnull[i]) continue;
+    if (!datumIsEqual(old_row->tts_values[i], new_row->tts_values[i], attr->attbyval, attr->attlen))
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+}  // namespace syncline
+
+// A change to a table some parameter query reads: one marker per table and
+// transaction tells the flusher (and through it the gateways) to re-run the
+// parameter queries of the definitions that read it. Statements that changed
+// no row, and updates that changed nothing, stage nothing.
 SYNCLINE_FUNCTION(syncline_parameter_trigger) {
   TriggerData *trigger = syncline::CheckTrigger(fcinfo, "syncline_internal.parameter_trigger()");
   syncline::PgGuard([&] {
-    char relid[16];
-    snprintf(relid, sizeof relid, "%u", RelationGetRelid(trigger->tg_relation));
-    syncline::StageMarker(syncline::kStagedParameterChange, relid, nullptr);
+    Oid relid = RelationGetRelid(trigger->tg_relation);
+    if (syncline::AlreadyMarked(relid)) return;
+    if (TRIGGER_FIRED_FOR_ROW(trigger->tg_event) && TRIGGER_FIRED_BY_UPDATE(trigger->tg_event) &&
+        syncline::SameRow(trigger->tg_trigslot, trigger->tg_newslot))
+      return;
+    char relid_text[16];
+    snprintf(relid_text, sizeof relid_text, "%u", relid);
+    syncline::StageMarker(syncline::kStagedParameterChange, relid_text, nullptr);
+    syncline::marked_tables.emplace_back(relid, GetCurrentSubTransactionId());
   });
-  return PointerGetDatum(nullptr);
+  return TRIGGER_FIRED_FOR_ROW(trigger->tg_event) ? PointerGetDatum(trigger->tg_trigtuple)
+                                                  : PointerGetDatum(nullptr);
 }

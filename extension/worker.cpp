@@ -3,6 +3,13 @@
 // ends it, a WaitLatch loop with one transaction per flush).
 #include "flush.hpp"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "compact.hpp"
+#include "rule_env.hpp"
+
 extern "C" {
 #include "catalog/namespace.h"
 #include "commands/vacuum.h"
@@ -25,7 +32,9 @@ extern "C" {
 namespace syncline {
 
 char *worker_database = nullptr;
-int flush_delay_ms = 2;
+int flush_delay_ms = 10;
+extern int compact_interval_s;
+extern int client_batch_retention_s;
 
 namespace {
 
@@ -68,28 +77,37 @@ bool ExtensionInstalled() {
 
 // Staged rows vacuumed by the worker itself once this many were published
 // since its last vacuum, at most every kVacuumIntervalMs.
-constexpr int64 kVacuumAfterRows = 4096;
-constexpr long kVacuumIntervalMs = 500;
+constexpr int64 kVacuumAfterRows = 1024;
+constexpr long kVacuumIntervalMs = 100;
+
+// A flush that published at least this many ops counts as "under load": the
+// next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs.
+constexpr int64 kBusyFlushOps = 8;
+constexpr long kLightLoadPauseMs = 1;
 
 // One transaction: one flush. Returns true when there may be more to do.
-// Adds the staged rows it consumed to *published.
-bool FlushOnce(int64 *published) {
+// Adds the staged rows it consumed to *published and the ops it published to
+// *ops. An error is raised (as a Postgres ERROR) to the worker's loop, which
+// survives it.
+bool FlushOnce(int64 *published, int64 *ops) {
   bool more = false;
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   PushActiveSnapshot(GetTransactionSnapshot());
   pgstat_report_activity(STATE_RUNNING, "syncline flush");
   if (ExtensionInstalled()) {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
-    try {
-      FlushResult result = FlushStep(256);
-      more = result.ops > 0 || result.more_copy;
-      *published += result.ops + result.markers;
-    } catch (const Error &e) {
-      RaiseCaught(e.pg_error(), e.sqlstate(), e.message(), e.detail().c_str(), e.hint().c_str(),
-                  nullptr);
-    }
-    SPI_finish();
+    RunRaisingErrors([&] {
+      PgGuard([&] {
+        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        AsEngine([&] {
+          FlushResult result = FlushStep(256);
+          more = result.ops > 0 || result.more_copy;
+          *published += result.ops + result.markers;
+          *ops = result.ops;
+        });
+        SPI_finish();
+      });
+    });
   }
   PopActiveSnapshot();
   CommitTransactionCommand();
@@ -100,6 +118,54 @@ bool FlushOnce(int64 *published) {
   pgstat_report_stat(false);
   pgstat_report_activity(STATE_IDLE, nullptr);
   return more;
+}
+
+// Buckets compacted per round, each in a transaction of its own.
+constexpr int kCompactBucketsPerRound = 64;
+constexpr int kPruneBatchesPerRound = 10000;
+
+// One maintenance round: prunes old client batch records, then compacts the
+// buckets with the most ops their last compaction did not see. Each unit is
+// a short transaction of its own, so flushes (which it never blocks: it takes
+// no flush lock) and writers are not held up.
+void MaintenanceRound() {
+  std::vector<std::string> buckets;
+  SetCurrentStatementStartTimestamp();
+  StartTransactionCommand();
+  PushActiveSnapshot(GetTransactionSnapshot());
+  if (ExtensionInstalled()) {
+    pgstat_report_activity(STATE_RUNNING, "syncline maintenance");
+    RunRaisingErrors([&] {
+      PgGuard([&] {
+        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        (void)PruneFlushes();
+        int64 pruned = PruneClientBatches(client_batch_retention_s, kPruneBatchesPerRound);
+        if (pruned > 0)
+          elog(DEBUG1, "syncline: pruned %lld client batch records", (long long)pruned);
+        buckets = BucketsToCompact(kCompactBucketsPerRound);
+        SPI_finish();
+      });
+    });
+  }
+  PopActiveSnapshot();
+  CommitTransactionCommand();
+  for (const std::string &bucket : buckets) {
+    CHECK_FOR_INTERRUPTS();
+    SetCurrentStatementStartTimestamp();
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    RunRaisingErrors([&] {
+      PgGuard([&] {
+        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        (void)CompactBucket(bucket.c_str());
+        SPI_finish();
+      });
+    });
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+  }
+  pgstat_report_stat(false);
+  pgstat_report_activity(STATE_IDLE, nullptr);
 }
 
 // Staging is a queue: every flush deletes the rows it publishes, and a flush
@@ -127,6 +193,10 @@ void VacuumStaging() {
 }
 
 }  // namespace
+
+bool FlusherAttached() {
+  return shared != nullptr && shared->database == MyDatabaseId && shared->latch != nullptr;
+}
 
 void WakeFlusher() {
   if (shared != nullptr && shared->database == MyDatabaseId) {
@@ -168,23 +238,70 @@ void syncline_worker_main(Datum) {
   syncline::shared->latch = &MyProc->procLatch;
   before_shmem_exit(syncline::ForgetLatch, 0);
   elog(LOG, "syncline flusher started for database \"%s\"", syncline::worker_database);
-  int64 published = 0;  // staged rows consumed since the last vacuum
-  TimestampTz last_vacuum = GetCurrentTimestamp();
+
+  // Every unit of work runs in this context, reset after each.
+  MemoryContext work_context =
+      AllocSetContextCreate(TopMemoryContext, "syncline worker", ALLOCSET_DEFAULT_SIZES);
+  // Static: they keep their values across the longjmp below.
+  static int64 published = 0;  // staged rows consumed since the last vacuum
+  static TimestampTz last_vacuum = GetCurrentTimestamp();
+  static TimestampTz last_maintenance = GetCurrentTimestamp();
+  static int failures = 0;  // consecutive units of work that raised an error
+
+  // An error in a unit of work must not stop the op log for everyone (nor
+  // restart the worker in a loop): report it, abort that transaction, back
+  // off, and carry on, as pg_cron's launcher and autovacuum do.
+  sigjmp_buf local_sigjmp_buf;
+  if (sigsetjmp(local_sigjmp_buf, 1) != 0) {
+    error_context_stack = nullptr;
+    HOLD_INTERRUPTS();
+    EmitErrorReport();
+    AbortCurrentTransaction();
+    FlushErrorState();
+    MemoryContextSwitchTo(TopMemoryContext);
+    MemoryContextResetAndDeleteChildren(work_context);
+    RESUME_INTERRUPTS();
+    failures++;
+    long backoff_ms = std::min(100L << std::min(failures, 7), 10000L);
+    elog(LOG, "syncline flusher: retrying in %ld ms after an error (%d in a row)", backoff_ms,
+         failures);
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, backoff_ms,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+  }
+  PG_exception_stack = &local_sigjmp_buf;
+
   for (;;) {
+    MemoryContextSwitchTo(work_context);
     // Under load, wait a moment between flushes so each one publishes many
     // commits; when idle, a commit's latch wakes the next flush at once.
     for (;;) {
-      bool more = syncline::FlushOnce(&published);
+      int64 ops = 0;
+      bool more = syncline::FlushOnce(&published, &ops);
+      failures = 0;
+      MemoryContextReset(work_context);
       if (published >= syncline::kVacuumAfterRows &&
           TimestampDifferenceExceeds(last_vacuum, GetCurrentTimestamp(),
                                      syncline::kVacuumIntervalMs)) {
         syncline::VacuumStaging();
+        MemoryContextReset(work_context);
         published = 0;
         last_vacuum = GetCurrentTimestamp();
       }
       if (!more) break;
       CHECK_FOR_INTERRUPTS();
-      if (syncline::flush_delay_ms > 0) pg_usleep(syncline::flush_delay_ms * 1000L);
+      long pause_ms = ops >= syncline::kBusyFlushOps
+                          ? syncline::flush_delay_ms
+                          : std::min<long>(syncline::flush_delay_ms, syncline::kLightLoadPauseMs);
+      if (pause_ms > 0) pg_usleep(pause_ms * 1000L);
+    }
+    if (syncline::compact_interval_s > 0 &&
+        TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
+                                   syncline::compact_interval_s * 1000)) {
+      last_maintenance = GetCurrentTimestamp();
+      syncline::MaintenanceRound();
+      MemoryContextReset(work_context);
     }
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L,
                     PG_WAIT_EXTENSION);

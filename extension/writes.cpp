@@ -18,6 +18,8 @@ extern "C" {
 #include "utils/resowner.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
+#include "utils/typcache.h"
+#include "catalog/pg_operator.h"
 }
 
 #include <nlohmann/json.hpp>
@@ -56,8 +58,30 @@ struct TableInfo {
   Oid relid = InvalidOid;
   std::string name;  // qualified, quoted
   std::vector<AttrNumber> key_attnums;
-  std::vector<std::string> key_names;  // quoted
+  std::vector<std::string> key_names;     // quoted
+  std::vector<std::string> key_equality;  // OPERATOR(schema.=) of each key column's type
+  Oid owner = InvalidOid;
+  bool row_security = false;        // ENABLE ROW LEVEL SECURITY
+  bool force_row_security = false;  // FORCE ROW LEVEL SECURITY
 };
+
+// " OPERATOR(schema.name) ": the default equality operator of a type, written
+// so that no search_path can make it mean another one. The statements the
+// write path builds name nothing unqualified.
+std::string QualifiedEquality(Oid type) {
+  TypeCacheEntry *entry = lookup_type_cache(type, TYPECACHE_EQ_OPR);
+  if (!OidIsValid(entry->eq_opr))
+    throw Error(ERRCODE_UNDEFINED_FUNCTION,
+                std::string("type ") + format_type_be(type) + " has no equality operator");
+  HeapTuple tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(entry->eq_opr));
+  if (!HeapTupleIsValid(tuple)) elog(ERROR, "cache lookup failed for operator %u", entry->eq_opr);
+  auto *form = reinterpret_cast<Form_pg_operator>(GETSTRUCT(tuple));
+  std::string out = std::string(" OPERATOR(") +
+                    quote_identifier(get_namespace_name(form->oprnamespace)) + "." +
+                    NameStr(form->oprname) + ") ";
+  ReleaseSysCache(tuple);
+  return out;
+}
 
 std::string SqlStateText(int code) { return unpack_sql_state(code); }
 
@@ -164,7 +188,8 @@ void ClearWriteCatalog(Datum, Oid) {
 
 class BatchApplier {
  public:
-  BatchApplier(const std::string &schema_version) : schema_version_(schema_version) {}
+  BatchApplier(const std::string &schema_version, Oid role)
+      : schema_version_(schema_version), role_(role) {}
 
   void Apply(const json &op, int index) {
     index_ = index;
@@ -183,6 +208,15 @@ class BatchApplier {
     if (!effective.contains("id") || effective["id"].is_null())
       Reject("22023", "op " + std::to_string(index) + " has no \"id\"");
     const TableInfo &table = Table(type);
+    bool owns = false;
+    PgGuard([&] { owns = has_privs_of_role(role_, table.owner); });
+    if (owns && !(table.row_security && table.force_row_security))
+      Reject("42501",
+             "the write role owns table " + table.name +
+                 ", so neither its GRANTs nor its row-level security policies would apply",
+             "ALTER TABLE " + table.name +
+                 " ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY; or let another role own "
+                 "the table.");
     json data = effective.value("data", json::object());
     if ((kind == "PUT" || kind == "PATCH") && !data.is_object())
       Reject("22023", "\"data\" of op " + std::to_string(index) + " must be an object");
@@ -230,7 +264,7 @@ class BatchApplier {
     }
     std::string where;
     for (size_t k = 0; k < key_params.size(); k++)
-      where += (k ? " AND " : "") + table.key_names[k] + " = " + key_params[k];
+      where += (k ? " AND " : "") + table.key_names[k] + table.key_equality[k] + key_params[k];
 
     std::string sql;
     if (kind == "PUT") {
@@ -326,10 +360,11 @@ class BatchApplier {
       return tables_.emplace(type, cached->second).first->second;
     std::vector<Oid> found;
     PgGuard([&] {
-      AsOwner([&] {
+      AsEngine([&] {
         Exec(
-            "SELECT table_oid FROM syncline_internal.data_queries WHERE object_type = $1 "
-            "UNION SELECT table_oid FROM syncline_internal.writable_tables WHERE object_type = $1",
+            "SELECT relation::oid FROM syncline_internal.data_queries WHERE object_type = $1 "
+            "UNION "
+            "SELECT relation::oid FROM syncline_internal.writable_tables WHERE object_type = $1",
             {TEXTOID}, {CStringGetTextDatum(type.c_str())});
         for (uint64 i = 0; i < SPI_processed; i++) {
           bool isnull;
@@ -352,9 +387,14 @@ class BatchApplier {
                                              RelationGetRelationName(rel));
       // The key columns come from the compiled rules (cached per backend).
       info.key_attnums = GetTableRules(rel).key_attnums;
-      for (AttrNumber attnum : info.key_attnums)
-        info.key_names.push_back(
-            quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attname)));
+      for (AttrNumber attnum : info.key_attnums) {
+        Form_pg_attribute attr = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+        info.key_names.push_back(quote_identifier(NameStr(attr->attname)));
+        info.key_equality.push_back(QualifiedEquality(attr->atttypid));
+      }
+      info.owner = rel->rd_rel->relowner;
+      info.row_security = rel->rd_rel->relrowsecurity;
+      info.force_row_security = rel->rd_rel->relforcerowsecurity;
       relation_close(rel, AccessShareLock);
     });
     if (info.key_attnums.empty())
@@ -376,7 +416,7 @@ class BatchApplier {
       return OidIsValid(handler) ? ApplyHandler(handler, op) : std::optional<json>(op);
     }
     PgGuard([&] {
-      AsOwner([&] {
+      AsEngine([&] {
         Exec(
             "SELECT handler FROM syncline_internal.write_handlers "
             "WHERE object_type = $1 AND schema_version = $2",
@@ -403,7 +443,7 @@ class BatchApplier {
       std::string sql = std::string("SELECT ") +
                         quote_qualified_identifier(get_namespace_name(get_func_namespace(handler)),
                                                    get_func_name(handler)) +
-                        "($1::jsonb)";
+                        "($1::pg_catalog.jsonb)";
       int rc = SPI_execute_with_args(sql.c_str(), 1, types, &arg, nullptr, false, 0);
       if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "write handler failed");
       bool isnull;
@@ -433,6 +473,7 @@ class BatchApplier {
   }
 
   std::string schema_version_;
+  Oid role_;
   std::map<std::string, TableInfo> tables_;
   int index_ = -1;
 };
@@ -473,6 +514,17 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
       batch.contains("schema_version") && batch["schema_version"].is_string()
           ? batch["schema_version"].get<std::string>()
           : "";
+  // PowerSync transaction ids grow but skip numbers; the native protocol's
+  // seqs are contiguous from 1.
+  bool allow_gaps = batch.contains("allow_gaps") && batch["allow_gaps"].is_boolean() &&
+                    batch["allow_gaps"].get<bool>();
+  json claims = json::parse(claims_text);
+  std::string subject = claims.is_object() && claims.contains("sub") && claims["sub"].is_string()
+                            ? claims["sub"].get<std::string>()
+                            : "";
+  if (subject.empty())
+    throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "claims need a non-empty \"sub\"", {},
+                "A client id belongs to the token subject that wrote its first batch.");
 
   syncline::PgGuard([&] {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
@@ -481,6 +533,7 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
   // advisory lock on the client id's hash (a collision merely serializes two
   // clients). Taking it writes nothing, unlike a row lock.
   std::optional<int64_t> last_seq;
+  std::string owner;
   std::optional<json> previous;
   std::optional<int64_t> previous_checkpoint;
   syncline::PgGuard([&] {
@@ -488,18 +541,22 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
                                           static_cast<int>(client_id.size())));
     DirectFunctionCall2(pg_advisory_xact_lock_int4, Int32GetDatum(syncline::kClientLockKey),
                         Int32GetDatum(static_cast<int32>(hash)));
-    syncline::AsOwner([&] {
+    syncline::AsEngine([&] {
       Datum id = CStringGetTextDatum(client_id.c_str());
       // Batches are recorded in seq order: the newest record is the last seq,
       // and only a seq at or below it can be a retry of a recorded batch.
       syncline::Exec(
-          "SELECT seq, outcome::text, write_checkpoint FROM syncline_internal.client_batches "
-          "WHERE client_id = $1 ORDER BY seq DESC LIMIT 1",
+          "SELECT seq, outcome::text, write_checkpoint, subject "
+          "  FROM syncline_internal.client_batches "
+          " WHERE client_id = $1 ORDER BY seq DESC LIMIT 1",
           {TEXTOID}, {id});
       if (SPI_processed == 0) return;  // a new client
       bool isnull;
       last_seq =
           DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+      owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+      // Batches recorded before 0.2 have no subject: the next one binds it.
+      if (!owner.empty() && owner != subject) return;
       if (seq > *last_seq) return;
       if (seq < *last_seq) {
         syncline::Exec(
@@ -513,16 +570,28 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
       if (!isnull) previous_checkpoint = DatumGetInt64(wc);
     });
   });
+  auto answer = [](const json &outcome) {
+    syncline::PgGuard([] { SPI_finish(); });
+    return syncline::JsonbFrom(outcome);
+  };
+  if (last_seq && !owner.empty() && owner != subject) {
+    // Someone else's client id: nothing of the owner's is touched, nothing
+    // is recorded.
+    return answer(json{{"status", "rejected"},
+                       {"seq", seq},
+                       {"code", "42501"},
+                       {"message", "client id \"" + client_id +
+                                       "\" belongs to another user; its batches were not touched"},
+                       {"hint", "Each installation needs a client id of its own."}});
+  }
   if (previous) {
     json outcome = *previous;
     outcome["duplicate"] = true;
     if (previous_checkpoint) outcome["write_checkpoint"] = *previous_checkpoint;
-    syncline::PgGuard([] { SPI_finish(); });
-    return syncline::JsonbFrom(outcome);
+    return answer(outcome);
   }
   if (last_seq && seq <= *last_seq) {
-    syncline::PgGuard([] { SPI_finish(); });
-    return syncline::JsonbFrom(json{
+    return answer(json{
         {"status", "rejected"},
         {"seq", seq},
         {"code", "seq_regressed"},
@@ -530,15 +599,15 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
                         std::to_string(*last_seq) + " and is not known; it was not applied"},
         {"last_seq", *last_seq}});
   }
-  if (last_seq && seq > *last_seq + 1) {
-    syncline::PgGuard([] { SPI_finish(); });
-    return syncline::JsonbFrom(json{{"status", "out_of_order"},
-                                    {"seq", seq},
-                                    {"expected_seq", *last_seq + 1},
-                                    {"message",
-                                     "batches of a client apply in seq order; upload "
-                                     "seq " +
-                                         std::to_string(*last_seq + 1) + " first"}});
+  // Contiguous seqs: a client's first batch is seq 1, each next one follows
+  // its last, whichever gateway it comes through.
+  int64_t expected = last_seq ? *last_seq + 1 : 1;
+  if (!allow_gaps && seq != expected) {
+    return answer(json{{"status", "out_of_order"},
+                       {"seq", seq},
+                       {"expected_seq", expected},
+                       {"message", "batches of a client apply in seq order; upload seq " +
+                                       std::to_string(expected) + " first"}});
   }
 
   json outcome;
@@ -556,14 +625,14 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
     ResourceOwner caller_owner = CurrentResourceOwner;
     Oid role = syncline::WriteRole();
     syncline::PgGuard([] { BeginInternalSubTransaction(nullptr); });
-    syncline::BatchApplier applier(schema_version);
+    syncline::BatchApplier applier(schema_version, role);
     try {
       int nest_level = 0;
       Oid saved_user;
       int saved_context;
       syncline::PgGuard([&] {
         nest_level = NewGUCNestLevel();
-        (void)set_config_option("syncline.claims", claims_text.c_str(), PGC_USERSET, PGC_S_SESSION,
+        (void)set_config_option("syncline.claims", claims_text.c_str(), PGC_SUSET, PGC_S_SESSION,
                                 GUC_ACTION_SAVE, true, 0, false);
         GetUserIdAndSecContext(&saved_user, &saved_context);
         SetUserIdAndSecContext(role, saved_context | SECURITY_LOCAL_USERID_CHANGE);
@@ -622,13 +691,14 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
   }
   std::string outcome_text = outcome.dump();
   syncline::PgGuard([&] {
-    syncline::AsOwner([&] {
+    syncline::AsEngine([&] {
       Datum id = CStringGetTextDatum(client_id.c_str());
       syncline::Exec(
-          "INSERT INTO syncline_internal.client_batches (client_id, seq, outcome) "
-          "VALUES ($1, $2, $3::jsonb)",
-          {TEXTOID, INT8OID, TEXTOID},
-          {id, Int64GetDatum(seq), CStringGetTextDatum(outcome_text.c_str())});
+          "INSERT INTO syncline_internal.client_batches (client_id, seq, subject, outcome) "
+          "VALUES ($1, $2, $3, $4::jsonb)",
+          {TEXTOID, INT8OID, TEXTOID, TEXTOID},
+          {id, Int64GetDatum(seq), CStringGetTextDatum(subject.c_str()),
+           CStringGetTextDatum(outcome_text.c_str())});
     });
     // The flusher records the first op id that includes this batch.
     char seq_text[32];

@@ -305,8 +305,8 @@ void Gateway::HandleWriteCheckpoint(HttpExchange *x) {
   uint64_t id = x->id;
   // The write checkpoint of the client's newest batch: the SDK calls this once its upload
   // queue is empty and shows downloaded rows again once a checkpoint line reaches it.
-  db_->Query("SELECT syncline.write_checkpoint($1)", {client_id},
-             [this, id, client_id](QueryReply &reply) {
+  db_->Query("SELECT syncline.client_write_checkpoint($1::jsonb, $2)",
+             {token.claims_json, client_id}, [this, id, client_id](QueryReply &reply) {
                HttpExchange *x = FindExchange(id);
                if (!reply.ok()) {
                  if (x)

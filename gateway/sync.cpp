@@ -96,7 +96,7 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   // WriteAck still learns when its writes are in.
   db_->Query(
       "SELECT syncline.checkpoint($1::jsonb), "
-      "CASE WHEN $2 <> '' THEN syncline.write_checkpoint($2) END",
+      "CASE WHEN $2 <> '' THEN syncline.client_write_checkpoint($1::jsonb, $2) END",
       {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
 }
 

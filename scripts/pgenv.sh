@@ -1,7 +1,8 @@
 # Sourced by the scripts that start PostgreSQL: picks the server binaries.
 # PGBIN, when set, wins; otherwise this checkout's private copy (build/pg, made
 # by `make pgtree`, with this checkout's extension installed), else the
-# system's. Puts PGBIN first on PATH so psql, pg_dump and pgbench match it.
+# system's. The client tools on PATH (psql, pg_dump, pgbench, pg_config for
+# headers) stay the system's: the copy's are the same files.
 _pgenv_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${PGBIN:-}" ]; then
   _pgenv_sys=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
@@ -12,7 +13,6 @@ if [ -z "${PGBIN:-}" ]; then
   fi
 fi
 export PGBIN
-case ":$PATH:" in *":$PGBIN:"*) ;; *) export PATH="$PGBIN:$PATH" ;; esac
 # pg_regress and isolationtester of the same installation.
 PGXS_DIR=$(dirname "$("$PGBIN/pg_config" --pgxs)")/..
 export PGXS_DIR

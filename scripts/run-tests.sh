@@ -13,10 +13,23 @@ ROOT=$(pwd)
 
 . scripts/pgenv.sh
 PG_REGRESS=${PG_REGRESS:-$PGXS_DIR/test/regress/pg_regress}
-SUITES=${SUITES:-"regress units gateway concurrency example e2e powersync"}
+SUITES=${SUITES:-"regress isolation units gateway concurrency example lifecycle e2e powersync"}
 CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
+
+# Every tool a suite calls, named when it is missing (a fresh machine has
+# only what scripts/install-deps.sh installs): a missing curl used to show up
+# as "gateway did not become healthy".
+missing_tools=()
+for tool in psql pg_dump createdb dropdb curl python3 openssl runuser; do
+  command -v "$tool" >/dev/null 2>&1 || missing_tools+=("$tool")
+done
+if [ ${#missing_tools[@]} -gt 0 ]; then
+  echo "missing tools: ${missing_tools[*]} (run scripts/install-deps.sh, or make test, which does)" >&2
+  echo "0 passed, 1 failed"
+  exit 1
+fi
 
 CLUSTER_DIR=""
 cleanup() {
@@ -95,6 +108,21 @@ regress() {
   return $rc
 }
 
+# Concurrent sessions (isolationtester): specs/*.spec, expected/*.out.
+isolation() {
+  local runner=$PGXS_DIR/test/isolation/pg_isolation_regress
+  mkdir -p build/isolation
+  "$runner" --inputdir=. --outputdir=build/isolation --bindir="$PGBIN" \
+    --host="$PGHOST" --port="$PGPORT" --user="$PGUSER" \
+    --dbname=isolation_regression --schedule=specs/schedule
+  local rc=$?
+  if [ $rc -ne 0 ] && [ -f build/isolation/regression.diffs ]; then
+    echo "---- build/isolation/regression.diffs"
+    head -c 20000 build/isolation/regression.diffs
+  fi
+  return $rc
+}
+
 units() {
   if [ ! -x build/unit/extension_tests ]; then
     echo "build/unit/extension_tests was not built"
@@ -154,6 +182,11 @@ SQL
   echo "workout example: loads, alice gets her buckets, her own write applies, others are rejected"
 }
 
+# pg_dump/restore round trip and the worker surviving errors.
+lifecycle() {
+  bash tests/lifecycle/run.sh
+}
+
 e2e() {
   if [ ! -f tests/e2e/run.sh ]; then
     echo "tests/e2e/run.sh is not there: skipped"
@@ -168,12 +201,14 @@ powersync() {
 }
 
 suite_wanted regress && run_suite regress regress
+suite_wanted isolation && run_suite isolation isolation
 suite_wanted units && run_suite unit/extension_tests units
 suite_wanted gateway && run_suite gateway/gateway_tests gateway_units
 if suite_wanted concurrency; then
   for seed in $CONC_SEEDS; do run_suite "concurrency seed $seed" concurrency "$seed"; done
 fi
 suite_wanted example && run_suite "workout example" example
+suite_wanted lifecycle && run_suite lifecycle lifecycle
 suite_wanted e2e && run_suite e2e e2e
 suite_wanted powersync && run_suite powersync powersync
 

@@ -9,11 +9,13 @@ SELECT syncline.create_bucket('by_list',
   ARRAY['SELECT * FROM todos WHERE list_id = bucket.list_id AND NOT done',
         'SELECT id, name AS title FROM lists WHERE bucket.list_id = id']);
 SELECT syncline.create_bucket('everything', NULL, ARRAY['SELECT id, title FROM todos AS all_todos']);
-SELECT name, parameter_query, parameter_names, parameter_types
+-- Stored as declared and as Postgres deparsed them, every name schema-qualified:
+-- that is what runs, whatever search_path or objects exist later.
+SELECT name, parameter_query_source, parameter_query, parameter_names, parameter_types, definer
   FROM syncline_internal.bucket_definitions ORDER BY name;
-SELECT bucket_name, position, table_oid::regclass, object_type, query
+SELECT bucket_name, position, relation, object_type, query, filter, key_columns
   FROM syncline_internal.data_queries ORDER BY 1, 2;
-SELECT bucket_name, table_oid::regclass FROM syncline_internal.parameter_tables;
+SELECT bucket_name, relation FROM syncline_internal.parameter_tables;
 SELECT tgrelid::regclass, tgname FROM pg_trigger WHERE tgname LIKE 'syncline%' ORDER BY 1, 2;
 
 -- Refused, each with a clear error; nothing is left behind.

@@ -79,7 +79,7 @@ for _ in $(seq 1 150); do
   [ "$(psql -X -q -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
   sleep 0.1
 done
-psql -X -q -tAc "SELECT syncline.flush()" >/dev/null
+psql -X -q -tAc "SELECT syncline.wait_for_initial_copy(30000)" | grep -q t || { echo "initial copy did not finish"; echo "0 passed, 1 failed"; exit 1; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 secret="e2e-secret-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"

@@ -1,0 +1,216 @@
+#!/usr/bin/env bash
+# Lifecycle tests against a real cluster: what pg_regress cannot show because
+# it needs pg_dump/psql round trips or the background worker.
+#   restore_round_trip      pg_dump | psql into a new database: rules and write
+#                           bookkeeping survive, the op log is rebuilt, a client
+#                           that synced against the original (even past the dump)
+#                           converges with no checksum failure, and writes after
+#                           the restore reach the op log.
+#   worker_survives_errors  a flush that fails is reported and retried by the
+#                           same worker process; the op log resumes by itself.
+#   worker_compacts         the worker compacts buckets in the background
+#                           (syncline.compact_interval), checksums unchanged.
+# Called by scripts/run-tests.sh with PGHOST/PGPORT/PGUSER of a running
+# throwaway cluster whose worker serves database "syncline". Prints one line
+# per test and "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+. scripts/pgenv.sh
+OUT=build/lifecycle
+mkdir -p "$OUT"
+passed=0
+failed=0
+
+psql_q() { psql -X -q -v ON_ERROR_STOP=1 "$@"; }
+value() { psql -X -q -At -v ON_ERROR_STOP=1 "$@"; }
+result() {  # NAME OK(0/1) [DETAIL]
+  if [ "$2" -eq 0 ]; then
+    passed=$((passed + 1)); echo "ok    $1"
+  else
+    failed=$((failed + 1)); echo "FAIL  $1${3:+: $3}"
+  fi
+}
+expect_eq() {  # WHAT GOT WANT
+  if [ "$2" != "$3" ]; then echo "  $1: got '$2', want '$3'"; return 1; fi
+}
+
+restore_round_trip() {
+  local src=lc_src dst=lc_dst
+  dropdb --if-exists "$src" 2>/dev/null; dropdb --if-exists "$dst" 2>/dev/null
+  createdb "$src" && createdb "$dst" || return 1
+  psql_q -d "$src" >"$OUT/restore-setup.log" 2>&1 <<'SQL' || { cat "$OUT/restore-setup.log"; return 1; }
+CREATE EXTENSION syncline;
+CREATE TABLE lists (id text PRIMARY KEY, owner text NOT NULL, name text);
+CREATE TABLE members (user_id text, list_id text, PRIMARY KEY (user_id, list_id));
+CREATE TABLE todos (id int PRIMARY KEY, list_id text NOT NULL, title text, done bool DEFAULT false);
+GRANT SELECT, INSERT, UPDATE, DELETE ON todos TO syncline_writer;
+INSERT INTO lists VALUES ('L1', 'alice', 'groceries'), ('L2', 'bob', 'chores'), ('L3', 'alice', 'work');
+INSERT INTO members VALUES ('alice', 'L1'), ('alice', 'L2'), ('bob', 'L2');
+INSERT INTO todos SELECT g, (ARRAY['L1', 'L2', 'L3'])[1 + g % 3], 'todo ' || g FROM generate_series(1, 300) g;
+SELECT syncline.create_bucket('shared_lists',
+  'SELECT list_id FROM members WHERE user_id = syncline.user_id()',
+  ARRAY['SELECT * FROM todos WHERE list_id = bucket.list_id AND NOT done']);
+SELECT syncline.create_bucket('own_lists', 'SELECT syncline.user_id() AS owner',
+  ARRAY['SELECT id, name FROM lists WHERE owner = bucket.owner']);
+SELECT syncline.flush();
+UPDATE todos SET done = true WHERE id % 10 = 0;
+DELETE FROM todos WHERE id % 7 = 0;
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1',
+  '{"seq": 1, "ops": [{"op": "PUT", "type": "todos", "id": 1000, "data": {"list_id": "L1", "title": "from the phone"}}]}');
+SELECT syncline.flush();
+SQL
+  psql_q -d "$src" -f tests/lifecycle/client.sql >/dev/null || return 1
+  local mismatches
+  mismatches=$(value -d "$src" -c "SELECT count(*) FROM client.sync('{\"sub\": \"alice\"}')") || return 1
+  expect_eq "mismatches before the dump" "$mismatches" 0 || return 1
+
+  pg_dump -N client "$src" >"$OUT/dump.sql" || return 1
+  local dumped_last
+  dumped_last=$(value -d "$src" -c "SELECT last_op_id FROM syncline_internal.state") || return 1
+
+  # The original goes on after the dump, and alice's client follows it: it
+  # now holds ops the dump does not have.
+  psql_q -d "$src" >/dev/null <<'SQL' || return 1
+INSERT INTO todos VALUES (2000, 'L1', 'after the dump');
+DELETE FROM todos WHERE id = 1;
+UPDATE todos SET title = 'renamed after the dump' WHERE id = 2;
+INSERT INTO members VALUES ('alice', 'L3');
+SELECT syncline.flush();
+SQL
+  mismatches=$(value -d "$src" -c "SELECT count(*) FROM client.sync('{\"sub\": \"alice\"}')") || return 1
+  expect_eq "mismatches after the dump" "$mismatches" 0 || return 1
+  psql_q -d "$src" -c "\\copy client.objects TO '$OUT/client-objects.tsv'" \
+    -c "\\copy client.buckets TO '$OUT/client-buckets.tsv'" || return 1
+
+  psql_q -d "$dst" -f "$OUT/dump.sql" >"$OUT/restore.log" 2>&1 || { tail -n 20 "$OUT/restore.log"; return 1; }
+  # No worker serves these databases: flush() makes the rebuild's copies.
+  psql_q -d "$dst" -c "SELECT syncline.flush()" >/dev/null || return 1
+  local rules restored_last
+  rules=$(value -d "$dst" -c "SELECT string_agg(name, ',' ORDER BY name) FROM syncline_internal.bucket_definitions") || return 1
+  expect_eq "restored rules" "$rules" "own_lists,shared_lists" || return 1
+  restored_last=$(value -d "$dst" -c "SELECT last_op_id FROM syncline_internal.state") || return 1
+  if [ "$restored_last" -le $((dumped_last + (1 << 40))) ]; then
+    echo "  op ids after the restore ($restored_last) must start past $dumped_last + 2^40"; return 1
+  fi
+
+  # Alice's client, which synced against the original past the dump, syncs
+  # against the restored database: every bucket's checksum matches and it
+  # holds exactly the restored rows.
+  psql_q -d "$dst" -f tests/lifecycle/client.sql >/dev/null || return 1
+  psql_q -d "$dst" -c "\\copy client.objects FROM '$OUT/client-objects.tsv'" \
+    -c "\\copy client.buckets FROM '$OUT/client-buckets.tsv'" || return 1
+  mismatches=$(value -d "$dst" -c "SELECT string_agg(b, ',') FROM client.sync('{\"sub\": \"alice\"}') b") || return 1
+  expect_eq "buckets failing their checksum after the restore" "$mismatches" "" || return 1
+  local diff
+  diff=$(value -d "$dst" <<'SQL'
+WITH want AS (
+  SELECT 'shared_lists["' || list_id || '"]' AS bucket, id::text AS object_id FROM todos
+   WHERE NOT done AND list_id IN (SELECT list_id FROM members WHERE user_id = 'alice')
+  UNION ALL
+  SELECT 'own_lists["alice"]', id FROM lists WHERE owner = 'alice'),
+have AS (SELECT bucket, object_id FROM client.objects)
+SELECT count(*) FROM ((SELECT * FROM want EXCEPT SELECT * FROM have)
+                      UNION ALL (SELECT * FROM have EXCEPT SELECT * FROM want)) d
+SQL
+) || return 1
+  expect_eq "rows differing between alice's replica and the restored tables" "$diff" 0 || return 1
+
+  # Writes after the restore reach the op log; the write bookkeeping came
+  # along, so a batch applied before the dump is not applied twice.
+  psql_q -d "$dst" >/dev/null <<'SQL' || return 1
+INSERT INTO todos VALUES (3000, 'L1', 'after the restore');
+SELECT syncline.flush();
+SQL
+  mismatches=$(value -d "$dst" -c "SELECT count(*) FROM client.sync('{\"sub\": \"alice\"}')") || return 1
+  expect_eq "mismatches after a write" "$mismatches" 0 || return 1
+  local found duplicate
+  found=$(value -d "$dst" -c "SELECT count(*) FROM client.objects WHERE object_id = '3000'") || return 1
+  expect_eq "the write after the restore in alice's replica" "$found" 1 || return 1
+  duplicate=$(value -d "$dst" -c "SELECT syncline.apply_writes('{\"sub\": \"alice\"}', 'phone-1', '{\"seq\": 1, \"ops\": [{\"op\": \"PUT\", \"type\": \"todos\", \"id\": 1000, \"data\": {\"list_id\": \"L1\", \"title\": \"again\"}}]}') ->> 'duplicate'") || return 1
+  expect_eq "retried batch after the restore" "$duplicate" true || return 1
+  dropdb "$src"; dropdb "$dst"
+  return 0
+}
+
+worker_survives_errors() {
+  local db=syncline pid_before pid_after visible
+  psql_q -d "$db" >/dev/null <<'SQL' || return 1
+CREATE EXTENSION IF NOT EXISTS syncline;
+DROP TABLE IF EXISTS lc_worker;
+CREATE TABLE lc_worker (id int PRIMARY KEY, v text);
+SELECT syncline.create_bucket('lc_worker', NULL, ARRAY['SELECT * FROM lc_worker']);
+SQL
+  pid_before=$(value -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'syncline flusher'")
+  [ -n "$pid_before" ] || { echo "  no syncline flusher is running"; return 1; }
+  # Every flush now fails (a constraint the op log cannot meet) ...
+  psql_q -d "$db" >/dev/null <<'SQL' || return 1
+ALTER TABLE syncline_internal.ops ADD CONSTRAINT lc_no_ops CHECK (bucket <> 'lc_worker[]') NOT VALID;
+INSERT INTO lc_worker VALUES (1, 'written while flushes fail');
+SQL
+  sleep 2
+  visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_worker[]', 0)")
+  expect_eq "ops published while flushes fail" "$visible" 0 || return 1
+  # ... until the cause goes away: the same worker resumes on its own.
+  psql_q -d "$db" -c "ALTER TABLE syncline_internal.ops DROP CONSTRAINT lc_no_ops" >/dev/null || return 1
+  for _ in $(seq 1 100); do
+    visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_worker[]', 0)")
+    [ "$visible" = 1 ] && break
+    sleep 0.1
+  done
+  expect_eq "ops published after the cause went away" "$visible" 1 || return 1
+  pid_after=$(value -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'syncline flusher'")
+  expect_eq "flusher process (not restarted)" "$pid_after" "$pid_before" || return 1
+  if [ -n "${PGDATA:-}" ] && [ -f "$PGDATA/../server.log" ] &&
+    ! grep -q 'syncline flusher: retrying in' "$PGDATA/../server.log"; then
+    echo "  the server log does not report the retries"; return 1
+  fi
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_worker')" -c "DROP TABLE lc_worker" >/dev/null
+  return 0
+}
+
+worker_compacts() {
+  local db=syncline before after
+  psql_q -d "$db" >/dev/null <<'SQL' || return 1
+CREATE EXTENSION IF NOT EXISTS syncline;
+DROP TABLE IF EXISTS lc_compact;
+CREATE TABLE lc_compact (id int PRIMARY KEY, v int);
+SELECT syncline.create_bucket('lc_compact', NULL, ARRAY['SELECT * FROM lc_compact']);
+INSERT INTO lc_compact SELECT g, 0 FROM generate_series(1, 50) g;
+UPDATE lc_compact SET v = 1;
+UPDATE lc_compact SET v = 2;
+DELETE FROM lc_compact WHERE id <= 10;
+SQL
+  for _ in $(seq 1 100); do
+    [ "$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)")" = 160 ] && break
+    sleep 0.1
+  done
+  before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  # One maintenance round a second instead of a minute.
+  psql_q -d "$db" -c "ALTER SYSTEM SET syncline.compact_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null || return 1
+  local ops="" want="CLEAR:1,PUT:40,REMOVE:10"
+  for _ in $(seq 1 100); do
+    ops=$(value -d "$db" -c "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
+    [ "$ops" = "$want" ] && break
+    sleep 0.1
+  done
+  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
+  after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  # 50 inserts, 2 x 50 updates, 10 deletes: the first 110 ops are superseded
+  # (MOVE) and, leading the bucket, become one CLEAR; the last PUT or REMOVE
+  # of each row stays.
+  expect_eq "ops after the worker's compaction" "$ops" "$want" || return 1
+  expect_eq "bucket checksum/last op (unchanged by compaction)" "$after" "$before" || return 1
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_compact')" -c "DROP TABLE lc_compact" >/dev/null
+  return 0
+}
+
+for test in restore_round_trip worker_survives_errors worker_compacts; do
+  if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
+    detail=$("$test" 2>&1)
+    rc=$?
+    result "$test" "$rc"
+    [ "$rc" -eq 0 ] || echo "$detail" | sed 's/^/  /' | head -n 30
+  fi
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
