@@ -136,11 +136,13 @@ int Gateway::OnHttpRequest(lws *wsi, Pss *pss, const std::string &path) {
     HandleWriteCheckpoint(x);
     return 0;
   }
-  // A POST: its body arrives in LWS_CALLBACK_HTTP_BODY; refuse an oversized one before reading it.
+  // A POST: its body arrives in LWS_CALLBACK_HTTP_BODY. One over the limit is read and dropped,
+  // then answered 413 (a client still sending would not see an answer sent earlier: the
+  // connection closes under it); one announced as far over the limit is refused at once.
   std::string length = CopyHeader(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, 32);
   if (!length.empty()) {
     unsigned long long n = std::strtoull(length.c_str(), nullptr, 10);
-    if (n > config_.max_message_bytes) {
+    if (n > 16ull * config_.max_message_bytes) {
       x->close_after = true;
       RespondError(x, HTTP_STATUS_REQ_ENTITY_TOO_LARGE, "TOO_BIG",
                    "request body of " + length + " bytes is over the limit of " +
