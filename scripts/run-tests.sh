@@ -22,7 +22,7 @@ CONC_WRITERS=${CONC_WRITERS:-4}
 # only what scripts/install-deps.sh installs): a missing curl used to show up
 # as "gateway did not become healthy".
 missing_tools=()
-for tool in psql pg_dump createdb dropdb curl python3 openssl runuser; do
+for tool in psql pg_dump createdb dropdb curl python3 openssl runuser node npm; do
   command -v "$tool" >/dev/null 2>&1 || missing_tools+=("$tool")
 done
 if [ ${#missing_tools[@]} -gt 0 ]; then
