@@ -10,7 +10,7 @@ ROOT=$(pwd)
 ROWS=${BENCH_PS_ROWS:-100000}
 REPEAT=${BENCH_PS_REPEAT:-3}
 mkdir -p build/bench
-# Built before pgenv.sh puts the private PostgreSQL copy (no libpq headers) on PATH.
+# The gateway is built with the system's PostgreSQL headers, before pgenv.sh picks the server.
 make --no-print-directory -f gateway/gateway.mk build/gateway/syncline-gateway >build/bench/powersync_build.log 2>&1 ||
   { tail -n 30 build/bench/powersync_build.log; exit 1; }
 . scripts/pgenv.sh

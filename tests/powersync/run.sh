@@ -16,7 +16,7 @@ mkdir -p "$LOG_DIR"
 
 fail() { echo "$1"; echo "0 passed, 1 failed"; exit 1; }
 
-# Built before pgenv.sh puts the private PostgreSQL copy (which has no libpq headers) on PATH.
+# The gateway is built with the system's PostgreSQL headers, before pgenv.sh picks the server.
 make --no-print-directory -f gateway/gateway.mk all >"$LOG_DIR/build.log" 2>&1 ||
   { tail -n 40 "$LOG_DIR/build.log"; fail "FAIL  building the gateway"; }
 . scripts/pgenv.sh
