@@ -50,7 +50,7 @@ gateway:
 
 # GoogleTest binary for the parts of the extension that include no Postgres header.
 UNIT_SRCS := $(sort $(wildcard tests/unit/ext_*_test.cpp))
-PURE_SRCS := extension/json_text.cpp extension/checksum.cpp
+PURE_SRCS := extension/json_text.cpp extension/checksum.cpp extension/op_chunk.cpp
 build/unit/extension_tests: $(UNIT_SRCS) $(PURE_SRCS) $(wildcard extension/*.hpp)
 	@mkdir -p build/unit
 	$(CXX) -std=c++17 -Wall -Wextra -g -O1 -fsanitize=address,undefined -Iextension \

@@ -1,7 +1,10 @@
 #include "flush.hpp"
 
 extern "C" {
+#include "access/genam.h"
 #include "access/heapam.h"
+#include "catalog/index.h"
+#include "executor/executor.h"
 #include "access/relscan.h"
 #include "access/tableam.h"
 #include "commands/async.h"
@@ -13,13 +16,17 @@ extern "C" {
 #include "storage/latch.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
+#include "funcapi.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/wait_event.h"
 }
 
+#include <algorithm>
+#include <map>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "json_text.hpp"
@@ -31,69 +38,266 @@ extern "C" {
 namespace syncline {
 namespace {
 
-// Publishes every staged op visible to this statement's snapshot: numbers
-// them after $1 in staging order (initial-copy ops first), appends them to
-// the op log, and folds them into the running bucket state. Ops of buckets
-// not among the definitions $2 (dropped meanwhile) are discarded. While $3
-// (a restore's rebuild is running), a bucket instance that has no state yet
-// starts with a CLEAR. Returns (ops, markers, tables whose parameter inputs
-// changed, rules changed, write markers' client ids and seqs), and records
-// the buckets it changed for syncline.changes(). Bucket state is updated
-// in place (a plain UPDATE is HOT and writes no lock record, unlike ON
-// CONFLICT DO UPDATE) and created for new buckets (the rows the update
-// found conflict and are skipped): only the flusher writes it, under the
-// flush lock. Its one join (totals to bucket_state) must stay a nested
-// loop over the primary key whatever the table sizes were when the generic
-// plan was made: FlushStep runs it with hash and merge joins and sequential
-// scans turned off.
-const char *kFlushSql = R"sql(
-WITH moved AS (
-  DELETE FROM syncline_internal.pending RETURNING *),
-live AS (
-  SELECT m.* FROM moved m
-   WHERE m.op IN (1, 2, 4) AND split_part(m.bucket, '[', 1) = ANY ($2::text[])),
-cleared AS (
-  SELECT DISTINCT l.bucket FROM live l
-   WHERE $3 AND NOT EXISTS (SELECT FROM syncline_internal.bucket_state s
-                             WHERE s.bucket = l.bucket)),
-numbered AS (
-  SELECT x.bucket, x.op, x.object_type, x.object_id, x.data, x.checksum,
-         $1 + row_number() OVER (ORDER BY x.generated, x.seq) AS op_id
-    FROM (SELECT c.bucket, 4::smallint AS op, NULL::text AS object_type, NULL::text AS object_id,
-                 NULL::text AS data, 0::bigint AS checksum, 0 AS generated, 0::bigint AS seq
-            FROM cleared c
-          UNION ALL
-          SELECT l.bucket, l.op, l.object_type, l.object_id, l.data, l.checksum, 1, l.seq
-            FROM live l) x),
-inserted AS (
-  INSERT INTO syncline_internal.ops (bucket, op_id, op, object_type, object_id, data, checksum)
-  SELECT bucket, op_id, op, object_type, object_id, data, checksum FROM numbered),
-totals AS (
-  SELECT bucket, sum(checksum) % 4294967296 AS checksum, count(*) AS n, max(op_id) AS last_op_id
-    FROM numbered GROUP BY bucket),
-updated AS (
-  UPDATE syncline_internal.bucket_state s
-     SET checksum = (s.checksum + t.checksum) % 4294967296,
-         count = s.count + t.n,
-         last_op_id = t.last_op_id
-    FROM totals t
-   WHERE s.bucket = t.bucket),
-created AS (
-  INSERT INTO syncline_internal.bucket_state (bucket, checksum, count, last_op_id)
-  SELECT t.bucket, t.checksum, t.n, t.last_op_id FROM totals t
-  ON CONFLICT (bucket) DO NOTHING),
-flushed AS (
-  INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets)
-  SELECT max(last_op_id), $1, array_agg(bucket) FROM totals HAVING count(*) > 0),
-markers AS (
-  SELECT count(*) AS n,
-         coalesce(array_agg(DISTINCT m.object_id::oid) FILTER (WHERE m.op = 10), '{}') AS tables,
-         count(*) FILTER (WHERE m.op = 12) > 0 AS rules_changed,
-         coalesce(array_agg(m.object_id ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS clients,
-         coalesce(array_agg(m.data::bigint ORDER BY m.seq) FILTER (WHERE m.op = 11), '{}') AS seqs
-    FROM moved m WHERE m.op >= 10)
-SELECT (SELECT count(*) FROM numbered), n, tables, rules_changed, clients, seqs FROM markers
-)sql";
+// A staged op on its way into the op log: ordered by (generated first,
+// seq, ord) where `generated` marks the CLEAR a restore's rebuild puts
+// before a bucket instance's first op, seq is the staging order and ord the
+// position inside a chunk row.
+struct StagedOp {
+  int64 seq = 0;
+  int32 ord = 0;
+  bool generated = false;
+  RowOp op;
+};
+
+// What the staged rows of one flush hold besides ops.
+struct StagedMarkers {
+  int64 count = 0;
+  std::vector<Oid> changed_tables;  // parameter inputs that changed
+  bool rules_changed = false;
+  std::vector<std::pair<int64, std::pair<std::string, int64>>> writes;  // seq, (client, batch)
+};
+
+std::string TextOf(Datum value) {
+  text *t = DatumGetTextPP(value);
+  return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+}
+
+// Takes (deletes) every staged row this statement can see and returns the
+// ops of live bucket definitions in them, chunk rows expanded, and the
+// markers. Ops staged for a bucket dropped meanwhile are discarded.
+void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<StagedOp> &ops,
+                StagedMarkers &markers) {
+  static const char *kTakeSql =
+      "DELETE FROM syncline_internal.pending "
+      "RETURNING seq, op, bucket, object_type, object_id, data, checksum, chunk";
+  int rc = ExecPrepared(kTakeSql, 0, nullptr, nullptr);
+  if (rc != SPI_OK_DELETE_RETURNING) elog(ERROR, "taking staged ops failed: %d", rc);
+  auto live = [&](const std::string &bucket) {
+    return definitions.count(bucket.substr(0, bucket.find('['))) > 0;
+  };
+  TupleDesc desc = SPI_tuptable->tupdesc;
+  for (uint64 row = 0; row < SPI_processed; row++) {
+    HeapTuple tuple = SPI_tuptable->vals[row];
+    bool isnull;
+    int64 seq = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+    int16 kind = DatumGetInt16(SPI_getbinval(tuple, desc, 2, &isnull));
+    if (kind == kStagedChunk) {
+      bytea *chunk = DatumGetByteaPP(SPI_getbinval(tuple, desc, 8, &isnull));
+      ChunkReader reader(std::string_view(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk)));
+      StagedOp staged;
+      staged.seq = seq;
+      for (int32 ord = 1; reader.Next(staged.op); ord++) {
+        if (!live(staged.op.bucket)) continue;
+        staged.ord = ord;
+        ops.push_back(staged);
+      }
+      continue;
+    }
+    if (kind >= 10) {
+      markers.count++;
+      Datum object_id = SPI_getbinval(tuple, desc, 5, &isnull);
+      if (kind == kStagedParameterChange && !isnull) {
+        markers.changed_tables.push_back(
+            static_cast<Oid>(strtoul(TextOf(object_id).c_str(), nullptr, 10)));
+      } else if (kind == kStagedRulesChanged) {
+        markers.rules_changed = true;
+      } else if (kind == kStagedWriteMarker && !isnull) {
+        Datum batch = SPI_getbinval(tuple, desc, 6, &isnull);
+        if (!isnull)
+          markers.writes.push_back(
+              {seq, {TextOf(object_id), strtoll(TextOf(batch).c_str(), nullptr, 10)}});
+      }
+      continue;
+    }
+    StagedOp staged;
+    staged.seq = seq;
+    staged.op.kind = kind;
+    staged.op.bucket = TextOf(SPI_getbinval(tuple, desc, 3, &isnull));
+    if (!live(staged.op.bucket)) continue;
+    Datum value = SPI_getbinval(tuple, desc, 4, &isnull);
+    if (!isnull) staged.op.object_type = TextOf(value);
+    value = SPI_getbinval(tuple, desc, 5, &isnull);
+    if (!isnull) staged.op.object_id = TextOf(value);
+    value = SPI_getbinval(tuple, desc, 6, &isnull);
+    if (!isnull) staged.op.data = TextOf(value);
+    staged.op.checksum =
+        static_cast<uint32_t>(DatumGetInt64(SPI_getbinval(tuple, desc, 7, &isnull)));
+    ops.push_back(std::move(staged));
+  }
+  SPI_freetuptable(SPI_tuptable);
+  std::sort(markers.writes.begin(), markers.writes.end());
+}
+
+Datum TextArrayOf(const std::vector<std::string> &values) {
+  Datum *datums = static_cast<Datum *>(palloc(sizeof(Datum) * (values.size() + 1)));
+  for (size_t i = 0; i < values.size(); i++)
+    datums[i] = PointerGetDatum(cstring_to_text_with_len(values[i].data(), values[i].size()));
+  return PointerGetDatum(
+      construct_array(datums, static_cast<int>(values.size()), TEXTOID, -1, false, TYPALIGN_INT));
+}
+
+Datum Int8ArrayOf(const std::vector<int64> &values) {
+  Datum *datums = static_cast<Datum *>(palloc(sizeof(Datum) * (values.size() + 1)));
+  for (size_t i = 0; i < values.size(); i++) datums[i] = Int64GetDatum(values[i]);
+  return PointerGetDatum(construct_array(datums, static_cast<int>(values.size()), INT8OID, 8,
+                                         FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+// While a restore's rebuild runs, a bucket instance that has no state yet
+// (nothing of it was published since the restore) starts with a CLEAR, so a
+// client that holds it from before drops what it has.
+void AddRebuildClears(std::vector<StagedOp> &ops) {
+  std::vector<std::string> buckets;
+  for (const StagedOp &s : ops) buckets.push_back(s.op.bucket);
+  std::sort(buckets.begin(), buckets.end());
+  buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
+  if (buckets.empty()) return;
+  static const char *kNewSql =
+      "SELECT b FROM unnest($1::text[]) b "
+      " WHERE NOT EXISTS (SELECT FROM syncline_internal.bucket_state s WHERE s.bucket = b)";
+  Oid types[1] = {TEXTARRAYOID};
+  Datum args[1] = {TextArrayOf(buckets)};
+  int rc = ExecPrepared(kNewSql, 1, types, args);
+  if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");
+  for (uint64 row = 0; row < SPI_processed; row++) {
+    StagedOp clear;
+    clear.generated = true;
+    clear.op.kind = kStagedClear;
+    clear.op.bucket = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
+    ops.push_back(std::move(clear));
+  }
+}
+
+// Appends `ops` to the op log with ids first_id, first_id + 1, ...: bulk
+// heap inserts (one WAL record per page of ops) and their index entries.
+void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
+  constexpr int kBatch = 1000;
+  Relation rel = table_open(InternalRelid("ops"), RowExclusiveLock);
+  List *index_oids = RelationGetIndexList(rel);
+  std::vector<Relation> indexes;
+  std::vector<IndexInfo *> index_infos;
+  ListCell *lc;
+  foreach (lc, index_oids) {
+    indexes.push_back(index_open(lfirst_oid(lc), RowExclusiveLock));
+    index_infos.push_back(BuildIndexInfo(indexes.back()));
+  }
+  TupleDesc desc = RelationGetDescr(rel);
+  if (desc->natts != 7) elog(ERROR, "syncline_internal.ops has an unexpected shape");
+  BulkInsertState bistate = GetBulkInsertState();
+  CommandId cid = GetCurrentCommandId(true);
+  std::vector<TupleTableSlot *> slots(kBatch);
+  for (auto &slot : slots) slot = table_slot_create(rel, nullptr);
+  MemoryContext batch_context =
+      AllocSetContextCreate(CurrentMemoryContext, "syncline op batch", ALLOCSET_DEFAULT_SIZES);
+  for (size_t start = 0; start < ops.size(); start += kBatch) {
+    size_t n = std::min<size_t>(kBatch, ops.size() - start);
+    MemoryContext outer = MemoryContextSwitchTo(batch_context);
+    for (size_t i = 0; i < n; i++) {
+      const RowOp &op = ops[start + i]->op;
+      TupleTableSlot *slot = slots[i];
+      ExecClearTuple(slot);
+      bool clear = op.kind == kStagedClear;
+      slot->tts_values[0] =
+          PointerGetDatum(cstring_to_text_with_len(op.bucket.data(), op.bucket.size()));
+      slot->tts_values[1] = Int64GetDatum(first_id + static_cast<int64>(start + i));
+      slot->tts_values[2] = Int16GetDatum(op.kind);
+      slot->tts_values[3] = clear ? Datum(0)
+                                  : PointerGetDatum(cstring_to_text_with_len(
+                                        op.object_type.data(), op.object_type.size()));
+      slot->tts_values[4] =
+          clear
+              ? Datum(0)
+              : PointerGetDatum(cstring_to_text_with_len(op.object_id.data(), op.object_id.size()));
+      slot->tts_values[5] =
+          op.kind == kStagedPut
+              ? PointerGetDatum(cstring_to_text_with_len(op.data.data(), op.data.size()))
+              : Datum(0);
+      slot->tts_values[6] = Int64GetDatum(op.checksum);
+      bool nulls[7] = {false, false, false, clear, clear, op.kind != kStagedPut, false};
+      memcpy(slot->tts_isnull, nulls, sizeof nulls);
+      ExecStoreVirtualTuple(slot);
+    }
+    table_multi_insert(rel, slots.data(), static_cast<int>(n), cid, 0, bistate);
+    for (size_t i = 0; i < n; i++) {
+      for (size_t x = 0; x < indexes.size(); x++) {
+        Datum values[INDEX_MAX_KEYS];
+        bool isnull[INDEX_MAX_KEYS];
+        FormIndexDatum(index_infos[x], slots[i], nullptr, values, isnull);
+        index_insert(indexes[x], values, isnull, &slots[i]->tts_tid, rel,
+                     indexes[x]->rd_index->indisunique ? UNIQUE_CHECK_YES : UNIQUE_CHECK_NO, false,
+                     index_infos[x]);
+      }
+    }
+    MemoryContextSwitchTo(outer);
+    MemoryContextReset(batch_context);
+  }
+  MemoryContextDelete(batch_context);
+  for (auto &slot : slots) ExecDropSingleTupleTableSlot(slot);
+  FreeBulkInsertState(bistate);
+  for (Relation index : indexes) index_close(index, RowExclusiveLock);
+  table_close(rel, RowExclusiveLock);
+  CommandCounterIncrement();
+}
+
+// Folds the published ops into the running state of their buckets (updated
+// in place: plain HOT updates, only the key is indexed; new buckets created)
+// and records which buckets this flush changed, for syncline.changes().
+void FoldIntoBucketState(const std::vector<StagedOp *> &ops, int64 first_id, int64 from_op_id) {
+  struct Total {
+    uint64 checksum = 0;
+    int64 count = 0;
+    int64 last_op_id = 0;
+  };
+  std::map<std::string, Total> totals;
+  for (size_t i = 0; i < ops.size(); i++) {
+    Total &t = totals[ops[i]->op.bucket];
+    t.checksum = (t.checksum + ops[i]->op.checksum) % 4294967296ull;
+    t.count++;
+    t.last_op_id = first_id + static_cast<int64>(i);
+  }
+  std::vector<std::string> buckets;
+  std::vector<int64> checksums, counts, lasts;
+  for (const auto &[bucket, t] : totals) {
+    buckets.push_back(bucket);
+    checksums.push_back(static_cast<int64>(t.checksum));
+    counts.push_back(t.count);
+    lasts.push_back(t.last_op_id);
+  }
+  // Its one join must stay a nested loop over the key whatever the table
+  // sizes were when the generic plan was made.
+  static const char *kStateSql = R"sql(
+    WITH t AS (
+      SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+                 AS t(bucket, checksum, n, last_op_id)),
+    updated AS (
+      UPDATE syncline_internal.bucket_state s
+         SET checksum = (s.checksum + t.checksum) % 4294967296,
+             count = s.count + t.n,
+             last_op_id = t.last_op_id
+        FROM t
+       WHERE s.bucket = t.bucket)
+    INSERT INTO syncline_internal.bucket_state (bucket, checksum, count, last_op_id)
+    SELECT t.bucket, t.checksum, t.n, t.last_op_id FROM t
+    ON CONFLICT (bucket) DO NOTHING)sql";
+  Oid types[4] = {TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+  Datum args[4] = {TextArrayOf(buckets), Int8ArrayOf(checksums), Int8ArrayOf(counts),
+                   Int8ArrayOf(lasts)};
+  int nest_level = NewGUCNestLevel();
+  for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
+    (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                            false);
+  int rc = ExecPrepared(kStateSql, 4, types, args);
+  AtEOXact_GUC(true, nest_level);
+  if (rc != SPI_OK_INSERT) elog(ERROR, "updating bucket state failed: %d", rc);
+  static const char *kFlushesSql =
+      "INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets) "
+      "VALUES ($1, $2, $3)";
+  Oid flush_types[3] = {INT8OID, INT8OID, TEXTARRAYOID};
+  Datum flush_args[3] = {Int64GetDatum(first_id + static_cast<int64>(ops.size()) - 1),
+                         Int64GetDatum(from_op_id), args[0]};
+  rc = ExecPrepared(kFlushesSql, 3, flush_types, flush_args);
+  if (rc != SPI_OK_INSERT) elog(ERROR, "recording the flush failed: %d", rc);
+}
 
 int64 FetchInt64(int row, int column) {
   bool isnull;
@@ -177,22 +381,9 @@ constexpr size_t kMaxPayload = 7800;
 
 // The client batches a flush published: the write markers' client ids and seqs.
 struct PublishedWrite {
-  Datum client_id;  // text
+  std::string client_id;
   int64 seq;
 };
-
-std::vector<PublishedWrite> PublishedWrites(Datum writes, Datum write_seqs) {
-  Datum *ids, *seqs;
-  int count, seq_count;
-  deconstruct_array(DatumGetArrayTypeP(writes), TEXTOID, -1, false, TYPALIGN_INT, &ids, nullptr,
-                    &count);
-  deconstruct_array(DatumGetArrayTypeP(write_seqs), INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE,
-                    &seqs, nullptr, &seq_count);
-  std::vector<PublishedWrite> published;
-  for (int i = 0; i < count && i < seq_count; i++)
-    published.push_back({ids[i], DatumGetInt64(seqs[i])});
-  return published;
-}
 
 // ,"writes":[["client id",seq],...] for the client batches this flush
 // published, so a gateway can acknowledge them without asking; past the size
@@ -203,7 +394,7 @@ void AppendWrites(std::string &payload, const std::vector<PublishedWrite> &write
   std::string entry;
   for (size_t i = 0; i < writes.size(); i++) {
     entry.assign(i > 0 ? ",[" : "[");
-    AppendJsonString(entry, TextDatumGetCString(writes[i].client_id));
+    AppendJsonString(entry, writes[i].client_id);
     entry.push_back(',');
     entry += std::to_string(writes[i].seq);
     entry.push_back(']');
@@ -234,8 +425,6 @@ FlushResult FlushStep(int64 copy_blocks) {
   static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
   int rc = ExecPrepared(kLockSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT) elog(ERROR, "taking the syncline flush lock failed");
-  // The op id counter (no row yet: nothing was ever published), and whether
-  // a restore's rebuild is running (before the copy below may finish it).
   // In one statement: the op id counter (no row yet: nothing was ever
   // published), whether initial copies are waiting and whether one is a
   // restore's rebuild (read before the copy below may finish it), and the
@@ -254,31 +443,40 @@ FlushResult FlushStep(int64 copy_blocks) {
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
   bool resetting =
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-  Datum names = datumCopy(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull),
-                          false, -1);
+  std::unordered_set<std::string> definitions;
+  {
+    Datum names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+    Datum *items;
+    int count;
+    deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT, &items, nullptr,
+                      &count);
+    for (int i = 0; i < count; i++) definitions.insert(TextOf(items[i]));
+  }
 
   if (copy_blocks > 0 && copies_waiting) (void)CopySnapshotChunk(copy_blocks, &result.more_copy);
 
-  Oid types[3] = {INT8OID, TEXTARRAYOID, BOOLOID};
-  Datum args[3] = {Int64GetDatum(last_op_id), names, BoolGetDatum(resetting)};
-  // Nested loops over the key for the one join (see kFlushSql), and room to
-  // sort and hold a big flush (a bulk load's) in memory.
-  int nest_level = NewGUCNestLevel();
-  for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
-    (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
-                            false);
-  (void)set_config_option("work_mem", "65536", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
-                          0, false);
-  rc = ExecPrepared(kFlushSql, 3, types, args);
-  AtEOXact_GUC(true, nest_level);
-  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "syncline flush failed: %d", rc);
-  result.ops = FetchInt64(0, 1);
-  result.markers = FetchInt64(0, 2);
-  Datum changed_tables = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
-  bool rules_changed =
-      DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
-  Datum writes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
-  Datum write_seqs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull);
+  // Every staged op visible now, in staging order (initial-copy ops first,
+  // then by staging order, chunk rows in their order), numbered after the
+  // last op id: op ids therefore grow in the order ops became visible.
+  std::vector<StagedOp> staged;
+  StagedMarkers markers;
+  TakeStaged(definitions, staged, markers);
+  if (resetting) AddRebuildClears(staged);
+  std::vector<StagedOp *> order;
+  order.reserve(staged.size());
+  for (StagedOp &s : staged) order.push_back(&s);
+  std::stable_sort(order.begin(), order.end(), [](const StagedOp *a, const StagedOp *b) {
+    if (a->generated != b->generated) return a->generated;
+    if (a->seq != b->seq) return a->seq < b->seq;
+    return a->ord < b->ord;
+  });
+  result.ops = static_cast<int64>(order.size());
+  result.markers = markers.count;
+  bool rules_changed = markers.rules_changed;
+  if (!order.empty()) {
+    InsertOps(order, last_op_id + 1);
+    FoldIntoBucketState(order, last_op_id + 1, last_op_id);
+  }
   last_op_id += result.ops;
 
   if (result.ops > 0) {
@@ -297,30 +495,35 @@ FlushResult FlushStep(int64 copy_blocks) {
   // One primary-key update each: a join would get its generic plan while
   // client_batches is still small (a hash join over a sequential scan) and
   // keep it as the table grows.
-  std::vector<PublishedWrite> published = PublishedWrites(writes, write_seqs);
+  std::vector<PublishedWrite> published;
+  for (const auto &w : markers.writes) published.push_back({w.second.first, w.second.second});
   static const char *kStampSql =
       "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
       " WHERE client_id = $1 AND seq = $2";
   Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
   for (const PublishedWrite &w : published) {
-    Datum stamp_args[3] = {w.client_id, Int64GetDatum(w.seq), Int64GetDatum(last_op_id)};
+    Datum stamp_args[3] = {CStringGetTextDatum(w.client_id.c_str()), Int64GetDatum(w.seq),
+                           Int64GetDatum(last_op_id)};
     rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
     if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
   }
 
   // Definitions whose parameter queries read a table that changed.
-  Datum definitions = 0;
+  Datum changed_definitions = 0;
   bool no_definitions = true;
-  ArrayType *tables = DatumGetArrayTypeP(changed_tables);
-  if (ArrayGetNItems(ARR_NDIM(tables), ARR_DIMS(tables)) > 0) {
+  if (!markers.changed_tables.empty()) {
     static const char *kChangedSql =
         "SELECT coalesce(array_agg(DISTINCT bucket_name ORDER BY bucket_name), '{}') "
         "  FROM syncline_internal.parameter_tables WHERE relation::oid = ANY ($1::oid[])";
+    Datum *oids = static_cast<Datum *>(palloc(sizeof(Datum) * markers.changed_tables.size()));
+    for (size_t i = 0; i < markers.changed_tables.size(); i++)
+      oids[i] = ObjectIdGetDatum(markers.changed_tables[i]);
     Oid table_types[1] = {OIDARRAYOID};
-    Datum table_args[1] = {changed_tables};
+    Datum table_args[1] = {PointerGetDatum(construct_array(
+        oids, static_cast<int>(markers.changed_tables.size()), OIDOID, 4, true, TYPALIGN_INT))};
     rc = ExecPrepared(kChangedSql, 1, table_types, table_args);
     if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading parameter tables failed");
-    definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    changed_definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     no_definitions = false;
   }
 
@@ -331,7 +534,7 @@ FlushResult FlushStep(int64 copy_blocks) {
     payload += std::to_string(last_op_id);
     payload += ",\"definitions\":[";
     if (!no_definitions) {
-      ArrayType *array = DatumGetArrayTypeP(definitions);
+      ArrayType *array = DatumGetArrayTypeP(changed_definitions);
       Datum *changed;
       int count;
       deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &changed, nullptr, &count);
@@ -420,4 +623,37 @@ SYNCLINE_FUNCTION(syncline_wait_for_initial_copy) {
     SPI_finish();
   });
   PG_RETURN_BOOL(done);
+}
+
+// syncline_internal.chunk_ops(chunk): the ops of a staged chunk, in order.
+SYNCLINE_FUNCTION(syncline_chunk_ops) {
+  bytea *chunk = nullptr;
+  ReturnSetInfo *rsinfo = reinterpret_cast<ReturnSetInfo *>(fcinfo->resultinfo);
+  syncline::PgGuard([&] {
+    chunk = PG_GETARG_BYTEA_PP(0);
+    InitMaterializedSRF(fcinfo, 0);
+  });
+  syncline::ChunkReader reader(std::string_view(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk)));
+  syncline::RowOp op;
+  for (int32 ord = 1; reader.Next(op); ord++) {
+    syncline::PgGuard([&] {
+      Datum values[7];
+      bool nulls[7] = {false, false, false, false, false, op.kind != syncline::kStagedPut, false};
+      values[0] = Int32GetDatum(ord);
+      values[1] = Int16GetDatum(op.kind);
+      values[2] = PointerGetDatum(cstring_to_text_with_len(op.bucket.data(), op.bucket.size()));
+      values[3] =
+          PointerGetDatum(cstring_to_text_with_len(op.object_type.data(), op.object_type.size()));
+      values[4] =
+          PointerGetDatum(cstring_to_text_with_len(op.object_id.data(), op.object_id.size()));
+      values[5] = nulls[5]
+                      ? Datum(0)
+                      : PointerGetDatum(cstring_to_text_with_len(op.data.data(), op.data.size()));
+      values[6] = Int64GetDatum(op.checksum);
+      tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+      for (int i = 2; i <= 5; i++)
+        if (!nulls[i]) pfree(DatumGetPointer(values[i]));
+    });
+  }
+  return Datum(0);
 }

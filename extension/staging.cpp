@@ -9,6 +9,8 @@ extern "C" {
 #include "utils/rel.h"
 }
 
+#include <algorithm>
+
 #include "flush.hpp"
 
 namespace syncline {
@@ -54,31 +56,162 @@ Oid PendingOid() {
 // writes no WAL, and it keeps growing across restarts.
 int64 StagingOrder() { return static_cast<int64>(GetXLogInsertRecPtr()); }
 
-void InsertPending(Relation rel, int64 seq, int16 kind, const std::string *bucket,
-                   const std::string *object_type, const char *object_id, size_t object_id_len,
-                   const char *data, size_t data_len, bool has_data, int64 checksum,
-                   bool has_checksum) {
-  Datum values[7];
-  bool nulls[7] = {
-      false,     false,        bucket == nullptr, object_type == nullptr, object_id == nullptr,
-      !has_data, !has_checksum};
-  values[0] = Int64GetDatum(seq);
-  values[1] = Int16GetDatum(kind);
+// A row of pending: one op (kind < 10), a marker (kind >= 10) or, with
+// `chunk`, many ops of one transaction in order (kind kStagedChunk).
+struct PendingRow {
+  int64 seq = 0;
+  int16 kind = 0;
+  const std::string *bucket = nullptr;
+  const std::string *object_type = nullptr;
+  const char *object_id = nullptr;
+  size_t object_id_len = 0;
+  const char *data = nullptr;
+  size_t data_len = 0;
+  bool has_checksum = false;
+  int64 checksum = 0;
+  const std::string *chunk = nullptr;
+};
+
+void InsertPending(Relation rel, const PendingRow &row) {
+  Datum values[8];
+  bool nulls[8] = {false,
+                   false,
+                   row.bucket == nullptr,
+                   row.object_type == nullptr,
+                   row.object_id == nullptr,
+                   row.data == nullptr,
+                   !row.has_checksum,
+                   row.chunk == nullptr};
+  values[0] = Int64GetDatum(row.seq);
+  values[1] = Int16GetDatum(row.kind);
   values[2] =
-      bucket ? PointerGetDatum(cstring_to_text_with_len(bucket->data(), bucket->size())) : Datum(0);
-  values[3] =
-      object_type
-          ? PointerGetDatum(cstring_to_text_with_len(object_type->data(), object_type->size()))
-          : Datum(0);
-  values[4] =
-      object_id ? PointerGetDatum(cstring_to_text_with_len(object_id, object_id_len)) : Datum(0);
-  values[5] = has_data ? PointerGetDatum(cstring_to_text_with_len(data, data_len)) : Datum(0);
-  values[6] = Int64GetDatum(checksum);
+      row.bucket ? PointerGetDatum(cstring_to_text_with_len(row.bucket->data(), row.bucket->size()))
+                 : Datum(0);
+  values[3] = row.object_type ? PointerGetDatum(cstring_to_text_with_len(row.object_type->data(),
+                                                                         row.object_type->size()))
+                              : Datum(0);
+  values[4] = row.object_id
+                  ? PointerGetDatum(cstring_to_text_with_len(row.object_id, row.object_id_len))
+                  : Datum(0);
+  values[5] =
+      row.data ? PointerGetDatum(cstring_to_text_with_len(row.data, row.data_len)) : Datum(0);
+  values[6] = Int64GetDatum(row.checksum);
+  values[7] = row.chunk ? PointerGetDatum(cstring_to_text_with_len(row.chunk->data(),
+                                                                   row.chunk->size()))
+                        : Datum(0);  // bytea and text share their varlena form
   HeapTuple tuple = heap_form_tuple(RelationGetDescr(rel), values, nulls);
   simple_heap_insert(rel, tuple);
   heap_freetuple(tuple);
-  for (int i = 2; i <= 5; i++)
+  for (int i : {2, 3, 4, 5, 7})
     if (!nulls[i]) pfree(DatumGetPointer(values[i]));
+}
+
+PendingRow OpRow(int64 seq, const RowOp &op) {
+  PendingRow row;
+  row.seq = seq;
+  row.kind = op.kind;
+  row.bucket = &op.bucket;
+  row.object_type = &op.object_type;
+  row.object_id = op.object_id.data();
+  row.object_id_len = op.object_id.size();
+  if (op.kind == kStagedPut) {
+    row.data = op.data.data();
+    row.data_len = op.data.size();
+  }
+  row.has_checksum = true;
+  row.checksum = op.checksum;
+  return row;
+}
+
+// Ops of this transaction not staged yet, each with the subtransaction that
+// made it (a subtransaction that rolls back takes its ops along).
+struct BufferedOp {
+  RowOp op;
+  SubTransactionId subxact;
+};
+std::vector<BufferedOp> buffer;
+size_t buffer_bytes = 0;
+
+// Ops are staged one per row below this many in a transaction, in chunk
+// rows of at most kChunkOps ops / kChunkBytes bytes from it on: a bulk load
+// writes a few large, compressed rows instead of a row (and its WAL record,
+// and later its delete) per op. A transaction holding more than
+// kBufferBytes stages what it has early.
+constexpr size_t kChunkMinOps = 16;
+constexpr size_t kChunkOps = 4096;
+constexpr size_t kChunkBytes = 1 << 20;
+constexpr size_t kBufferBytes = 8 << 20;
+
+// Stages `ops` in order: as a chunk row each kChunkOps ops, or one row each.
+// `copy_seq` (initial copies) gives them seqs that sort before every other
+// staged op; otherwise the WAL insert position when each row is written.
+template <typename It, typename GetOp>
+void WriteOps(It begin, It end, GetOp get_op, int64 *copy_seq) {
+  size_t count = static_cast<size_t>(end - begin);
+  if (count == 0) return;
+  Relation rel = table_open(PendingOid(), RowExclusiveLock);
+  if (count < kChunkMinOps) {
+    for (It it = begin; it != end; ++it)
+      InsertPending(rel, OpRow(copy_seq ? (*copy_seq)++ : StagingOrder(), get_op(*it)));
+  } else {
+    std::string chunk;
+    size_t in_chunk = 0;
+    auto write_chunk = [&] {
+      PendingRow row;
+      row.seq = copy_seq ? (*copy_seq)++ : StagingOrder();
+      row.kind = kStagedChunk;
+      row.chunk = &chunk;
+      InsertPending(rel, row);
+      chunk.clear();
+      in_chunk = 0;
+    };
+    for (It it = begin; it != end; ++it) {
+      AppendToChunk(chunk, get_op(*it));
+      if (++in_chunk >= kChunkOps || chunk.size() >= kChunkBytes) write_chunk();
+    }
+    if (in_chunk > 0) write_chunk();
+  }
+  table_close(rel, RowExclusiveLock);
+}
+
+void StageBuffer() {
+  WriteOps(
+      buffer.begin(), buffer.end(), [](const BufferedOp &b) -> const RowOp & { return b.op; },
+      nullptr);
+  buffer.clear();
+  buffer_bytes = 0;
+}
+
+// Stages the buffered ops when the transaction is about to commit (or be
+// prepared): before its commit record, so a later transaction on the same
+// rows stages its ops after them. Forgets them when it ends otherwise.
+void OnBufferTransactionEvent(XactEvent event, void *) {
+  switch (event) {
+    case XACT_EVENT_PRE_COMMIT:
+    case XACT_EVENT_PARALLEL_PRE_COMMIT:
+    case XACT_EVENT_PRE_PREPARE:
+      if (!buffer.empty()) StageBuffer();
+      break;
+    default:
+      buffer.clear();
+      buffer_bytes = 0;
+  }
+}
+
+// A subtransaction that commits hands its ops to its parent; one that rolls
+// back drops them (its committed children's ops were handed to it).
+void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact,
+                                 SubTransactionId parent, void *) {
+  if (event == SUBXACT_EVENT_COMMIT_SUB) {
+    for (BufferedOp &b : buffer)
+      if (b.subxact == subxact) b.subxact = parent;
+  } else if (event == SUBXACT_EVENT_ABORT_SUB) {
+    auto dropped = std::remove_if(buffer.begin(), buffer.end(),
+                                  [&](const BufferedOp &b) { return b.subxact == subxact; });
+    for (auto it = dropped; it != buffer.end(); ++it)
+      buffer_bytes -= it->op.bucket.size() + it->op.object_id.size() + it->op.data.size();
+    buffer.erase(dropped, buffer.end());
+  }
 }
 
 }  // namespace
@@ -104,25 +237,45 @@ void WakeFlusherAtCommit() {
 
 void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
   if (ops.empty()) return;
-  Relation rel = table_open(PendingOid(), RowExclusiveLock);
-  // Initial-copy ops sort before every staged op (negative seqs), in scan
-  // order; they never outlive the flush that stages them.
-  static int64 copy_seq = PG_INT64_MIN;
-  for (const RowOp &op : ops) {
-    int64 seq = initial_copy ? copy_seq++ : StagingOrder();
-    InsertPending(rel, seq, op.kind, &op.bucket, &op.object_type, op.object_id.data(),
-                  op.object_id.size(), op.data.data(), op.data.size(), op.kind == kStagedPut,
-                  op.checksum, true);
+  if (initial_copy) {
+    // Initial-copy ops sort before every staged op (negative seqs), in scan
+    // order; they are staged now, in the flush that publishes them.
+    static int64 copy_seq = PG_INT64_MIN;
+    WriteOps(
+        ops.begin(), ops.end(), [](const RowOp &op) -> const RowOp & { return op; }, &copy_seq);
+    return;
   }
-  table_close(rel, RowExclusiveLock);
+  static bool registered = false;
+  if (!registered) {
+    RegisterXactCallback(OnBufferTransactionEvent, nullptr);
+    RegisterSubXactCallback(OnBufferSubtransactionEvent, nullptr);
+    registered = true;
+  }
+  SubTransactionId subxact = GetCurrentSubTransactionId();
+  for (const RowOp &op : ops) {
+    buffer.push_back(BufferedOp{op, subxact});
+    buffer_bytes += op.bucket.size() + op.object_id.size() + op.data.size();
+  }
+  // A big transaction stages what it has early, when every buffered op
+  // belongs to the current subtransaction (staged rows roll back with it);
+  // ops of an enclosing one wait until it is current again.
+  if (buffer_bytes > kBufferBytes &&
+      std::all_of(buffer.begin(), buffer.end(),
+                  [&](const BufferedOp &b) { return b.subxact == subxact; }))
+    StageBuffer();
   WakeFlusherAtCommit();
 }
 
 void StageMarker(int16 kind, const char *object_id, const char *data) {
   Relation rel = table_open(PendingOid(), RowExclusiveLock);
-  int64 seq = StagingOrder();
-  InsertPending(rel, seq, kind, nullptr, nullptr, object_id, object_id ? strlen(object_id) : 0,
-                data, data ? strlen(data) : 0, data != nullptr, 0, false);
+  PendingRow row;
+  row.seq = StagingOrder();
+  row.kind = kind;
+  row.object_id = object_id;
+  row.object_id_len = object_id ? strlen(object_id) : 0;
+  row.data = data;
+  row.data_len = data ? strlen(data) : 0;
+  InsertPending(rel, row);
   table_close(rel, RowExclusiveLock);
   WakeFlusherAtCommit();
 }

@@ -5,30 +5,12 @@
 
 #include "pg_compat.hpp"
 
+#include "op_chunk.hpp"
+
 #include <string>
 #include <vector>
 
 namespace syncline {
-
-// Kinds of rows in syncline_internal.pending.
-enum StagedKind : int16 {
-  kStagedPut = 1,
-  kStagedRemove = 2,
-  kStagedClear = 4,
-  kStagedParameterChange = 10,  // object_id: oid of a table read by parameter queries
-  kStagedWriteMarker = 11,      // object_id: client id, data: batch seq
-  kStagedRulesChanged = 12,
-};
-
-// One op a row change produces for one bucket instance.
-struct RowOp {
-  int16 kind = kStagedPut;
-  std::string bucket;
-  std::string object_type;
-  std::string object_id;
-  std::string data;  // PUT only
-  uint32_t checksum = 0;
-};
 
 // Appends `ops` to pending. `initial_copy` ops sort before every other op of
 // the flush that publishes them (see flush.cpp). Postgres calls: use in PgGuard.

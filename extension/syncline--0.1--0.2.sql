@@ -44,8 +44,21 @@ UPDATE syncline_internal.state
                 (SELECT oid FROM pg_catalog.pg_database
                   WHERE datname = pg_catalog.current_database())::text;
 
--- Staged ops are ordered by the WAL insert position now: no sequence.
+-- Staged ops are ordered by the WAL insert position now: no sequence; a
+-- transaction stages many ops as chunk rows.
 DROP SEQUENCE syncline_internal.pending_seq;
+ALTER TABLE syncline_internal.pending ADD COLUMN chunk bytea;
+DO $lz4$
+BEGIN
+  ALTER TABLE syncline_internal.pending ALTER COLUMN chunk SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+  NULL;
+END
+$lz4$;
+CREATE FUNCTION syncline_internal.chunk_ops(chunk bytea)
+RETURNS TABLE (ord int, op smallint, bucket text, object_type text, object_id text, data text,
+               checksum bigint)
+LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'syncline_chunk_ops';
 -- Flusher updates of bucket state are HOT: only the key is indexed.
 DROP INDEX syncline_internal.bucket_state_last_op_id_idx;
 ALTER TABLE syncline_internal.bucket_state SET (fillfactor = 50);

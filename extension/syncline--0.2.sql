@@ -80,12 +80,14 @@ CREATE TABLE syncline_internal.snapshot_jobs (
   FOREIGN KEY (bucket_name, position) REFERENCES syncline_internal.data_queries ON DELETE CASCADE
 );
 
--- Ops written by row triggers, not yet given their final op id. `seq` orders
--- ops of one row across transactions: the WAL insert position when the op was
--- staged (under the row lock, so after any earlier writer's commit) or, for
--- an initial copy, a negative number that sorts before it. op: 1 PUT,
--- 2 REMOVE, 4 CLEAR; 10 parameter-input change (object_id = table oid); 11
--- write marker; 12 rules changed.
+-- Ops written by transactions, not yet given their final op id. A
+-- transaction's ops are staged when it is about to commit: one row each, or
+-- for many (a bulk load) chunk rows of thousands in order (op 20, `chunk`).
+-- `seq` orders them: the WAL insert position when staged (before the commit,
+-- so after any earlier writer of the same rows committed) or, for an initial
+-- copy, a negative number that sorts before it. op: 1 PUT, 2 REMOVE, 4 CLEAR;
+-- 10 parameter-input change (object_id = table oid); 11 write marker; 12
+-- rules changed; 20 chunk.
 CREATE TABLE syncline_internal.pending (
   seq bigint NOT NULL,
   op smallint NOT NULL,
@@ -93,8 +95,16 @@ CREATE TABLE syncline_internal.pending (
   object_type text,
   object_id text,
   data text,
-  checksum bigint
+  checksum bigint,
+  chunk bytea
 ) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000);
+DO $lz4$
+BEGIN
+  ALTER TABLE syncline_internal.pending ALTER COLUMN chunk SET COMPRESSION lz4;
+EXCEPTION WHEN feature_not_supported THEN
+  NULL;  -- a server built without lz4 compresses chunks with pglz
+END
+$lz4$;
 
 -- The op log. op_id is assigned by the flusher, one flush at a time, so op ids
 -- increase in the order ops become visible.
@@ -237,6 +247,12 @@ LANGUAGE c AS 'MODULE_PATHNAME', 'syncline_parameter_trigger';
 -- Declaring a rule creates these triggers as the declarer, who needs the
 -- TRIGGER privilege on the table and EXECUTE on them (granted to
 -- syncline_admin at the end); they only run as triggers.
+
+-- The ops of a staged chunk, in order (the flusher's).
+CREATE FUNCTION syncline_internal.chunk_ops(chunk bytea)
+RETURNS TABLE (ord int, op smallint, bucket text, object_type text, object_id text, data text,
+               checksum bigint)
+LANGUAGE c IMMUTABLE STRICT AS 'MODULE_PATHNAME', 'syncline_chunk_ops';
 
 CREATE FUNCTION syncline.flush() RETURNS bigint
 LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp

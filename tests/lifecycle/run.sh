@@ -144,14 +144,14 @@ SQL
   [ -n "$pid_before" ] || { echo "  no syncline flusher is running"; return 1; }
   # Every flush now fails (a constraint the op log cannot meet) ...
   psql_q -d "$db" >/dev/null <<'SQL' || return 1
-ALTER TABLE syncline_internal.ops ADD CONSTRAINT lc_no_ops CHECK (bucket <> 'lc_worker[]') NOT VALID;
+ALTER TABLE syncline_internal.bucket_state ADD CONSTRAINT lc_no_state CHECK (bucket <> 'lc_worker[]') NOT VALID;
 INSERT INTO lc_worker VALUES (1, 'written while flushes fail');
 SQL
   sleep 2
   visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_worker[]', 0)")
   expect_eq "ops published while flushes fail" "$visible" 0 || return 1
   # ... until the cause goes away: the same worker resumes on its own.
-  psql_q -d "$db" -c "ALTER TABLE syncline_internal.ops DROP CONSTRAINT lc_no_ops" >/dev/null || return 1
+  psql_q -d "$db" -c "ALTER TABLE syncline_internal.bucket_state DROP CONSTRAINT lc_no_state" >/dev/null || return 1
   for _ in $(seq 1 100); do
     visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_worker[]', 0)")
     [ "$visible" = 1 ] && break

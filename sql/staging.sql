@@ -1,0 +1,64 @@
+-- A transaction's ops are buffered and staged when it commits: one row each,
+-- or chunk rows for many. Subtransactions that roll back take their ops
+-- along, ops keep their order across chunks and early staging, and the op
+-- log ends equal to the table.
+CREATE TABLE s (id int PRIMARY KEY, v text);
+SELECT syncline.create_bucket('all_s', NULL, ARRAY['SELECT * FROM s']);
+CREATE FUNCTION s_replica() RETURNS TABLE (id int, v text) LANGUAGE sql AS $$
+  SELECT object_id::int, data::jsonb ->> 'v' FROM (
+    SELECT DISTINCT ON (object_id) object_id, op, data
+      FROM syncline.bucket_data('all_s[]', 0, NULL, 1000000) ORDER BY object_id, op_id DESC) x
+   WHERE op = 'PUT' $$;
+
+BEGIN;
+INSERT INTO s VALUES (1, 'top');
+-- Nothing is staged before the transaction commits.
+SELECT count(*) AS staged_before_commit FROM syncline_internal.pending WHERE op <> 12;
+SAVEPOINT a;
+INSERT INTO s VALUES (2, 'rolled back');
+ROLLBACK TO a;
+SAVEPOINT b;
+INSERT INTO s VALUES (3, 'released');
+SAVEPOINT c;
+UPDATE s SET v = 'inner, rolled back' WHERE id = 3;
+ROLLBACK TO c;
+RELEASE b;
+UPDATE s SET v = 'top, updated' WHERE id = 1;
+COMMIT;
+SELECT op, object_id FROM syncline_internal.pending WHERE op < 10 ORDER BY seq;
+DO $$
+BEGIN
+  BEGIN
+    INSERT INTO s VALUES (4, 'in a failed block');
+    RAISE EXCEPTION 'no';
+  EXCEPTION WHEN others THEN NULL;
+  END;
+  INSERT INTO s VALUES (5, 'after the failed block');
+END $$;
+SELECT syncline.flush() AS published;
+SELECT * FROM s_replica() ORDER BY id;
+
+-- A bulk transaction (about 20 MB of ops) is staged as chunk rows, the first
+-- ones while it still runs; the update after it wins.
+BEGIN;
+INSERT INTO s SELECT g, repeat('x', 500) FROM generate_series(100, 40099) g;
+SELECT count(*) > 0 AS chunks_staged_early FROM syncline_internal.pending WHERE op = 20;
+UPDATE s SET v = 'updated after the bulk' WHERE id = 100;
+DELETE FROM s WHERE id = 101;
+COMMIT;
+SELECT count(*) > 1 AS chunk_rows, sum(pg_column_size(chunk)) < sum(octet_length(chunk)) / 4 AS compressed
+  FROM syncline_internal.pending WHERE op = 20;
+SELECT syncline.flush() AS published;
+SELECT count(*) AS replica_rows,
+       (SELECT count(*) FROM s) AS table_rows,
+       NOT EXISTS (SELECT * FROM s_replica() EXCEPT SELECT * FROM s) AS same_rows
+  FROM s_replica();
+SELECT v FROM s_replica() WHERE id IN (100, 101);
+-- Checksums: the running bucket state is the sum of the published ops.
+SELECT (SELECT checksum FROM syncline.changes(0) WHERE bucket = 'all_s[]') =
+       (SELECT sum(checksum) % 4294967296 FROM syncline.bucket_data('all_s[]', 0, NULL, 1000000))
+       AS checksum_matches;
+
+SELECT syncline.drop_bucket('all_s');
+DROP TABLE s;
+DROP FUNCTION s_replica();
