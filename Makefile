@@ -76,6 +76,7 @@ run: pgtree
 bench: pgtree
 	@bash bench/run.sh
 	@bash bench/gateway_bench.sh
+	@bash bench/powersync_bench.sh
 
 clean: clean-gateway
 clean-gateway:

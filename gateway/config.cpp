@@ -71,6 +71,9 @@ bool ApplyOption(const std::string &name, const std::string &value, Config *c, s
   } else if (name == "hello-timeout") {
     if (!ParseInt(value, 1, 3600, &n)) return bad("expected 1..3600 seconds");
     c->hello_timeout_seconds = static_cast<int>(n);
+  } else if (name == "cors-origin") {
+    if (value.empty()) return bad("expected * or an origin such as https://app.example.com");
+    c->cors_origin = value;
   } else if (name == "tls-cert") {
     c->tls_cert = value;
   } else if (name == "tls-key") {
@@ -101,6 +104,7 @@ const std::map<std::string, const char *> &ValueOptions() {
       {"page-ops", "SYNCLINE_PAGE_OPS"},
       {"token-expiring-seconds", "SYNCLINE_TOKEN_EXPIRING_SECONDS"},
       {"hello-timeout", "SYNCLINE_HELLO_TIMEOUT"},
+      {"cors-origin", "SYNCLINE_CORS_ORIGIN"},
       {"tls-cert", "SYNCLINE_TLS_CERT"},
       {"tls-key", "SYNCLINE_TLS_KEY"},
   };
@@ -245,6 +249,11 @@ Listening
   --listen HOST:PORT        (SYNCLINE_LISTEN, default 127.0.0.1:8080); also
                             serves GET /healthz and GET /metrics
   --tls-cert PATH --tls-key PATH   serve wss:// and https://
+  --cors-origin ORIGIN      Access-Control-Allow-Origin of the PowerSync endpoints
+                            (SYNCLINE_CORS_ORIGIN; default *, or one origin)
+PowerSync front (the official PowerSync SDKs connect unchanged)
+  POST /sync/stream, GET /write-checkpoint2.json, POST /upload; same token,
+  limits and live fan-out as syncline.v1 (see gateway/README.md)
 Authentication (a token is always required)
   --jwt-hs256-secret S      HS256 shared secret
   --jwt-public-key KID=PEM  RS256/ES256 public key file for key id KID (repeatable;
@@ -256,7 +265,8 @@ Authentication (a token is always required)
   --token-expiring-seconds N   send TokenExpiring this long before exp (default 30)
   --hello-timeout SECONDS   close connections that send no Hello (default 30)
 Limits
-  --max-message-bytes SIZE  largest client message (default 1M; bigger -> close 1009)
+  --max-message-bytes SIZE  largest client message or HTTP request body
+                            (default 1M; bigger -> close 1009 / HTTP 413)
   --max-connections N       concurrent websocket clients (default 10000)
   --max-connections-per-user N   per token subject ("sub"); 0 = no limit (default 64)
   --send-queue-bytes SIZE   per-connection send queue; a client further behind is

@@ -15,13 +15,6 @@ namespace pb = syncline::v1;
 constexpr int kMessagesPerWriteable = 16;
 constexpr size_t kUncheckedBytesPerWriteable = 8192;
 
-// Per-connection storage that libwebsockets allocates for us.
-struct Pss {
-  Session *session;
-  std::string *header_token;  // captured during the upgrade request
-  std::string *http_body;     // response body for /healthz and /metrics
-};
-
 int64_t UnixNow() { return static_cast<int64_t>(time(nullptr)); }
 
 lws_protocols kProtocols[] = {
@@ -63,6 +56,8 @@ bool Gateway::Start() {
   info.protocols = kProtocols;
   info.user = this;
   info.timeout_secs = 10;
+  // HTTP/1.1 only, also over TLS: PowerSync's stream is written with chunked transfer coding.
+  info.alpn = "http/1.1";
   // Idle websockets get a PING after 60 s and are dropped after 120 s without
   // a valid frame, so vanished peers (half-open TCP) do not pile up.
   static const lws_retry_bo_t kIdlePolicy = {nullptr, 0, 0, 60, 120, 0};
@@ -90,7 +85,9 @@ bool Gateway::Start() {
   db_->Start();
   tick_.gateway = this;
   ScheduleTick();
-  fprintf(stderr, "syncline-gateway: listening on %s://%s:%d (subprotocol syncline.v1)\n",
+  fprintf(stderr,
+          "syncline-gateway: listening on %s://%s:%d (subprotocol syncline.v1; PowerSync: POST "
+          "/sync/stream, GET /write-checkpoint2.json, POST /upload)\n",
           config_.tls_cert.empty() ? "ws" : "wss", config_.listen_host.c_str(),
           config_.listen_port);
   return true;
@@ -136,13 +133,24 @@ int Gateway::OnCallback(lws *wsi, lws_callback_reasons reason, void *user, void 
       return 0;
     case LWS_CALLBACK_HTTP:
       return OnHttp(wsi, user, static_cast<const char *>(in));
+    case LWS_CALLBACK_HTTP_BODY:
+      return pss ? OnHttpBody(pss, in, len) : 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+      return pss ? OnHttpBodyComplete(pss) : 0;
     case LWS_CALLBACK_HTTP_WRITEABLE:
+      if (pss && pss->session) return OnWriteable(pss->session);
+      if (pss && pss->exchange) return OnExchangeWriteable(pss);
       return OnHttpWriteable(wsi, user);
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
       if (pss && pss->http_body) {
         delete pss->http_body;
         pss->http_body = nullptr;
+      }
+      if (pss && pss->exchange) OnExchangeClosed(pss);
+      if (pss && pss->session && reason == LWS_CALLBACK_CLOSED_HTTP) {
+        OnClosed(pss->session);
+        pss->session = nullptr;
       }
       break;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
@@ -213,6 +221,8 @@ int Gateway::OnCallback(lws *wsi, lws_callback_reasons reason, void *user, void 
 int Gateway::OnHttp(lws *wsi, void *user, const char *uri) {
   Pss *pss = static_cast<Pss *>(user);
   std::string path = uri ? uri : "";
+  int routed = OnHttpRequest(wsi, pss, path);
+  if (routed != -2) return routed;
   unsigned int status = HTTP_STATUS_OK;
   std::string body;
   const char *type = "text/plain; charset=utf-8";
@@ -448,6 +458,10 @@ void Gateway::Tick() {
   for (auto &[id, s] : sessions_) list.push_back(s);
   for (Session *s : list) {
     if (s->closing) continue;
+    if (s->powersync) {
+      TickPowerSync(s, now, unix_now);
+      continue;
+    }
     if (!s->hello_done) {
       if (now - s->connected_at > config_.hello_timeout_seconds)
         CloseWithError(s, pb::Error::HELLO_REQUIRED, "no Hello received in time", true,
@@ -490,6 +504,10 @@ void Gateway::ScheduleTick() {
 void Gateway::CloseWithError(Session *s, pb::Error::Code code, const std::string &text,
                              bool retryable, uint16_t close_code, uint32_t retry_after_ms) {
   if (s->closing) return;
+  if (s->powersync) {
+    EndPowerSyncStream(s, text);
+    return;
+  }
   Send(s, MakeError(code, text, retryable, retry_after_ms), /*enforce_limit=*/false);
   s->closing = true;
   s->close_code = close_code;
@@ -501,6 +519,7 @@ void Gateway::CloseWithError(Session *s, pb::Error::Code code, const std::string
 }
 
 void Gateway::Send(Session *s, const pb::ServerMessage &m, bool enforce_limit) {
+  if (s->powersync) return;  // PowerSync streams get lines, never protobufs
   size_t ops = m.kind_case() == pb::ServerMessage::kBucketData ? m.bucket_data().ops_size() : 0;
   SendBytes(s, std::make_shared<const std::string>(EncodeWithHeadroom(m, LWS_PRE)), ops,
             enforce_limit);
@@ -553,8 +572,13 @@ int Gateway::OnWriteable(Session *s) {
       // Framed buffers already hold whole frames: written as they are.
       auto *data =
           reinterpret_cast<unsigned char *>(const_cast<char *>(out.bytes->data())) + LWS_PRE;
-      if (lws_write(s->wsi, data, size, out.framed ? LWS_WRITE_RAW : LWS_WRITE_BINARY) <
-          static_cast<int>(size)) {
+      lws_write_protocol mode = out.framed ? LWS_WRITE_RAW : LWS_WRITE_BINARY;
+      if (s->powersync) {
+        // An HTTP stream: the response head first, then chunks of body.
+        mode = s->powersync->head_written ? LWS_WRITE_HTTP : LWS_WRITE_HTTP_HEADERS;
+        s->powersync->head_written = true;
+      }
+      if (lws_write(s->wsi, data, size, mode) < static_cast<int>(size)) {
         LogEvent(s, "write-failed");
         return -1;
       }
@@ -571,6 +595,7 @@ int Gateway::OnWriteable(Session *s) {
     return 0;
   }
   if (s->closing && !s->discarding) {
+    if (s->powersync) return -1;  // the stream's last chunk is out
     lws_close_reason(s->wsi, static_cast<lws_close_status>(s->close_code),
                      reinterpret_cast<unsigned char *>(&s->close_reason[0]),
                      s->close_reason.size());
@@ -591,6 +616,7 @@ void Gateway::OnClosed(Session *s) {
     it->second.erase(s->id);
     if (it->second.empty()) holders_.erase(it);
   }
+  if (s->powersync) ForgetPowerSyncSession(s);
   sessions_.erase(s->id);
   delete s;
 }
@@ -638,6 +664,20 @@ std::string Gateway::RenderMetrics() {
                metrics_.notifications, &out);
   RenderMetric("syncline_live_rounds_total", "counter", "Shared live fan-out rounds.",
                metrics_.live_rounds, &out);
+  RenderMetric("syncline_powersync_streams_total", "counter",
+               "PowerSync sync streams (POST /sync/stream) accepted.",
+               metrics_.powersync_streams_total, &out);
+  size_t powersync_streams = 0;
+  for (auto &[id, s] : sessions_) powersync_streams += s->powersync != nullptr;
+  RenderMetric("syncline_powersync_streams", "gauge", "Open PowerSync sync streams.",
+               static_cast<double>(powersync_streams), &out);
+  RenderMetric("syncline_uploads_applied_total", "counter", "POST /upload transactions applied.",
+               metrics_.uploads_applied, &out);
+  RenderMetric("syncline_uploads_rejected_total", "counter",
+               "POST /upload transactions rejected (permanent).", metrics_.uploads_rejected, &out);
+  RenderMetric("syncline_uploads_failed_total", "counter",
+               "POST /upload transactions that failed for now (503/409).", metrics_.uploads_failed,
+               &out);
   size_t queued_bytes = 0;
   for (auto &[id, s] : sessions_) queued_bytes += s->send_queue_bytes;
   RenderMetric("syncline_send_queue_bytes", "gauge", "Bytes queued to clients.",

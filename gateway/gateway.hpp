@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -48,6 +49,44 @@ struct SyncJob {
   double started = 0;
 };
 
+// A session served over PowerSync's HTTP stream (POST /sync/stream) rather than a syncline.v1
+// websocket: NDJSON lines in HTTP/1.1 chunks (powersync_front.cpp).
+struct PowerSyncStream {
+  std::string origin;         // the request's Origin, echoed for CORS
+  bool head_queued = false;   // the response head is queued (once the first checkpoint is known)
+  bool head_written = false;  // ... and written: what follows is body
+  uint64_t write_checkpoint = 0;       // the client's newest known write checkpoint (may be ahead)
+  uint64_t write_checkpoint_sent = 0;  // what the last checkpoint line carried (never decreases)
+  // The client asked for its write checkpoint (/write-checkpoint2.json): send a checkpoint
+  // carrying it even when that value went out before, see MaybeSendWriteCheckpoint.
+  bool write_checkpoint_asked = false;
+  double next_keepalive = 0;
+};
+
+// One plain HTTP request/response (routing, CORS, uploads, write checkpoints; http_front.cpp).
+struct HttpExchange {
+  uint64_t id = 0;
+  lws *wsi = nullptr;
+  std::string method, path, origin;
+  std::string token;          // from "Authorization: Token|Bearer <jwt>"
+  bool auth_present = false;  // an Authorization header was sent
+  std::string body;
+  bool body_too_big = false;
+  bool waiting = false;       // a database reply is pending
+  std::string head, payload;  // response: LWS_PRE + head, LWS_PRE + body
+  bool head_written = false;
+  bool responding = false;
+  bool close_after = false;  // the request body was not read: close after answering
+};
+
+// Per-connection storage that libwebsockets allocates for us.
+struct Pss {
+  struct Session *session;
+  std::string *header_token;  // captured during the upgrade request
+  std::string *http_body;     // response body for /healthz and /metrics
+  HttpExchange *exchange;     // any other HTTP request
+};
+
 struct Session {
   uint64_t id = 0;
   lws *wsi = nullptr;
@@ -70,6 +109,7 @@ struct Session {
     uint32_t messages = 1;  // framed: how many websocket messages the frames hold
     bool framed = false;    // written as is (already websocket frames)
   };
+  std::unique_ptr<PowerSyncStream> powersync;  // set for PowerSync HTTP streams
   std::deque<Outgoing> send_queue;
   size_t send_queue_bytes = 0;
   bool closing = false;     // close after the queue drains
@@ -132,6 +172,43 @@ class Gateway {
   void Send(Session *s, const syncline::v1::ServerMessage &m, bool enforce_limit = true);
   void SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
                  uint32_t framed_messages = 0);
+
+  // HTTP front (http_front.cpp): routing, CORS, request bodies, plain responses.
+  // Returns -2 when the request is /healthz or /metrics (served by OnHttp).
+  int OnHttpRequest(lws *wsi, Pss *pss, const std::string &path);
+  int OnHttpBody(Pss *pss, const void *in, size_t len);
+  int OnHttpBodyComplete(Pss *pss);
+  int OnExchangeWriteable(Pss *pss);
+  void OnExchangeClosed(Pss *pss);
+  void Respond(HttpExchange *x, unsigned status, const std::string &body,
+               const std::vector<std::pair<std::string, std::string>> &headers = {},
+               const char *content_type = "application/json");
+  void RespondError(HttpExchange *x, unsigned status, const std::string &code,
+                    const std::string &message, int retry_after_seconds = 0);
+  HttpExchange *FindExchange(uint64_t id);
+  // Appends the CORS response headers for `origin` to an lws header buffer.
+  bool AddCorsHeaders(lws *wsi, const std::string &origin, unsigned char **p, unsigned char *end);
+  bool VerifyRequestToken(HttpExchange *x, VerifiedToken *verified);
+
+  // PowerSync front (powersync_front.cpp).
+  void StartPowerSyncStream(Pss *pss, HttpExchange *x);
+  void HandleUpload(HttpExchange *x);
+  void HandleWriteCheckpoint(HttpExchange *x);
+  void QueuePowerSyncHead(Session *s, unsigned status, const std::string &body = "",
+                          int retry_after_seconds = 0);
+  void SendPowerSyncLines(Session *s, const std::string &lines, size_t ops, bool enforce_limit);
+  void EndPowerSyncStream(Session *s, const std::string &why);
+  uint64_t PowerSyncWriteCheckpoint(Session *s, uint64_t upto, uint64_t from_database);
+  void NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_t checkpoint,
+                                    bool asked = false);
+  void MaybeSendWriteCheckpoint(Session *s);
+  void TickPowerSync(Session *s, double now, int64_t unix_now);
+  void ForgetPowerSyncSession(Session *s);
+  struct LiveRound;
+  struct PowerSyncChange;
+  void SendLivePowerSync(Session *s, const std::vector<const std::string *> &buckets,
+                         const LiveRound &round,
+                         std::map<std::vector<const std::string *>, PowerSyncChange> &cache);
   Session *FindSession(uint64_t id);
   std::string RenderMetrics();
 
@@ -186,6 +263,13 @@ class Gateway {
   Metrics metrics_;
   std::unordered_map<std::string, int> user_sessions_;  // subject -> sessions past Hello
 
+  // HTTP front and PowerSync front state.
+  uint64_t next_exchange_id_ = 1;
+  std::unordered_map<uint64_t, HttpExchange *> exchanges_;
+  std::unordered_map<std::string, std::set<uint64_t>> powersync_clients_;  // client id -> sessions
+  std::unordered_map<std::string, int> uploads_per_user_;                  // subject -> in flight
+  size_t uploads_in_flight_ = 0;
+
   // Live fan-out state.
   uint64_t live_position_ = 0;  // every live session at this position is up to date
   bool live_position_known_ = false;
@@ -209,6 +293,14 @@ class Gateway {
     bool rules_changed = false;
   };
   std::unique_ptr<LiveRound> round_;
+  // A live change as PowerSync lines, shared by the PowerSync clients that hold the same changed
+  // buckets: each gets its own small diff head (it carries the client's write checkpoint).
+  struct PowerSyncChange {
+    std::string diff_tail;
+    Bytes body;  // chunk-framed data lines and checkpoint_complete
+    uint32_t lines = 0;
+    size_t ops = 0;
+  };
 
   // Applied batches waiting for their write checkpoint (writes.cpp).
   struct PendingAck {
@@ -216,6 +308,7 @@ class Gateway {
     std::string client_id;
     double since = 0;
     uint64_t write_checkpoint = 0;
+    std::function<void(uint64_t write_checkpoint)> done;  // set: not a WriteAck (an /upload)
   };
   using WriteKey = std::pair<std::string, uint64_t>;  // client id, seq
   std::map<WriteKey, PendingAck> pending_acks_;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.hpp"
+#include "gateway/powersync.hpp"
 
 namespace syncline::gateway {
 namespace {
@@ -95,7 +96,7 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   // WriteAck still learns when its writes are in.
   db_->Query(
       "SELECT syncline.checkpoint($1::jsonb), "
-      "CASE WHEN $2 <> '' THEN syncline.write_checkpoint($2) END",
+      "CASE WHEN $2 <> '' THEN syncline.client_write_checkpoint($1::jsonb, $2) END",
       {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
 }
 
@@ -156,7 +157,17 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
                "resetting " + std::to_string(job->reset.size()) +
                    " buckets the client claims past last_op_id=" + std::to_string(job->upto) +
                    " (first: " + *job->reset.begin() + ")");
-    Send(s, m, /*enforce_limit=*/false);
+    if (s->powersync) {
+      // The response head goes out with the first checkpoint, so a failing first query can
+      // still be answered with a 503. A full checkpoint names every bucket: the SDK drops others.
+      QueuePowerSyncHead(s, 200);
+      uint64_t wc = PowerSyncWriteCheckpoint(s, job->upto, write_checkpoint);
+      SendPowerSyncLines(s, powersync::CheckpointLine(job->upto, wc, job->target), 0, false);
+      s->powersync->write_checkpoint_sent = wc;
+      if (wc >= s->powersync->write_checkpoint) s->powersync->write_checkpoint_asked = false;
+    } else {
+      Send(s, m, /*enforce_limit=*/false);
+    }
   } else {
     pb::ServerMessage m;
     auto *diff = m.mutable_checkpoint_diff();
@@ -171,9 +182,31 @@ void Gateway::OnCheckpoint(uint64_t session_id, QueryReply &reply) {
     }
     for (const auto &[bucket, st] : s->buckets)
       if (job->target.count(bucket) == 0) diff->add_removed_buckets(bucket);
-    if (diff->updated_buckets_size() == 0 && diff->removed_buckets_size() == 0) {
+    uint64_t wc = 0;
+    bool new_write_checkpoint = false;
+    if (s->powersync) {
+      wc = PowerSyncWriteCheckpoint(s, diff->last_op_id(), write_checkpoint);
+      new_write_checkpoint =
+          wc > s->powersync->write_checkpoint_sent ||
+          (s->powersync->write_checkpoint_asked && wc >= s->powersync->write_checkpoint);
+    }
+    if (diff->updated_buckets_size() == 0 && diff->removed_buckets_size() == 0 &&
+        !new_write_checkpoint) {
       // Nothing changed for this client: no messages.
       job->quiet = true;
+    } else if (s->powersync) {
+      std::vector<std::pair<const std::string *, const BucketState *>> updated;
+      for (const auto &b : diff->updated_buckets()) {
+        auto it = job->target.find(b.bucket());
+        updated.emplace_back(&it->first, &it->second);
+      }
+      std::vector<std::string> removed(diff->removed_buckets().begin(),
+                                       diff->removed_buckets().end());
+      SendPowerSyncLines(
+          s, powersync::DiffHead(diff->last_op_id(), wc) + powersync::DiffTail(updated, removed), 0,
+          false);
+      s->powersync->write_checkpoint_sent = wc;
+      if (wc >= s->powersync->write_checkpoint) s->powersync->write_checkpoint_asked = false;
     } else {
       Send(s, m, /*enforce_limit=*/false);
     }
@@ -228,8 +261,14 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
   }
   ReadOps(reply.result.get(), &ops);
   bool full_page = PQntuples(reply.result.get()) >= config_.page_ops;
-  for (auto &m : MakeBucketData(bucket, job->request_id, ops.begin(), ops.end(), full_page))
-    Send(s, m, /*enforce_limit=*/false);
+  if (s->powersync) {
+    std::string lines;
+    powersync::AppendDataLines(lines, bucket, after, ops.begin(), ops.end(), full_page);
+    SendPowerSyncLines(s, lines, ops.size(), /*enforce_limit=*/false);
+  } else {
+    for (auto &m : MakeBucketData(bucket, job->request_id, ops.begin(), ops.end(), full_page))
+      Send(s, m, /*enforce_limit=*/false);
+  }
   if (full_page) {
     after = ops.back().op_id();
   } else {
@@ -240,7 +279,9 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
 
 void Gateway::FinishJob(Session *s) {
   std::unique_ptr<SyncJob> job = std::move(s->job);
-  if (!job->quiet) {
+  if (!job->quiet && s->powersync) {
+    SendPowerSyncLines(s, powersync::CompleteLine(std::max(job->upto, s->position)), 0, false);
+  } else if (!job->quiet) {
     pb::ServerMessage m;
     m.set_request_id(job->request_id);
     m.mutable_checkpoint_complete()->set_last_op_id(std::max(job->upto, s->position));
@@ -258,6 +299,7 @@ void Gateway::FinishJob(Session *s) {
              "last_op_id=" + std::to_string(s->position) +
                  " buckets=" + std::to_string(s->buckets.size()) +
                  " seconds=" + std::to_string(MonotonicSeconds() - job->started));
+  if (s->powersync) MaybeSendWriteCheckpoint(s);
   if (s->pending_request) {
     StartSync(s, std::move(s->pending_request));
   } else if (s->needs_recheck || job->recheck_seq != recheck_seq_ ||
@@ -274,7 +316,10 @@ void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
   std::unique_ptr<SyncJob> job = std::move(s->job);
   metrics_.syncs_failed++;
   LogEvent(s, "sync-failed", why);
-  if (job->initial) {
+  if (job->initial && s->powersync) {
+    // Before the first checkpoint: a 503 (the SDK retries); later: the stream ends.
+    EndPowerSyncStream(s, why);
+  } else if (job->initial) {
     // The client asked: tell it, it retries its SyncRequest.
     Send(s,
          MakeError(retryable ? pb::Error::DATABASE_UNAVAILABLE : pb::Error::SYNC_FAILED, why, true,
@@ -473,6 +518,7 @@ void Gateway::FinishLiveRound() {
     size_t ops = 0;
   };
   std::map<std::vector<const std::string *>, FramedChange> framed_cache;
+  std::map<std::vector<const std::string *>, PowerSyncChange> powersync_cache;
   pb::ServerMessage done;
   done.mutable_checkpoint_complete()->set_last_op_id(round->upto);
   Bytes complete_bytes = std::make_shared<const std::string>(EncodeWithHeadroom(done, LWS_PRE));
@@ -489,6 +535,7 @@ void Gateway::FinishLiveRound() {
     auto mine = per_session.find(s->id);
     if (q >= round->upto || mine == per_session.end()) {
       s->position = std::max(q, round->upto);
+      if (s->powersync) MaybeSendWriteCheckpoint(s);  // a write that changed nothing it holds
       if (recheck_all) StartCatchUp(s);
       continue;
     }
@@ -498,6 +545,14 @@ void Gateway::FinishLiveRound() {
       // Joined while the round ran, holding a bucket nobody else held: its
       // ops were not fetched, so catch up on its own.
       StartCatchUp(s);
+      continue;
+    }
+    if (s->powersync) {
+      SendLivePowerSync(s, mine->second, *round, powersync_cache);
+      if (s->closing) continue;
+      for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
+      s->position = round->upto;
+      if (recheck_all) StartCatchUp(s);
       continue;
     }
     // The diff depends only on the set of changed buckets held: build it once per set.

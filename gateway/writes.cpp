@@ -166,6 +166,10 @@ void Gateway::OnApplied(PendingAck ack) {
 }
 
 void Gateway::AckApplied(const PendingAck &p) {
+  if (p.done) {
+    p.done(p.write_checkpoint);  // an /upload waiting for its answer
+    return;
+  }
   pb::ServerMessage ack = Ack(p.request_id, p.seq, pb::WriteAck::APPLIED);
   if (p.write_checkpoint) ack.mutable_write_ack()->set_write_checkpoint(p.write_checkpoint);
   FinishWrite(p.session_id, ack);
@@ -176,6 +180,7 @@ void Gateway::OnPublishedWrites(const nlohmann::json &writes, uint64_t checkpoin
   for (const auto &w : writes) {
     if (!w.is_array() || w.size() != 2 || !w[0].is_string() || !w[1].is_number_unsigned()) continue;
     WriteKey key{w[0].get<std::string>(), w[1].get<uint64_t>()};
+    NotePowerSyncWriteCheckpoint(key.first, checkpoint);
     auto it = pending_acks_.find(key);
     if (it != pending_acks_.end()) {
       PendingAck p = std::move(it->second);

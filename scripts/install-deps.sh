@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Syncline builds and tests with, only when one is
 # missing: the compilers and libraries, and every tool the tests and scripts
-# call (curl, python3, openssl, runuser from util-linux, procps for ps/pkill).
+# call (curl, python3, openssl, runuser from util-linux, procps for ps/pkill), and Node.js with
+# npm for the PowerSync front's tests and benchmark (tests/powersync; scripts/node-env.sh adds a
+# pinned Node >= 20 from the npm registry when this one is older, as Debian 12's 18 is).
 set -euo pipefail
 packages=(
   build-essential pkg-config
@@ -15,6 +17,11 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm: Debian's packages unless a node with npm is already installed (another
+# distribution of Node, e.g. one bundling npm, conflicts with Debian's npm package).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  missing+=(nodejs npm)
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "Installing missing packages: ${missing[*]}"
 sudo_cmd=()

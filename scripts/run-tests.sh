@@ -13,7 +13,7 @@ ROOT=$(pwd)
 
 . scripts/pgenv.sh
 PG_REGRESS=${PG_REGRESS:-$PGXS_DIR/test/regress/pg_regress}
-SUITES=${SUITES:-"regress isolation units gateway concurrency example lifecycle e2e"}
+SUITES=${SUITES:-"regress isolation units gateway concurrency example lifecycle e2e powersync"}
 CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
@@ -22,7 +22,7 @@ CONC_WRITERS=${CONC_WRITERS:-4}
 # only what scripts/install-deps.sh installs): a missing curl used to show up
 # as "gateway did not become healthy".
 missing_tools=()
-for tool in psql pg_dump createdb dropdb curl python3 openssl runuser; do
+for tool in psql pg_dump createdb dropdb curl python3 openssl runuser node npm; do
   command -v "$tool" >/dev/null 2>&1 || missing_tools+=("$tool")
 done
 if [ ${#missing_tools[@]} -gt 0 ]; then
@@ -195,6 +195,11 @@ e2e() {
   SYNCLINE_TEST_CLUSTER="$CLUSTER_DIR" bash tests/e2e/run.sh
 }
 
+# The PowerSync front with the real PowerSync Node SDK (tests/powersync).
+powersync() {
+  SYNCLINE_TEST_CLUSTER="$CLUSTER_DIR" bash tests/powersync/run.sh
+}
+
 suite_wanted regress && run_suite regress regress
 suite_wanted isolation && run_suite isolation isolation
 suite_wanted units && run_suite unit/extension_tests units
@@ -205,6 +210,7 @@ fi
 suite_wanted example && run_suite "workout example" example
 suite_wanted lifecycle && run_suite lifecycle lifecycle
 suite_wanted e2e && run_suite e2e e2e
+suite_wanted powersync && run_suite powersync powersync
 
 if [ "$show_server_log" -eq 1 ]; then
   echo
