@@ -164,7 +164,40 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
       json += ",\"checksum\":" + std::to_string(checksum) + ",\"count\":" + std::to_string(count) +
               ",\"last_op_id\":" + std::to_string(bucket_last) + "}";
     }
-    json += "]}";
+    json += "]";
+    // checkpoint(claims, client_id): the write checkpoint of that client (if
+    // it belongs to the claims' subject) as recorded in this same snapshot,
+    // so it never names an op id past last_op_id.
+    if (PG_NARGS() > 1 && !PG_ARGISNULL(1)) {
+      static const char *kWriteCheckpointSql =
+          "SELECT b.write_checkpoint FROM syncline_internal.client_batches b "
+          " WHERE b.client_id = $1 AND b.write_checkpoint IS NOT NULL "
+          "   AND b.subject IN ($2, '') "
+          " ORDER BY b.seq DESC LIMIT 1";
+      Oid wc_types[2] = {TEXTOID, TEXTOID};
+      const char *subject = nullptr;
+      {
+        JsonbValue key;
+        key.type = jbvString;
+        key.val.string.val = const_cast<char *>("sub");
+        key.val.string.len = 3;
+        Jsonb *claims = PG_GETARG_JSONB_P(0);
+        JsonbValue *sub = findJsonbValueFromContainer(&claims->root, JB_FOBJECT, &key);
+        if (sub != nullptr && sub->type == jbvString)
+          subject = pnstrdup(sub->val.string.val, sub->val.string.len);
+      }
+      int64 write_checkpoint = 0;
+      if (subject != nullptr && *subject != '\0') {
+        Datum wc_args[2] = {PG_GETARG_DATUM(1), CStringGetTextDatum(subject)};
+        rc = SPI_execute_with_args(kWriteCheckpointSql, 2, wc_types, wc_args, nullptr, true, 1);
+        if (rc != SPI_OK_SELECT) elog(ERROR, "reading the write checkpoint failed");
+        if (SPI_processed == 1)
+          write_checkpoint = DatumGetInt64(
+              SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+      }
+      json += ",\"write_checkpoint\":" + std::to_string(write_checkpoint);
+    }
+    json += "}";
     SPI_finish();
     AtEOXact_GUC(true, nest_level);
     result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json.c_str()));

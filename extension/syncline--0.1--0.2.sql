@@ -208,10 +208,17 @@ CREATE OR REPLACE FUNCTION syncline.disallow_writes(target regclass) RETURNS voi
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 AS $$ DELETE FROM syncline_internal.writable_tables WHERE relation = $1 $$;
 
+CREATE FUNCTION syncline.checkpoint(claims jsonb, client_id text) RETURNS jsonb
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'syncline_checkpoint';
+COMMENT ON FUNCTION syncline.checkpoint(jsonb, text) IS
+  'checkpoint(claims), plus "write_checkpoint": the newest write checkpoint of that client of the claims'' subject recorded in the same snapshot (0 when none)';
+
 -- Owners, grants -------------------------------------------------------------
 
 ALTER FUNCTION syncline.flush() OWNER TO syncline_engine;
 ALTER FUNCTION syncline.checkpoint(jsonb) OWNER TO syncline_engine;
+ALTER FUNCTION syncline.checkpoint(jsonb, text) OWNER TO syncline_engine;
 ALTER FUNCTION syncline.compact() OWNER TO syncline_engine;
 ALTER FUNCTION syncline.prune_client_batches(interval) OWNER TO syncline_engine;
 ALTER FUNCTION syncline.wait_for_initial_copy(int) OWNER TO syncline_engine;
@@ -224,8 +231,10 @@ ALTER FUNCTION syncline.allow_writes(regclass) OWNER TO syncline_engine;
 ALTER FUNCTION syncline.disallow_writes(regclass) OWNER TO syncline_engine;
 ALTER FUNCTION syncline.set_write_handler(text, text, regprocedure) OWNER TO syncline_engine;
 
-REVOKE ALL ON FUNCTION syncline.client_write_checkpoint(jsonb, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION syncline.client_write_checkpoint(jsonb, text) TO syncline_gateway;
+REVOKE ALL ON FUNCTION syncline.client_write_checkpoint(jsonb, text),
+  syncline.checkpoint(jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION syncline.client_write_checkpoint(jsonb, text),
+  syncline.checkpoint(jsonb, text) TO syncline_gateway;
 REVOKE ALL ON FUNCTION syncline.bucket_data(text, bigint, bigint, int, int), syncline.compact(),
   syncline.wait_for_initial_copy(int), syncline.prune_client_batches(interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION syncline.bucket_data(text, bigint, bigint, int, int) TO syncline_gateway;

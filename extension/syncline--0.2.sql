@@ -274,6 +274,12 @@ AS 'MODULE_PATHNAME', 'syncline_checkpoint';
 COMMENT ON FUNCTION syncline.checkpoint(jsonb) IS
   'The bucket instances the claims give access to, with checksum and op count, and the last op id';
 
+CREATE FUNCTION syncline.checkpoint(claims jsonb, client_id text) RETURNS jsonb
+LANGUAGE c VOLATILE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS 'MODULE_PATHNAME', 'syncline_checkpoint';
+COMMENT ON FUNCTION syncline.checkpoint(jsonb, text) IS
+  'checkpoint(claims), plus "write_checkpoint": the newest write checkpoint of that client of the claims'' subject recorded in the same snapshot (0 when none)';
+
 CREATE FUNCTION syncline.bucket_data(bucket text, after bigint, upto bigint DEFAULT NULL,
                                      max_ops int DEFAULT 1000, max_bytes int DEFAULT NULL)
 RETURNS TABLE (op_id bigint, op text, object_type text, object_id text, data text, checksum bigint)
@@ -494,6 +500,7 @@ COMMENT ON FUNCTION syncline.set_write_handler(text, text, regprocedure) IS
 -- run parameter queries as their declarers).
 ALTER FUNCTION syncline.flush() OWNER TO syncline_engine;
 ALTER FUNCTION syncline.checkpoint(jsonb) OWNER TO syncline_engine;
+ALTER FUNCTION syncline.checkpoint(jsonb, text) OWNER TO syncline_engine;
 ALTER FUNCTION syncline.compact() OWNER TO syncline_engine;
 ALTER FUNCTION syncline.prune_client_batches(interval) OWNER TO syncline_engine;
 ALTER FUNCTION syncline.wait_for_initial_copy(int) OWNER TO syncline_engine;
@@ -517,12 +524,12 @@ REVOKE ALL ON FUNCTION syncline.allow_writes(regclass), syncline.disallow_writes
 GRANT EXECUTE ON FUNCTION syncline.allow_writes(regclass), syncline.disallow_writes(regclass),
   syncline.set_write_handler(text, text, regprocedure) TO syncline_admin;
 
-REVOKE ALL ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb),
+REVOKE ALL ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb), syncline.checkpoint(jsonb, text),
   syncline.bucket_data(text, bigint, bigint, int, int), syncline.changes(bigint),
   syncline.compact(), syncline.wait_for_initial_copy(int),
   syncline.prune_client_batches(interval)
   FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb),
+GRANT EXECUTE ON FUNCTION syncline.flush(), syncline.checkpoint(jsonb), syncline.checkpoint(jsonb, text),
   syncline.bucket_data(text, bigint, bigint, int, int), syncline.changes(bigint)
   TO syncline_gateway;
 GRANT EXECUTE ON FUNCTION syncline.compact(), syncline.wait_for_initial_copy(int),

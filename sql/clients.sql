@@ -27,6 +27,12 @@ SELECT id, owner, title FROM items ORDER BY id;
 SELECT syncline.client_write_checkpoint('{"sub": "bob"}', 'phone-a') AS bobs_view,
        syncline.client_write_checkpoint('{"sub": "alice"}', 'phone-a') > 0 AS alices_view,
        syncline.client_write_checkpoint('{"sub": "alice"}', 'no-such-client') AS unknown;
+-- checkpoint(claims, client_id) carries the client's write checkpoint as
+-- recorded in its own snapshot: never past its last_op_id, 0 for someone else.
+SELECT (cp ->> 'write_checkpoint')::bigint > 0 AS has_write_checkpoint,
+       (cp ->> 'write_checkpoint')::bigint <= (cp ->> 'last_op_id')::bigint AS within_checkpoint
+  FROM syncline.checkpoint('{"sub": "alice"}', 'phone-a') cp;
+SELECT syncline.checkpoint('{"sub": "bob"}', 'phone-a') ->> 'write_checkpoint' AS bobs_view;
 -- Claims without a subject are refused outright.
 SELECT syncline.apply_writes('{}', 'phone-a', '{"seq": 3, "ops": []}');
 SELECT syncline.apply_writes('{"sub": ""}', 'phone-a', '{"seq": 3, "ops": []}');
