@@ -12,8 +12,11 @@
 PG_CONFIG ?= $(shell command -v pg_config 2>/dev/null || echo /usr/lib/postgresql/15/bin/pg_config)
 PGXS := $(shell $(PG_CONFIG) --pgxs 2>/dev/null)
 
-ifeq ($(wildcard $(PGXS)),)
-# The build tools are not there yet: install them, then run the target again.
+PG_SERVER_H := $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)/postgres.h
+
+# The build tools are not there yet (PGXS alone may come with the server
+# package, without the server headers): install them, then run the target again.
+ifeq ($(and $(wildcard $(PGXS)),$(wildcard $(PG_SERVER_H))),)
 all test run bench install pgtree units gateway format:
 	@bash scripts/install-deps.sh
 	@$(MAKE) --no-print-directory $@

@@ -309,16 +309,35 @@ int64 FetchInt64(int row, int column) {
 // staging as initial-copy ops. Rows written since the bucket was declared
 // also have trigger ops; those sort after the copy in the same flush or come
 // in later flushes, so the newest state always wins.
-bool CopySnapshotChunk(int64 max_blocks, bool *more) {
+//
+// Only jobs of `definitions` (the bucket definitions this flush read, and
+// keeps the ops of) are taken: a bucket declared after that read has its job
+// visible to this later statement, and copying it here would mark the job
+// done while the flush drops its ops as belonging to no live bucket. Such a
+// job waits for the next flush (*more says there is one to make).
+bool CopySnapshotChunk(const std::vector<std::string> &definitions, int64 max_blocks, bool *more) {
   *more = false;
   static const char *kJobsSql =
-      "SELECT j.bucket_name, j.position, j.next_block, j.end_block, d.relation::oid "
+      "SELECT j.bucket_name, j.position, j.next_block, j.end_block, d.relation::oid, "
+      "       j.bucket_name = ANY ($1) "
       "  FROM syncline_internal.snapshot_jobs j "
       "  JOIN syncline_internal.data_queries d USING (bucket_name, position) "
-      " ORDER BY j.bucket_name, j.position LIMIT 2";
-  int rc = ExecPrepared(kJobsSql, 0, nullptr, nullptr);
+      " ORDER BY j.bucket_name = ANY ($1) DESC, j.bucket_name, j.position LIMIT 2";
+  Oid job_types[1] = {TEXTARRAYOID};
+  Datum job_args[1] = {TextArrayOf(definitions)};
+  int rc = ExecPrepared(kJobsSql, 1, job_types, job_args);
   if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline snapshot jobs failed: %d", rc);
   if (SPI_processed == 0) return false;
+  {
+    bool isnull;
+    bool known =
+        DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull));
+    if (!known) {
+      // Only jobs of buckets declared since this flush began: the next one.
+      *more = true;
+      return false;
+    }
+  }
   bool isnull;
   HeapTuple job = SPI_tuptable->vals[0];
   TupleDesc desc = SPI_tuptable->tupdesc;
@@ -453,7 +472,10 @@ FlushResult FlushStep(int64 copy_blocks) {
     for (int i = 0; i < count; i++) definitions.insert(TextOf(items[i]));
   }
 
-  if (copy_blocks > 0 && copies_waiting) (void)CopySnapshotChunk(copy_blocks, &result.more_copy);
+  if (copy_blocks > 0 && copies_waiting) {
+    std::vector<std::string> names(definitions.begin(), definitions.end());
+    (void)CopySnapshotChunk(names, copy_blocks, &result.more_copy);
+  }
 
   // Every staged op visible now, in staging order (initial-copy ops first,
   // then by staging order, chunk rows in their order), numbered after the
