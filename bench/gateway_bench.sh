@@ -71,7 +71,17 @@ for part in $PARTS; do
     "$OUT/gateway_load" initial
     ;;
   live)
-    "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES"
+    # CPU of the gateway and of the load generator (same machine) over the run,
+    # as a share of one core: how much of the 2 cores each took.
+    ticks=$(getconf CLK_TCK)
+    gw_cpu0=$(awk '{print $14 + $15}' "/proc/$gw_pid/stat")
+    t0=$(date +%s%N)
+    TIMEFORMAT="%U %S" && { time "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES" 2>&1; } 2>build/bench/load_cpu.txt
+    wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+    gw_cpu1=$(awk '{print $14 + $15}' "/proc/$gw_pid/stat")
+    awk -v wall="$wall_ms" -v g="$((gw_cpu1 - gw_cpu0))" -v hz="$ticks" '{
+      printf "  cpu over %.1f s (connect, sync, %s): load generator %.0f%% of a core, gateway %.0f%%\n",
+        wall / 1000, "live rounds", ($1 + $2) * 100000 / wall, g / hz * 100000 / wall }' build/bench/load_cpu.txt
     curl -s "http://127.0.0.1:$port/metrics" | awk '
       /^syncline_live_round_seconds_sum/ {s=$2} /^syncline_live_round_seconds_count/ {c=$2}
       /^syncline_notifications_total/ {n=$2}
