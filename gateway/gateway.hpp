@@ -100,7 +100,7 @@ struct Session {
   std::string client_id;
   std::string subject;
   std::string claims_json;
-  int64_t token_expires_at = 0;
+  int64_t token_expires_at = 0;  // VerifiedToken::valid_until (exp + leeway); 0 = never
   bool expiring_sent = false;
 
   // Sending.
@@ -130,6 +130,9 @@ struct Session {
   std::deque<syncline::v1::ClientMessage> write_queue;
   bool write_in_flight = false;
 };
+
+// The error_code of a RETRY WriteAck for a failed apply_writes query (never empty).
+std::string RetryCode(const QueryReply &reply);
 
 // Seconds on the monotonic clock.
 double MonotonicSeconds();
@@ -247,6 +250,7 @@ class Gateway {
   std::unique_ptr<JwtVerifier> verifier_;
   std::unique_ptr<Database> db_;
   lws_context *context_ = nullptr;
+  std::string listen_iface_;  // the numeric address bound (lws keeps the pointer)
   struct TickTimer {
     lws_sorted_usec_list_t sul;  // first member: the callback casts back
     Gateway *gateway;
@@ -311,7 +315,8 @@ class Gateway {
     std::function<void(uint64_t write_checkpoint)> done;  // set: not a WriteAck (an /upload)
   };
   using WriteKey = std::pair<std::string, uint64_t>;  // client id, seq
-  std::map<WriteKey, PendingAck> pending_acks_;
+  // Several waiters per key: the same batch may be sent on more than one connection.
+  std::multimap<WriteKey, PendingAck> pending_acks_;
   std::map<WriteKey, uint64_t> published_writes_;  // named by NOTIFY before their reply
   std::deque<WriteKey> published_order_;
   bool ack_query_in_flight_ = false;

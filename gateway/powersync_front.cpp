@@ -85,7 +85,7 @@ void Gateway::StartPowerSyncStream(Pss *pss, HttpExchange *x) {
   s->hello_done = true;
   s->subject = token.subject;
   s->claims_json = token.claims_json;
-  s->token_expires_at = token.expires_at;
+  s->token_expires_at = token.valid_until;  // the rule Verify applies, leeway included
   s->client_id = request.client_id;
   s->powersync = std::make_unique<PowerSyncStream>();
   s->powersync->origin = x->origin;
