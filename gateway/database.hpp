@@ -55,7 +55,13 @@ class Database {
     uint64_t reconnects = 0;
   };
 
-  Database(std::string conninfo, int pool_size, Handlers handlers);
+  // Settings every gateway session gets (0 = the server's default).
+  struct SessionSettings {
+    int statement_timeout_ms = 0;
+    int lock_timeout_ms = 0;
+  };
+
+  Database(std::string conninfo, int pool_size, Handlers handlers, SessionSettings settings);
   ~Database();
   Database(const Database &) = delete;
   Database &operator=(const Database &) = delete;
@@ -81,8 +87,17 @@ class Database {
     std::function<void(QueryReply &)> done;
     int attempts = 0;
   };
+  enum class ConnState {
+    kDown,        // no connection; next_attempt says when to try again
+    kConnecting,  // PQconnectStartParams/PQconnectPoll in progress
+    kListening,   // listener: LISTEN syncline sent, waiting for its result
+    kReady,
+  };
   struct Conn {
     PGconn *pg = nullptr;
+    ConnState state = ConnState::kDown;
+    PostgresPollingStatusType poll = PGRES_POLLING_WRITING;  // what PQconnectPoll waits for
+    std::chrono::steady_clock::time_point connect_deadline{};
     std::unique_ptr<Task> task;  // in flight
     bool flushing = false;
     PgResult first_result;
@@ -95,7 +110,11 @@ class Database {
   };
 
   void ThreadMain();
-  bool Connect(Conn *c, bool listener);
+  void StartConnect(Conn *c, bool listener);
+  void ContinueConnect(Conn *c, bool listener);
+  void ConnectFailed(Conn *c, bool listener, const std::string &why);
+  void Connected(Conn *c, bool listener);
+  void OnListenerSetup(Conn *c);
   void Disconnect(Conn *c, const char *why, bool listener);
   void Dispatch(Conn *c);
   void SendExecute(Conn *c, const std::string &name);
@@ -106,6 +125,7 @@ class Database {
 
   const std::string conninfo_;
   const int pool_size_;
+  const SessionSettings settings_;
   Handlers handlers_;
   std::thread thread_;
   std::atomic<bool> stop_{false};

@@ -209,7 +209,11 @@ bool Gateway::Start() {
   handlers.wake = [context] { lws_cancel_service(context); };
   handlers.notify = [this](const std::string &payload) { OnNotify(payload); };
   handlers.listener_state = [this](bool up) { OnListenerState(up); };
-  db_ = std::make_unique<Database>(config_.database_url, config_.pool_size, std::move(handlers));
+  Database::SessionSettings session;
+  session.statement_timeout_ms = config_.statement_timeout_ms;
+  session.lock_timeout_ms = config_.lock_timeout_ms;
+  db_ = std::make_unique<Database>(config_.database_url, config_.pool_size, std::move(handlers),
+                                   session);
   db_->Start();
   tick_.gateway = this;
   ScheduleTick();
@@ -829,6 +833,13 @@ std::string Gateway::RenderMetrics() {
   RenderMetric("syncline_uploads_failed_total", "counter",
                "POST /upload transactions that failed for now (503/409).", metrics_.uploads_failed,
                &out);
+  RenderMetric("syncline_live_buckets_over_budget_total", "counter",
+               "Changed buckets left out of a live round over --live-round-bytes (caught up "
+               "per client instead).",
+               metrics_.live_buckets_over_budget, &out);
+  RenderMetric("syncline_writes_busy_total", "counter",
+               "WriteBatches answered RETRY BUSY (over --write-queue-bytes or 64 queued).",
+               metrics_.writes_busy, &out);
   size_t queued_bytes = 0;
   for (auto &[id, s] : sessions_) queued_bytes += s->send_queue_bytes;
   RenderMetric("syncline_send_queue_bytes", "gauge", "Bytes queued to clients.",

@@ -128,6 +128,7 @@ struct Session {
   // Writes: applied one batch at a time, in arrival order.
   std::string client_schema_version;
   std::deque<syncline::v1::ClientMessage> write_queue;
+  size_t write_queue_bytes = 0;  // serialized size of write_queue, under --write-queue-bytes
   bool write_in_flight = false;
 };
 
@@ -243,6 +244,7 @@ class Gateway {
   void MaybeStartLiveRound();
   void OnChanges(QueryReply &reply);
   void FetchLiveBucket(const std::string &bucket, uint64_t after);
+  std::string PageBytesParam() const;  // bucket_data's max_bytes for --page-bytes
   void OnLivePage(const std::string &bucket, QueryReply &reply);
   void FinishLiveRound();
 
@@ -292,6 +294,7 @@ class Gateway {
     std::set<std::string>
         fetched;  // changed buckets whose ops were fetched  // fetched, op id order
     size_t fetches_outstanding = 0;
+    size_t bytes = 0;  // of the ops held, bounded by --live-round-bytes
     bool failed = false;
     std::set<std::string> definitions;
     bool rules_changed = false;

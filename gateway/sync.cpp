@@ -22,9 +22,22 @@ constexpr uint32_t kRetryAfterMs = 1000;
 
 const char kBucketDataSql[] =
     "SELECT op_id, op, object_type, object_id, data, checksum "
-    "FROM syncline.bucket_data($1, $2::bigint, $3::bigint, $4::int)";
+    "FROM syncline.bucket_data($1, $2::bigint, $3::bigint, $4::int, $5::int)";
 
 uint64_t ToU64(const char *text) { return std::strtoull(text, nullptr, 10); }
+
+// What an op costs in memory and on the wire, about (bucket_data's max_bytes counts the same).
+size_t OpBytes(const pb::OplogEntry &e) {
+  return 32 + e.data().size() + e.object_id().size() + e.object_type().size();
+}
+
+// Whether a bucket_data page left ops behind: its last op is below the bucket's last op in
+// range. Pages are cut by bytes as well as ops, so a page's length says nothing.
+bool PageHasMore(PGresult *r, uint64_t bucket_last_op, uint64_t upto) {
+  int rows = PQntuples(r);
+  if (rows == 0) return false;
+  return ToU64(PQgetvalue(r, rows - 1, 0)) < std::min(bucket_last_op, upto);
+}
 
 pb::OplogEntry::Op ParseOp(const char *text) {
   if (strcmp(text, "PUT") == 0) return pb::OplogEntry::PUT;
@@ -231,10 +244,10 @@ void Gateway::FetchNextPage(Session *s) {
   job->query_in_flight = true;
   const auto &[bucket, after] = job->todo[job->index];
   uint64_t id = s->id;
-  db_->Query(
-      kBucketDataSql,
-      {bucket, std::to_string(after), std::to_string(job->upto), std::to_string(config_.page_ops)},
-      [this, id](QueryReply &reply) { OnPage(id, reply); });
+  db_->Query(kBucketDataSql,
+             {bucket, std::to_string(after), std::to_string(job->upto),
+              std::to_string(config_.page_ops), PageBytesParam()},
+             [this, id](QueryReply &reply) { OnPage(id, reply); });
 }
 
 void Gateway::MaybeResumeJob(Session *s) {
@@ -260,7 +273,10 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
     ops.back().set_op(pb::OplogEntry::CLEAR);
   }
   ReadOps(reply.result.get(), &ops);
-  bool full_page = PQntuples(reply.result.get()) >= config_.page_ops;
+  auto target = job->target.find(bucket);
+  bool full_page =
+      PageHasMore(reply.result.get(),
+                  target == job->target.end() ? job->upto : target->second.last_op_id, job->upto);
   if (s->powersync) {
     std::string lines;
     powersync::AppendDataLines(lines, bucket, after, ops.begin(), ops.end(), full_page);
@@ -456,11 +472,15 @@ void Gateway::OnChanges(QueryReply &reply) {
   if (round_->fetches_outstanding == 0) FinishLiveRound();
 }
 
+std::string Gateway::PageBytesParam() const {
+  return std::to_string(std::min<size_t>(config_.page_bytes, INT32_MAX));
+}
+
 void Gateway::FetchLiveBucket(const std::string &bucket, uint64_t after) {
   db_->Query(
       kBucketDataSql,
       {bucket, std::to_string(after), std::to_string(round_->upto),
-       std::to_string(config_.page_ops)},
+       std::to_string(config_.page_ops), PageBytesParam()},
       [this, bucket](QueryReply &reply) { OnLivePage(bucket, reply); }, /*urgent=*/true);
 }
 
@@ -473,7 +493,15 @@ void Gateway::OnLivePage(const std::string &bucket, QueryReply &reply) {
     auto &ops = round_->ops[bucket];
     size_t before = ops.size();
     ReadOps(reply.result.get(), &ops);
-    if (ops.size() - before >= static_cast<size_t>(config_.page_ops)) {
+    for (size_t i = before; i < ops.size(); i++) round_->bytes += OpBytes(ops[i]);
+    if (round_->bytes > config_.live_round_bytes) {
+      // Over the round's budget: this bucket's change is left out of the shared round, and
+      // each client holding it catches up on its own, paged and back-pressured.
+      for (const auto &op : ops) round_->bytes -= OpBytes(op);
+      round_->ops.erase(bucket);
+      round_->fetched.erase(bucket);
+      metrics_.live_buckets_over_budget++;
+    } else if (PageHasMore(reply.result.get(), round_->changed[bucket].last_op_id, round_->upto)) {
       FetchLiveBucket(bucket, ops.back().op_id());
       return;
     }

@@ -3,6 +3,7 @@
 // batches are applied in the order it sent them. The database decides
 // (authorization, constraints, exactly-once per (client_id, seq)); the
 // gateway only translates its outcome into a WriteAck.
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -98,11 +99,20 @@ void Gateway::QueueWrite(Session *s, const pb::ClientMessage &m) {
                 "send Hello with client_id, then upload the batch again"));
     return;
   }
-  if (s->write_queue.size() >= kMaxQueuedWrites) {
-    Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::RETRY, "busy",
-                "too many batches in flight on this connection; wait for their acks"));
+  size_t bytes = m.ByteSizeLong();
+  if (s->write_queue.size() >= kMaxQueuedWrites ||
+      (!s->write_queue.empty() && s->write_queue_bytes + bytes > config_.write_queue_bytes)) {
+    // Back-pressure in bytes as well as batches: a client cannot park more than
+    // --write-queue-bytes of batches in the gateway's memory.
+    metrics_.writes_busy++;
+    Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::RETRY, "BUSY",
+                "too many batches waiting on this connection (" +
+                    std::to_string(s->write_queue.size()) + " batches, " +
+                    std::to_string(s->write_queue_bytes) + " bytes); wait for their acks",
+                "send it again with the same seq once earlier batches are acknowledged"));
     return;
   }
+  s->write_queue_bytes += bytes;
   s->write_queue.push_back(m);
   StartNextWrite(s);
 }
@@ -111,6 +121,7 @@ void Gateway::StartNextWrite(Session *s) {
   if (!s->write_in_flight && !s->write_queue.empty() && !s->closing) {
     pb::ClientMessage m = std::move(s->write_queue.front());
     s->write_queue.pop_front();
+    s->write_queue_bytes -= std::min(s->write_queue_bytes, m.ByteSizeLong());
     const pb::WriteBatch &batch = m.write_batch();
     json body = BuildBatch(batch, s->client_schema_version);
     s->write_in_flight = true;

@@ -1005,6 +1005,10 @@ void TestGracefulShutdown(ClientContext &ctx, Db &) {
 }  // namespace
 
 void TestOfflineWritesRejectedThenApplied(ClientContext &ctx);  // e2e_offline_writes.cpp
+// e2e_bounds.cpp
+void TestLargeBucketBoundedMemory(ClientContext &ctx);
+void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx);
+void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port);
 
 int main(int argc, char **argv) {
   std::string only = argc > 1 ? argv[1] : "";
@@ -1026,6 +1030,14 @@ int main(int argc, char **argv) {
       {"offline_writes_rejected_then_applied",
        [](ClientContext &c, Db &) { TestOfflineWritesRejectedThenApplied(c); }},
       {"same_batch_on_two_connections", TestSameBatchOnTwoConnections},
+      {"write_queue_bounded_in_bytes",
+       [](ClientContext &c, Db &) {
+         TestWriteQueueBoundedInBytes(c, g_settings.host, g_settings.port);
+       }},
+      {"large_bucket_bounded_memory",
+       [](ClientContext &c, Db &) { TestLargeBucketBoundedMemory(c); }},
+      {"statement_timeout_ends_slow_queries",
+       [](ClientContext &c, Db &) { TestStatementTimeoutEndsSlowQueries(c); }},
       {"malformed_and_unknown_keep_connection", TestMalformedAndUnknownKeepConnection},
       {"message_before_hello", TestMessageBeforeHello},
       {"oversized_frame_1009", TestOversizedFrame},
