@@ -6,6 +6,9 @@
 //   statement_timeout_ends_slow_queries: a parameter query that sleeps longer than that
 //     gateway's --db-statement-timeout fails the sync (57014) instead of holding a pool
 //     connection; other users still sync.
+//   live_round_over_budget_catches_up: a live change of 8 MiB in one bucket, against
+//     --live-round-bytes 4M, is left out of the shared round and reaches the client through
+//     its own paged catch-up, complete and with matching checksums.
 //   write_queue_bounded_in_bytes: batches past --write-queue-bytes are answered RETRY "BUSY"
 //     at once, and every batch gets an ack.
 //
@@ -122,6 +125,46 @@ void TestLargeBucketBoundedMemory(ClientContext &ctx) {
   c.Close();
   c.WaitClosed(5);
   db.Exec("DELETE FROM e2e_items WHERE owner = 'u_huge'");
+}
+
+// A metric of the bounded gateway (-1 when absent).
+double BoundedMetric(const std::string &name) {
+  std::string cmd =
+      "curl -s http://127.0.0.1:" + std::to_string(BoundedPort()) + "/metrics 2>/dev/null";
+  FILE *p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string body;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) body.append(buf, n);
+  pclose(p);
+  size_t pos = body.find("\n" + name + " ");
+  return pos == std::string::npos ? -1 : std::atof(body.c_str() + pos + name.size() + 2);
+}
+
+void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx) {
+  EXPECT(BoundedPort() > 0, "SYNCLINE_GW_BOUNDED_PORT not set");
+  Sql db;
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_livebig'");
+  Client c(&ctx, "127.0.0.1", BoundedPort());
+  EXPECT(c.ConnectAndSync(Token("u_livebig")), Describe(c));
+  double before = BoundedMetric("syncline_live_buckets_over_budget_total");
+  EXPECT(before >= 0, "metric syncline_live_buckets_over_budget_total missing");
+  db.Exec("INSERT INTO e2e_items SELECT 'livebig-' || g, 'u_livebig', repeat(chr(97 + g), " +
+          std::to_string(kLargeRowBytes) + ") FROM generate_series(1, 8) g");
+  const std::string bucket = "e2e_user[\"u_livebig\"]";
+  EXPECT(ctx.WaitFor(
+             [&] {
+               auto it = c.buckets.find(bucket);
+               return it != c.buckets.end() && it->second.objects.size() == 8;
+             },
+             30),
+         "live change not delivered; " + Describe(c));
+  EXPECT(c.checksum_failures.empty(), Describe(c));
+  double after = BoundedMetric("syncline_live_buckets_over_budget_total");
+  EXPECT(after >= before + 1, "the bucket was not left out of the shared round (" +
+                                  std::to_string(before) + " -> " + std::to_string(after) + ")");
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_livebig'");
 }
 
 void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx) {

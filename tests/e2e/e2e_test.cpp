@@ -1008,6 +1008,7 @@ void TestOfflineWritesRejectedThenApplied(ClientContext &ctx);  // e2e_offline_w
 // e2e_bounds.cpp
 void TestLargeBucketBoundedMemory(ClientContext &ctx);
 void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx);
+void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx);
 void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port);
 
 int main(int argc, char **argv) {
@@ -1036,6 +1037,8 @@ int main(int argc, char **argv) {
        }},
       {"large_bucket_bounded_memory",
        [](ClientContext &c, Db &) { TestLargeBucketBoundedMemory(c); }},
+      {"live_round_over_budget_catches_up",
+       [](ClientContext &c, Db &) { TestLiveRoundOverBudgetCatchesUp(c); }},
       {"statement_timeout_ends_slow_queries",
        [](ClientContext &c, Db &) { TestStatementTimeoutEndsSlowQueries(c); }},
       {"malformed_and_unknown_keep_connection", TestMalformedAndUnknownKeepConnection},

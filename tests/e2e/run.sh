@@ -151,7 +151,8 @@ fi
 bounded_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 "$OUT/syncline-gateway" --listen "127.0.0.1:$bounded_port" --jwt-hs256-secret "$secret" \
   --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
-  --page-bytes 1M --send-queue-bytes 2M --db-statement-timeout 1500 --db-lock-timeout 1000 \
+  --page-bytes 1M --send-queue-bytes 2M --live-round-bytes 4M --db-statement-timeout 1500 \
+  --db-lock-timeout 1000 \
   >"$LOG_DIR/gateway-bounded.log" 2>&1 &
 bounded_pid=$!
 for _ in $(seq 1 100); do
