@@ -773,6 +773,7 @@ void Gateway::OnClosed(Session *s) {
   }
   if (s->powersync) ForgetPowerSyncSession(s);
   sessions_.erase(s->id);
+  if (s->job) EndRecheck(s->job.get());  // its slot goes to the next connection waiting
   delete s;
 }
 
@@ -840,6 +841,17 @@ std::string Gateway::RenderMetrics() {
   RenderMetric("syncline_writes_busy_total", "counter",
                "WriteBatches answered RETRY BUSY (over --write-queue-bytes or 64 queued).",
                metrics_.writes_busy, &out);
+  RenderMetric("syncline_recheck_notifications_total", "counter",
+               "Notifications naming changed sync rules or parameter data.",
+               metrics_.recheck_notifications, &out);
+  RenderMetric("syncline_rechecks_total", "counter",
+               "Checkpoint re-runs of a connection after rules or parameter data changed.",
+               metrics_.rechecks, &out);
+  RenderMetric("syncline_rechecks_coalesced_total", "counter",
+               "Recheck requests merged into one already waiting for that connection.",
+               metrics_.rechecks_coalesced, &out);
+  RenderMetric("syncline_recheck_queue", "gauge", "Connections waiting for a recheck.",
+               static_cast<double>(recheck_queue_.size()), &out);
   size_t queued_bytes = 0;
   for (auto &[id, s] : sessions_) queued_bytes += s->send_queue_bytes;
   RenderMetric("syncline_send_queue_bytes", "gauge", "Bytes queued to clients.",

@@ -46,6 +46,7 @@ struct SyncJob {
   bool waiting_for_drain = false;
   bool quiet = false;        // catch-up found nothing new: send nothing
   uint64_t recheck_seq = 0;  // recheck_seq_ when the job started
+  bool recheck = false;      // started by the recheck queue (counts against its limit)
   double started = 0;
 };
 
@@ -123,6 +124,7 @@ struct Session {
   BucketMap buckets;
   std::unique_ptr<SyncJob> job;
   bool needs_recheck = false;                // re-run checkpoint when idle
+  bool recheck_queued = false;               // waiting in Gateway::recheck_queue_
   std::unique_ptr<SyncJob> pending_request;  // SyncRequest that arrived mid-job
 
   // Writes: applied one batch at a time, in arrival order.
@@ -226,6 +228,11 @@ class Gateway {
   void MaybeResumeJob(Session *s);  // after the send queue drained below the low mark
   void SetBuckets(Session *s, BucketMap buckets);
   void StartCatchUp(Session *s);
+  // Rules or parameter data changed (or LISTEN came back): the session re-runs its checkpoint,
+  // queued so that at most a few rechecks run at once and a session is queued only once.
+  void RequestRecheck(Session *s);
+  void PumpRechecks();
+  void EndRecheck(SyncJob *job);
 
   // Writes (writes.cpp).
   void QueueWrite(Session *s, const syncline::v1::ClientMessage &m);
@@ -286,6 +293,8 @@ class Gateway {
   bool live_retry_ = false;
   bool listener_seen_ = false;  // the first LISTEN connect is not a reconnect
   uint64_t recheck_seq_ = 0;    // bumped when rules/parameter data change or LISTEN reconnects
+  std::deque<uint64_t> recheck_queue_;  // session ids whose checkpoint must be re-run
+  size_t rechecks_running_ = 0;
   struct LiveRound {
     uint64_t from = 0, upto = 0;
     double started = 0;

@@ -37,6 +37,9 @@ struct Metrics {
   uint64_t uploads_applied = 0, uploads_rejected = 0, uploads_failed = 0;  // POST /upload
   uint64_t live_buckets_over_budget = 0;  // left out of a live round (--live-round-bytes)
   uint64_t writes_busy = 0;               // WriteBatches refused over --write-queue-bytes
+  uint64_t recheck_notifications = 0;     // NOTIFYs naming changed rules or parameter data
+  uint64_t rechecks = 0;                  // checkpoint re-runs they caused
+  uint64_t rechecks_coalesced = 0;        // requests for a session already waiting for one
   Histogram checkpoint_seconds;           // syncline.checkpoint() query latency
   Histogram live_round_seconds;           // notification -> live data queued to every client
 };

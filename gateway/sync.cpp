@@ -295,6 +295,7 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
 
 void Gateway::FinishJob(Session *s) {
   std::unique_ptr<SyncJob> job = std::move(s->job);
+  bool was_recheck = job->recheck;
   if (!job->quiet && s->powersync) {
     SendPowerSyncLines(s, powersync::CompleteLine(std::max(job->upto, s->position)), 0, false);
   } else if (!job->quiet) {
@@ -318,14 +319,18 @@ void Gateway::FinishJob(Session *s) {
   if (s->powersync) MaybeSendWriteCheckpoint(s);
   if (s->pending_request) {
     StartSync(s, std::move(s->pending_request));
-  } else if (s->needs_recheck || job->recheck_seq != recheck_seq_ ||
-             (live_position_known_ && s->position < live_position_)) {
+  } else if (job->recheck_seq != recheck_seq_ || (was_recheck && s->needs_recheck)) {
+    // Rules or parameter data changed while this job ran: a recheck, through the queue.
+    s->needs_recheck = false;
+    RequestRecheck(s);
+  } else if (s->needs_recheck || (live_position_known_ && s->position < live_position_)) {
     // Changes were announced while this job ran: catch up from its end.
     s->needs_recheck = false;
     auto next = std::make_unique<SyncJob>();
     next->initial = false;
     StartSync(s, std::move(next));
   }
+  EndRecheck(job.get());  // last: the next queued recheck may be this session's
 }
 
 void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
@@ -347,6 +352,7 @@ void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
     s->live = true;
     s->needs_recheck = true;
   }
+  EndRecheck(job.get());
 }
 
 void Gateway::SetBuckets(Session *s, BucketMap buckets) {
@@ -359,6 +365,59 @@ void Gateway::SetBuckets(Session *s, BucketMap buckets) {
   }
   for (const auto &[bucket, st] : buckets) holders_[bucket].insert(s->id);
   s->buckets = std::move(buckets);
+}
+
+// ---------------------------------------------------------------- rechecks
+
+// At most this many rechecks run at once per pool connection: a change to a parameter table
+// that every connection must re-run its checkpoint for does not fill the database queue in
+// front of everybody's other requests.
+constexpr size_t kRechecksPerPoolConnection = 2;
+
+void Gateway::RequestRecheck(Session *s) {
+  if (s->closing || !s->hello_done) return;
+  if (s->recheck_queued) {
+    metrics_.rechecks_coalesced++;  // one re-run covers every change announced so far
+    return;
+  }
+  if (s->job && s->job->recheck) {
+    s->needs_recheck = true;  // a recheck is running: one more once it ends
+    metrics_.rechecks_coalesced++;
+    return;
+  }
+  s->recheck_queued = true;
+  recheck_queue_.push_back(s->id);
+  PumpRechecks();
+}
+
+void Gateway::PumpRechecks() {
+  size_t limit = kRechecksPerPoolConnection * static_cast<size_t>(config_.pool_size);
+  while (rechecks_running_ < limit && !recheck_queue_.empty()) {
+    uint64_t id = recheck_queue_.front();
+    recheck_queue_.pop_front();
+    Session *s = FindSession(id);
+    if (s == nullptr) continue;
+    s->recheck_queued = false;
+    if (s->job) {
+      s->needs_recheck = true;  // re-run when its current job ends
+      continue;
+    }
+    if (!s->live) continue;  // never synced: its first sync reads the new state anyway
+    s->needs_recheck = false;
+    auto job = std::make_unique<SyncJob>();
+    job->initial = false;
+    job->recheck = true;
+    rechecks_running_++;
+    metrics_.rechecks++;
+    StartSync(s, std::move(job));
+  }
+}
+
+void Gateway::EndRecheck(SyncJob *job) {
+  if (!job->recheck) return;
+  job->recheck = false;
+  rechecks_running_--;
+  PumpRechecks();
 }
 
 // ---------------------------------------------------------------- live fan-out
@@ -377,6 +436,7 @@ void Gateway::OnNotify(const std::string &payload) {
     if (j.value("writes_truncated", false)) CheckPendingAcks(false);
     if (pending_rules_changed_ || !pending_definitions_.empty()) {
       recheck_seq_++;
+      metrics_.recheck_notifications++;
       fprintf(stderr, "syncline-gateway: %s; rechecking %zu connections\n",
               pending_rules_changed_ ? "sync rules changed" : "parameter data changed",
               sessions_.size());
@@ -404,7 +464,8 @@ void Gateway::OnListenerState(bool connected) {
           sessions_.size());
   live_position_known_ = false;
   recheck_seq_++;
-  for (auto &[id, s] : sessions_) StartCatchUp(s);
+  metrics_.recheck_notifications++;
+  for (auto &[id, s] : sessions_) RequestRecheck(s);
 }
 
 void Gateway::MaybeStartLiveRound() {
@@ -564,7 +625,7 @@ void Gateway::FinishLiveRound() {
     if (q >= round->upto || mine == per_session.end()) {
       s->position = std::max(q, round->upto);
       if (s->powersync) MaybeSendWriteCheckpoint(s);  // a write that changed nothing it holds
-      if (recheck_all) StartCatchUp(s);
+      if (recheck_all) RequestRecheck(s);
       continue;
     }
     bool all_fetched = true;
@@ -580,7 +641,7 @@ void Gateway::FinishLiveRound() {
       if (s->closing) continue;
       for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
       s->position = round->upto;
-      if (recheck_all) StartCatchUp(s);
+      if (recheck_all) RequestRecheck(s);
       continue;
     }
     // The diff depends only on the set of changed buckets held: build it once per set.
@@ -616,7 +677,7 @@ void Gateway::FinishLiveRound() {
       if (s->closing) continue;
       for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
       s->position = round->upto;
-      if (recheck_all) StartCatchUp(s);
+      if (recheck_all) RequestRecheck(s);
       continue;
     }
     SendBytes(s, diff_bytes, 0, /*enforce_limit=*/true);
@@ -637,7 +698,7 @@ void Gateway::FinishLiveRound() {
     }
     SendBytes(s, complete_bytes, 0, /*enforce_limit=*/true);
     s->position = round->upto;
-    if (recheck_all) StartCatchUp(s);
+    if (recheck_all) RequestRecheck(s);
   }
   live_position_ = std::max(live_position_, round->upto);
   metrics_.live_round_seconds.Observe(MonotonicSeconds() - round->started);

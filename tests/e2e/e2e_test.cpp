@@ -487,6 +487,46 @@ void TestSameBatchOnTwoConnections(ClientContext &ctx, Db &db) {
          "batches applied more than once");
 }
 
+// A burst of writes to a parameter table (e2e_members, read by e2e_list's parameter query):
+// every connected client re-runs its checkpoint, but through one queue that runs a few at a
+// time and merges the requests of a client already waiting, counted at /metrics.
+void TestParameterChangeRechecksAreCoalesced(ClientContext &ctx, Db &db) {
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 1; i <= 3; i++) {
+    clients.push_back(std::make_unique<Client>(&ctx, g_settings.host, g_settings.port));
+    EXPECT(clients.back()->ConnectAndSync(Token("u_rc" + std::to_string(i))),
+           ErrorsOf(*clients.back()));
+  }
+  double notes0 = Metric("syncline_recheck_notifications_total");
+  double rechecks0 = Metric("syncline_rechecks_total");
+  EXPECT(notes0 >= 0 && rechecks0 >= 0 && Metric("syncline_rechecks_coalesced_total") >= 0,
+         "recheck metrics missing");
+  const int kWrites = 20;
+  for (int i = 1; i <= kWrites; i++)
+    db.Exec("INSERT INTO e2e_members VALUES ('u_rc1', 'RC" + std::to_string(i) + "')");
+  Client &first = *clients[0];
+  std::string last = "e2e_list[\"RC" + std::to_string(kWrites) + "\"]";
+  EXPECT(ctx.WaitFor([&] { return first.buckets.count(last) == 1; }, 10),
+         "bucket not gained; " + ErrorsOf(first));
+  EXPECT(ctx.WaitFor([&] { return Metric("syncline_recheck_queue") == 0; }, 10),
+         "recheck queue did not drain");
+  ctx.Pump(0.5);
+  double notes = Metric("syncline_recheck_notifications_total") - notes0;
+  double rechecks = Metric("syncline_rechecks_total") - rechecks0;
+  double connections = Metric("syncline_connections");
+  fprintf(stderr, "    %d parameter writes: %.0f notifications, %.0f rechecks, %.0f connections\n",
+          kWrites, notes, rechecks, connections);
+  EXPECT(notes >= 1, "no recheck notification counted");
+  EXPECT(rechecks >= 3, "the clients were not rechecked: " + std::to_string(rechecks));
+  // At most a running and a queued recheck per connection for a burst, never one per
+  // notification and connection.
+  EXPECT(rechecks <= 3 * connections || rechecks < notes * connections,
+         std::to_string(rechecks) + " rechecks for " + std::to_string(notes) +
+             " notifications and " + std::to_string(connections) + " connections");
+  for (auto &c : clients) EXPECT(c->checksum_failures.empty(), Join(c->checksum_failures));
+  db.Exec("DELETE FROM e2e_members WHERE user_id = 'u_rc1'");
+}
+
 void TestMalformedAndUnknownKeepConnection(ClientContext &ctx, Db &) {
   Client c(&ctx, g_settings.host, g_settings.port);
   EXPECT(c.ConnectAndSync(Token("u_bad")), ErrorsOf(c));
@@ -1031,6 +1071,7 @@ int main(int argc, char **argv) {
       {"offline_writes_rejected_then_applied",
        [](ClientContext &c, Db &) { TestOfflineWritesRejectedThenApplied(c); }},
       {"same_batch_on_two_connections", TestSameBatchOnTwoConnections},
+      {"parameter_change_rechecks_coalesced", TestParameterChangeRechecksAreCoalesced},
       {"write_queue_bounded_in_bytes",
        [](ClientContext &c, Db &) {
          TestWriteQueueBoundedInBytes(c, g_settings.host, g_settings.port);
