@@ -56,7 +56,8 @@ void Database::Stop() {
 }
 
 void Database::Query(std::string sql, std::vector<std::string> params,
-                     std::function<void(QueryReply &)> done, bool urgent) {
+                     std::function<void(QueryReply &)> done, bool urgent,
+                     const std::string &owner) {
   auto task = std::make_unique<Task>();
   task->sql = std::move(sql);
   task->params = std::move(params);
@@ -64,9 +65,9 @@ void Database::Query(std::string sql, std::vector<std::string> params,
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (urgent) {
-      tasks_.push_front(std::move(task));
+      tasks_.PushUrgent(std::move(task));
     } else {
-      tasks_.push_back(std::move(task));
+      tasks_.Push(owner, std::move(task));
     }
   }
   uint64_t one = 1;
@@ -245,7 +246,7 @@ void Database::Disconnect(Conn *c, const char *why, bool listener) {
     std::unique_ptr<Task> task = std::move(c->task);
     if (++task->attempts < 2) {
       std::lock_guard<std::mutex> lock(mutex_);
-      tasks_.push_front(std::move(task));
+      tasks_.PushUrgent(std::move(task));
     } else {
       FailTask(std::move(task), std::string("database connection lost: ") + why, true);
     }
@@ -394,8 +395,7 @@ void Database::ThreadMain() {
       std::unique_lock<std::mutex> lock(mutex_);
       if (pool_connected_ == 0 && !any_connecting) {
         while (!tasks_.empty()) {
-          auto task = std::move(tasks_.front());
-          tasks_.pop_front();
+          auto task = tasks_.Pop();
           lock.unlock();
           FailTask(std::move(task), "database unavailable (no pool connection is up)", true);
           lock.lock();
@@ -404,8 +404,7 @@ void Database::ThreadMain() {
       for (auto &c : pool_) {
         if (tasks_.empty()) break;
         if (c.state != ConnState::kReady || c.task) continue;
-        c.task = std::move(tasks_.front());
-        tasks_.pop_front();
+        c.task = tasks_.Pop();
         lock.unlock();
         Dispatch(&c);
         lock.lock();

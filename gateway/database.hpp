@@ -19,6 +19,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "gateway/fair_queue.hpp"
+
 namespace syncline::gateway {
 
 struct PgResultDeleter {
@@ -70,9 +72,12 @@ class Database {
   void Stop();
 
   // Queues a query with text parameters; `done` runs on the loop thread.
-  // urgent queries jump the queue (live fan-out ahead of per-client catch-ups).
+  // urgent queries jump the queue (live fan-out ahead of per-client catch-ups). The others
+  // take turns by `owner` (the token subject; "" for the gateway's own), so one user's many
+  // requests cannot starve another user's.
   void Query(std::string sql, std::vector<std::string> params,
-             std::function<void(QueryReply &)> done, bool urgent = false);
+             std::function<void(QueryReply &)> done, bool urgent = false,
+             const std::string &owner = "");
 
   // Loop thread: runs the callbacks of finished queries and notifications.
   void RunCompletions();
@@ -132,7 +137,7 @@ class Database {
   int wake_fd_ = -1;  // eventfd: new tasks or stop
 
   mutable std::mutex mutex_;
-  std::deque<std::unique_ptr<Task>> tasks_;    // guarded by mutex_
+  FairQueue<std::unique_ptr<Task>> tasks_;     // guarded by mutex_
   std::vector<std::function<void()>> outbox_;  // guarded by mutex_
 
   // Owned by the database thread.

@@ -410,7 +410,8 @@ void Gateway::HandleUpload(HttpExchange *x) {
         ack.since = MonotonicSeconds();
         ack.done = answer;
         OnApplied(std::move(ack));
-      });
+      },
+      /*urgent=*/false, subject);
 }
 
 }  // namespace syncline::gateway

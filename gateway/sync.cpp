@@ -110,7 +110,8 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   db_->Query(
       "SELECT syncline.checkpoint($1::jsonb), "
       "CASE WHEN $2 <> '' THEN syncline.client_write_checkpoint($1::jsonb, $2) END",
-      {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
+      {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); },
+      /*urgent=*/false, s->subject);
 }
 
 void Gateway::StartCatchUp(Session *s) {
@@ -244,10 +245,11 @@ void Gateway::FetchNextPage(Session *s) {
   job->query_in_flight = true;
   const auto &[bucket, after] = job->todo[job->index];
   uint64_t id = s->id;
-  db_->Query(kBucketDataSql,
-             {bucket, std::to_string(after), std::to_string(job->upto),
-              std::to_string(config_.page_ops), PageBytesParam()},
-             [this, id](QueryReply &reply) { OnPage(id, reply); });
+  db_->Query(
+      kBucketDataSql,
+      {bucket, std::to_string(after), std::to_string(job->upto), std::to_string(config_.page_ops),
+       PageBytesParam()},
+      [this, id](QueryReply &reply) { OnPage(id, reply); }, /*urgent=*/false, s->subject);
 }
 
 void Gateway::MaybeResumeJob(Session *s) {

@@ -175,7 +175,8 @@ void Gateway::StartNextWrite(Session *s) {
           // that publishes it, which the flusher's NOTIFY names (possibly
           // before this reply arrived).
           OnApplied({id, request_id, seq, client_id, MonotonicSeconds()});
-        });
+        },
+        /*urgent=*/false, s->subject);
   }
 }
 
