@@ -472,8 +472,14 @@ void TestSameBatchOnTwoConnections(ClientContext &ctx, Db &db) {
     op->set_id("twice-" + std::to_string(seq));
     op->set_data(R"({"owner": "u_twice", "title": "sent twice"})");
     size_t before_a = a.acks.size(), before_b = b.acks.size();
+    // The flusher publishes the batch (NOTIFY with its write checkpoint) only after both
+    // apply_writes replies are in, so both connections are waiting for the same key.
+    db.Exec("BEGIN");
+    db.Exec("LOCK TABLE syncline_internal.flushes IN SHARE ROW EXCLUSIVE MODE");
     a.Send(m);
     b.Send(m);
+    ctx.Pump(0.3);
+    db.Exec("COMMIT");
     EXPECT(ctx.WaitFor([&] { return a.acks.size() > before_a && b.acks.size() > before_b; }, 10),
            "seq " + std::to_string(seq) + ": acks a=" + std::to_string(a.acks.size() - before_a) +
                " b=" + std::to_string(b.acks.size() - before_b));
