@@ -637,6 +637,7 @@ void Gateway::Tick() {
     }
   }
   ForceStaleAcks();
+  PumpRechecks();  // rechecks deferred by the minimum interval
   if (db_->healthy()) {
     // Catch-ups that failed while the database was away.
     for (Session *s : list)

@@ -125,6 +125,7 @@ struct Session {
   std::unique_ptr<SyncJob> job;
   bool needs_recheck = false;                // re-run checkpoint when idle
   bool recheck_queued = false;               // waiting in Gateway::recheck_queue_
+  double last_recheck_at = 0;                // when its last recheck started (monotonic)
   std::unique_ptr<SyncJob> pending_request;  // SyncRequest that arrived mid-job
 
   // Writes: applied one batch at a time, in arrival order.

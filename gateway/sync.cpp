@@ -375,6 +375,9 @@ void Gateway::SetBuckets(Session *s, BucketMap buckets) {
 // that every connection must re-run its checkpoint for does not fill the database queue in
 // front of everybody's other requests.
 constexpr size_t kRechecksPerPoolConnection = 2;
+// A connection is rechecked at most once per this many seconds: the first change of a burst
+// is rechecked at once, the rest of the burst is merged into one more recheck (Tick pumps).
+constexpr double kRecheckMinInterval = 1.0;
 
 void Gateway::RequestRecheck(Session *s) {
   if (s->closing || !s->hello_done) return;
@@ -394,11 +397,19 @@ void Gateway::RequestRecheck(Session *s) {
 
 void Gateway::PumpRechecks() {
   size_t limit = kRechecksPerPoolConnection * static_cast<size_t>(config_.pool_size);
-  while (rechecks_running_ < limit && !recheck_queue_.empty()) {
+  double now = MonotonicSeconds();
+  // Each waiting connection is looked at once per pump; one rechecked less than
+  // kRecheckMinInterval ago stays queued (later requests keep merging into it).
+  for (size_t looked = recheck_queue_.size();
+       looked > 0 && rechecks_running_ < limit && !recheck_queue_.empty(); looked--) {
     uint64_t id = recheck_queue_.front();
     recheck_queue_.pop_front();
     Session *s = FindSession(id);
     if (s == nullptr) continue;
+    if (now - s->last_recheck_at < kRecheckMinInterval) {
+      recheck_queue_.push_back(id);
+      continue;
+    }
     s->recheck_queued = false;
     if (s->job) {
       s->needs_recheck = true;  // re-run when its current job ends
@@ -409,6 +420,7 @@ void Gateway::PumpRechecks() {
     auto job = std::make_unique<SyncJob>();
     job->initial = false;
     job->recheck = true;
+    s->last_recheck_at = now;
     rechecks_running_++;
     metrics_.rechecks++;
     StartSync(s, std::move(job));
