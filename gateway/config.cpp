@@ -65,6 +65,25 @@ bool ApplyOption(const std::string &name, const std::string &value, Config *c, s
   } else if (name == "page-ops") {
     if (!ParseInt(value, 1, 1000000, &n)) return bad("expected 1..1000000");
     c->page_ops = static_cast<int>(n);
+  } else if (name == "page-bytes") {
+    size_t s = 0;
+    if (!ParseByteSize(value, &s) || s < 4096 || s > (1u << 30))
+      return bad("expected a size between 4k and 1G");
+    c->page_bytes = s;
+  } else if (name == "live-round-bytes") {
+    size_t s = 0;
+    if (!ParseByteSize(value, &s) || s < 4096) return bad("expected a size of at least 4k");
+    c->live_round_bytes = s;
+  } else if (name == "write-queue-bytes") {
+    size_t s = 0;
+    if (!ParseByteSize(value, &s) || s < 4096) return bad("expected a size of at least 4k");
+    c->write_queue_bytes = s;
+  } else if (name == "db-statement-timeout") {
+    if (!ParseInt(value, 0, 86400000, &n)) return bad("expected milliseconds 0..86400000");
+    c->statement_timeout_ms = static_cast<int>(n);
+  } else if (name == "db-lock-timeout") {
+    if (!ParseInt(value, 0, 86400000, &n)) return bad("expected milliseconds 0..86400000");
+    c->lock_timeout_ms = static_cast<int>(n);
   } else if (name == "token-expiring-seconds") {
     if (!ParseInt(value, 0, 3600, &n)) return bad("expected 0..3600");
     c->token_expiring_seconds = static_cast<int>(n);
@@ -102,6 +121,11 @@ const std::map<std::string, const char *> &ValueOptions() {
       {"send-queue-bytes", "SYNCLINE_SEND_QUEUE_BYTES"},
       {"pool-size", "SYNCLINE_POOL_SIZE"},
       {"page-ops", "SYNCLINE_PAGE_OPS"},
+      {"page-bytes", "SYNCLINE_PAGE_BYTES"},
+      {"live-round-bytes", "SYNCLINE_LIVE_ROUND_BYTES"},
+      {"write-queue-bytes", "SYNCLINE_WRITE_QUEUE_BYTES"},
+      {"db-statement-timeout", "SYNCLINE_DB_STATEMENT_TIMEOUT"},
+      {"db-lock-timeout", "SYNCLINE_DB_LOCK_TIMEOUT"},
       {"token-expiring-seconds", "SYNCLINE_TOKEN_EXPIRING_SECONDS"},
       {"hello-timeout", "SYNCLINE_HELLO_TIMEOUT"},
       {"cors-origin", "SYNCLINE_CORS_ORIGIN"},
@@ -245,6 +269,14 @@ Database
                             default: libpq's PG* environment)
   --pool-size N             query connections shared by all clients (default 4)
   --page-ops N              ops per bucket_data query (default 10000)
+  --page-bytes SIZE         ... and about this many bytes past the first op, for
+                            initial sync, catch-up and live pages (default 4M)
+  --live-round-bytes SIZE   live ops held for one fan-out round; a bucket whose
+                            change is bigger is caught up per client (default 16M)
+  --db-statement-timeout MS statement_timeout of the gateway's sessions
+                            (default 30000; 0 = the server's setting)
+  --db-lock-timeout MS      lock_timeout of the gateway's sessions (default 5000;
+                            0 = the server's setting)
 Listening
   --listen HOST:PORT        (SYNCLINE_LISTEN, default 127.0.0.1:8080); also
                             serves GET /healthz and GET /metrics
@@ -271,6 +303,8 @@ Limits
   --max-connections-per-user N   per token subject ("sub"); 0 = no limit (default 64)
   --send-queue-bytes SIZE   per-connection send queue; a client further behind is
                             disconnected with a retryable error (default 8M)
+  --write-queue-bytes SIZE  WriteBatch bytes waiting per connection; a batch past
+                            it gets WriteAck RETRY "BUSY" (default 4M)
   --help                    this text
 )";
 }

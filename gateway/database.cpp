@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace syncline::gateway {
@@ -12,6 +13,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
+// A connect attempt that has not finished by then is abandoned (and retried with backoff).
+constexpr std::chrono::milliseconds kConnectTimeout{3000};
 
 std::string Trim(const char *text) {
   std::string s = text ? text : "";
@@ -21,8 +24,11 @@ std::string Trim(const char *text) {
 
 }  // namespace
 
-Database::Database(std::string conninfo, int pool_size, Handlers handlers)
-    : conninfo_(std::move(conninfo)), pool_size_(pool_size), handlers_(std::move(handlers)) {
+Database::Database(std::string conninfo, int pool_size, Handlers handlers, SessionSettings settings)
+    : conninfo_(std::move(conninfo)),
+      pool_size_(pool_size),
+      settings_(settings),
+      handlers_(std::move(handlers)) {
   pool_.resize(pool_size_);
 }
 
@@ -50,7 +56,8 @@ void Database::Stop() {
 }
 
 void Database::Query(std::string sql, std::vector<std::string> params,
-                     std::function<void(QueryReply &)> done, bool urgent) {
+                     std::function<void(QueryReply &)> done, bool urgent,
+                     const std::string &owner) {
   auto task = std::make_unique<Task>();
   task->sql = std::move(sql);
   task->params = std::move(params);
@@ -58,9 +65,9 @@ void Database::Query(std::string sql, std::vector<std::string> params,
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (urgent) {
-      tasks_.push_front(std::move(task));
+      tasks_.PushUrgent(std::move(task));
     } else {
-      tasks_.push_back(std::move(task));
+      tasks_.Push(owner, std::move(task));
     }
   }
   uint64_t one = 1;
@@ -100,68 +107,146 @@ void Database::Post(std::function<void()> fn) {
   handlers_.wake();
 }
 
-bool Database::Connect(Conn *c, bool listener) {
-  // Blocking connect, but on the database thread only: the websocket loop is
-  // unaffected. connect_timeout bounds it when the server is unreachable.
-  std::string info = conninfo_;
-  const char *keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
-  const char *values[] = {info.empty() ? nullptr : info.c_str(), "3",
-                          listener ? "syncline-gateway-listen" : "syncline-gateway", nullptr};
-  PGconn *pg = PQconnectdbParams(keys, values, /*expand_dbname=*/1);
-  if (PQstatus(pg) != CONNECTION_OK) {
-    if (c->backoff == std::chrono::milliseconds(100) || c->backoff >= kMaxBackoff)
-      fprintf(stderr, "syncline-gateway: database connect failed (%s): %s; retrying in %lld ms\n",
-              listener ? "listener" : "pool", Trim(PQerrorMessage(pg)).c_str(),
-              static_cast<long long>(c->backoff.count()));
-    PQfinish(pg);
-    c->next_attempt = Clock::now() + c->backoff;
-    c->backoff = std::min(c->backoff * 2, kMaxBackoff);
-    return false;
-  }
-  if (listener) {
-    PGresult *r = PQexec(pg, "LISTEN syncline");
-    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    if (!ok)
-      fprintf(stderr, "syncline-gateway: LISTEN syncline failed: %s\n",
-              Trim(PQresultErrorMessage(r)).c_str());
-    PQclear(r);
-    if (!ok) {
-      PQfinish(pg);
-      c->next_attempt = Clock::now() + c->backoff;
-      c->backoff = std::min(c->backoff * 2, kMaxBackoff);
-      return false;
+// Startup options for every gateway session: the configured timeouts after whatever options
+// the conninfo (or PGOPTIONS) already carries.
+static std::string SessionOptions(const std::string &conninfo, int statement_timeout_ms,
+                                  int lock_timeout_ms) {
+  std::string options;
+  if (!conninfo.empty()) {
+    if (PQconninfoOption *parsed = PQconninfoParse(conninfo.c_str(), nullptr)) {
+      for (PQconninfoOption *o = parsed; o->keyword; o++)
+        if (strcmp(o->keyword, "options") == 0 && o->val) options = o->val;
+      PQconninfoFree(parsed);
     }
   }
-  PQsetnonblocking(pg, 1);
-  c->pg = pg;
+  if (options.empty()) {
+    const char *env = getenv("PGOPTIONS");
+    if (env) options = env;
+  }
+  if (statement_timeout_ms > 0)
+    options += " -c statement_timeout=" + std::to_string(statement_timeout_ms);
+  if (lock_timeout_ms > 0) options += " -c lock_timeout=" + std::to_string(lock_timeout_ms);
+  return options;
+}
+
+// Begins a non-blocking connect; ContinueConnect drives it as the socket becomes ready, so
+// the database thread never waits on a server that is slow or unreachable.
+void Database::StartConnect(Conn *c, bool listener) {
+  std::string info = conninfo_;
+  std::string options =
+      SessionOptions(conninfo_, settings_.statement_timeout_ms, settings_.lock_timeout_ms);
+  const char *keys[] = {"dbname", "application_name", "options", nullptr};
+  const char *values[] = {info.empty() ? nullptr : info.c_str(),
+                          listener ? "syncline-gateway-listen" : "syncline-gateway",
+                          options.empty() ? nullptr : options.c_str(), nullptr};
+  c->pg = PQconnectStartParams(keys, values, /*expand_dbname=*/1);
+  if (c->pg == nullptr) {
+    ConnectFailed(c, listener, "out of memory");
+    return;
+  }
+  if (PQstatus(c->pg) == CONNECTION_BAD) {
+    ConnectFailed(c, listener, Trim(PQerrorMessage(c->pg)));
+    return;
+  }
+  c->state = ConnState::kConnecting;
+  c->poll = PGRES_POLLING_WRITING;  // libpq: behave as if PQconnectPoll had asked to write
+  c->connect_deadline = Clock::now() + kConnectTimeout;
+  c->error.clear();
+}
+
+void Database::ContinueConnect(Conn *c, bool listener) {
+  c->poll = PQconnectPoll(c->pg);
+  if (c->poll == PGRES_POLLING_FAILED) {
+    ConnectFailed(c, listener, Trim(PQerrorMessage(c->pg)));
+  } else if (c->poll == PGRES_POLLING_OK) {
+    Connected(c, listener);
+  }
+}
+
+void Database::ConnectFailed(Conn *c, bool listener, const std::string &why) {
+  if (c->backoff == std::chrono::milliseconds(100) || c->backoff >= kMaxBackoff)
+    fprintf(stderr, "syncline-gateway: database connect failed (%s): %s; retrying in %lld ms\n",
+            listener ? "listener" : "pool", why.c_str(),
+            static_cast<long long>(c->backoff.count()));
+  if (c->pg) PQfinish(c->pg);
+  c->pg = nullptr;
+  c->state = ConnState::kDown;
+  c->flushing = false;
+  c->next_attempt = Clock::now() + c->backoff;
+  c->backoff = std::min(c->backoff * 2, kMaxBackoff);
+}
+
+void Database::Connected(Conn *c, bool listener) {
+  PQsetnonblocking(c->pg, 1);
+  if (listener) {
+    c->error.clear();
+    if (!PQsendQuery(c->pg, "LISTEN syncline")) {
+      ConnectFailed(c, listener, "LISTEN syncline: " + Trim(PQerrorMessage(c->pg)));
+      return;
+    }
+    c->state = ConnState::kListening;
+    c->flushing = PQflush(c->pg) == 1;
+    return;
+  }
+  c->state = ConnState::kReady;
   c->backoff = std::chrono::milliseconds(100);
   reconnects_++;
-  return true;
+  pool_connected_++;
+}
+
+// The listener's LISTEN syncline result: up once it succeeded.
+void Database::OnListenerSetup(Conn *c) {
+  if (!PQconsumeInput(c->pg)) {
+    ConnectFailed(c, true, Trim(PQerrorMessage(c->pg)));
+    return;
+  }
+  while (!PQisBusy(c->pg)) {
+    PGresult *r = PQgetResult(c->pg);
+    if (r == nullptr) {
+      if (!c->error.empty()) {
+        ConnectFailed(c, true, "LISTEN syncline failed: " + c->error);
+        return;
+      }
+      c->state = ConnState::kReady;
+      c->backoff = std::chrono::milliseconds(100);
+      reconnects_++;
+      listener_connected_ = true;
+      Post([this] { handlers_.listener_state(true); });
+      return;
+    }
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && c->error.empty())
+      c->error = Trim(PQresultErrorMessage(r));
+    PQclear(r);
+  }
 }
 
 void Database::Disconnect(Conn *c, const char *why, bool listener) {
   fprintf(stderr, "syncline-gateway: database %s connection lost: %s\n",
           listener ? "listener" : "pool", why);
+  bool was_ready = c->state == ConnState::kReady;
   PQfinish(c->pg);
   c->pg = nullptr;
+  c->state = ConnState::kDown;
   c->first_result.reset();
   c->flushing = false;
   c->preparing = false;
   c->prepared.clear();
   c->next_attempt = Clock::now() + c->backoff;
   if (listener) {
-    listener_connected_ = false;
-    Post([this] { handlers_.listener_state(false); });
+    if (was_ready) {
+      listener_connected_ = false;
+      Post([this] { handlers_.listener_state(false); });
+    }
     return;
   }
-  pool_connected_--;
+  if (was_ready) pool_connected_--;
   if (c->task) {
     pool_busy_--;
     // Queries are read-only: retry once on another connection.
     std::unique_ptr<Task> task = std::move(c->task);
     if (++task->attempts < 2) {
       std::lock_guard<std::mutex> lock(mutex_);
-      tasks_.push_front(std::move(task));
+      tasks_.PushUrgent(std::move(task));
     } else {
       FailTask(std::move(task), std::string("database connection lost: ") + why, true);
     }
@@ -288,29 +373,29 @@ void Database::ThreadMain() {
   while (!stop_) {
     auto now = Clock::now();
     auto next_wake = now + std::chrono::milliseconds(1000);
-    // (Re)connect what is down and due.
-    for (auto &c : pool_) {
-      if (c.pg == nullptr && now >= c.next_attempt && !stop_) {
-        if (Connect(&c, false)) pool_connected_++;
-      }
-      if (c.pg == nullptr) next_wake = std::min(next_wake, c.next_attempt);
-    }
-    if (listener_.pg == nullptr && now >= listener_.next_attempt && !stop_) {
-      if (Connect(&listener_, true)) {
-        listener_connected_ = true;
-        Post([this] { handlers_.listener_state(true); });
-      }
-    }
-    if (listener_.pg == nullptr) next_wake = std::min(next_wake, listener_.next_attempt);
+    // (Re)connect what is down and due; give up on attempts past their deadline.
+    bool any_connecting = false;
+    auto tend = [&](Conn &c, bool listener) {
+      if (c.state == ConnState::kDown && now >= c.next_attempt && !stop_)
+        StartConnect(&c, listener);
+      if ((c.state == ConnState::kConnecting || c.state == ConnState::kListening) &&
+          now >= c.connect_deadline)
+        ConnectFailed(&c, listener, "timed out");
+      if (c.state == ConnState::kDown) next_wake = std::min(next_wake, c.next_attempt);
+      if (c.state == ConnState::kConnecting || c.state == ConnState::kListening)
+        next_wake = std::min(next_wake, c.connect_deadline);
+      if (!listener && c.state == ConnState::kConnecting) any_connecting = true;
+    };
+    for (auto &c : pool_) tend(c, false);
+    tend(listener_, true);
     ever_tried_ = true;
 
-    // Hand queued tasks to idle connections; fail them when none is up.
+    // Hand queued tasks to idle connections; fail them when none is up or on its way.
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      if (pool_connected_ == 0) {
+      if (pool_connected_ == 0 && !any_connecting) {
         while (!tasks_.empty()) {
-          auto task = std::move(tasks_.front());
-          tasks_.pop_front();
+          auto task = tasks_.Pop();
           lock.unlock();
           FailTask(std::move(task), "database unavailable (no pool connection is up)", true);
           lock.lock();
@@ -318,9 +403,8 @@ void Database::ThreadMain() {
       }
       for (auto &c : pool_) {
         if (tasks_.empty()) break;
-        if (c.pg == nullptr || c.task) continue;
-        c.task = std::move(tasks_.front());
-        tasks_.pop_front();
+        if (c.state != ConnState::kReady || c.task) continue;
+        c.task = tasks_.Pop();
         lock.unlock();
         Dispatch(&c);
         lock.lock();
@@ -332,18 +416,22 @@ void Database::ThreadMain() {
     std::vector<Conn *> owners;
     fds.push_back({wake_fd_, POLLIN, 0});
     owners.push_back(nullptr);
-    for (auto &c : pool_) {
-      if (c.pg == nullptr) continue;
+    auto watch = [&](Conn &c) {
+      if (c.pg == nullptr || c.state == ConnState::kDown) return;
       short events = POLLIN;
-      if (c.flushing) events |= POLLOUT;
+      if (c.state == ConnState::kConnecting)
+        events = c.poll == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+      else if (c.flushing)
+        events |= POLLOUT;
       fds.push_back({PQsocket(c.pg), events, 0});
       owners.push_back(&c);
-    }
+    };
+    for (auto &c : pool_) watch(c);
     size_t listener_index = 0;
     if (listener_.pg) {
       listener_index = fds.size();
-      fds.push_back({PQsocket(listener_.pg), POLLIN, 0});
-      owners.push_back(&listener_);
+      watch(listener_);
+      if (fds.size() == listener_index) listener_index = 0;
     }
     int timeout_ms = static_cast<int>(
         std::chrono::duration_cast<std::chrono::milliseconds>(next_wake - Clock::now()).count());
@@ -362,7 +450,28 @@ void Database::ThreadMain() {
     for (size_t i = 1; i < fds.size(); i++) {
       if (fds[i].revents == 0) continue;
       Conn *c = owners[i];
-      if (listener_index != 0 && i == listener_index) {
+      bool listener = listener_index != 0 && i == listener_index;
+      if (c->state == ConnState::kConnecting) {
+        ContinueConnect(c, listener);
+        continue;
+      }
+      if (c->flushing && (fds[i].revents & POLLOUT)) {
+        int f = PQflush(c->pg);
+        if (f < 0) {
+          if (listener && c->state == ConnState::kListening)
+            ConnectFailed(c, true, Trim(PQerrorMessage(c->pg)));
+          else
+            Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), listener);
+          continue;
+        }
+        c->flushing = f == 1;
+      }
+      if (!(fds[i].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+      if (listener && c->state == ConnState::kListening) {
+        OnListenerSetup(c);
+        continue;
+      }
+      if (listener) {
         if (!PQconsumeInput(c->pg) || PQstatus(c->pg) == CONNECTION_BAD) {
           Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), true);
           continue;
@@ -374,15 +483,7 @@ void Database::ThreadMain() {
         }
         continue;
       }
-      if (c->flushing && (fds[i].revents & POLLOUT)) {
-        int f = PQflush(c->pg);
-        if (f < 0) {
-          Disconnect(c, Trim(PQerrorMessage(c->pg)).c_str(), false);
-          continue;
-        }
-        c->flushing = f == 1;
-      }
-      if (fds[i].revents & (POLLIN | POLLERR | POLLHUP)) OnReadable(c);
+      OnReadable(c);
     }
   }
 }

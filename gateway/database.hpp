@@ -19,6 +19,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "gateway/fair_queue.hpp"
+
 namespace syncline::gateway {
 
 struct PgResultDeleter {
@@ -55,7 +57,13 @@ class Database {
     uint64_t reconnects = 0;
   };
 
-  Database(std::string conninfo, int pool_size, Handlers handlers);
+  // Settings every gateway session gets (0 = the server's default).
+  struct SessionSettings {
+    int statement_timeout_ms = 0;
+    int lock_timeout_ms = 0;
+  };
+
+  Database(std::string conninfo, int pool_size, Handlers handlers, SessionSettings settings);
   ~Database();
   Database(const Database &) = delete;
   Database &operator=(const Database &) = delete;
@@ -64,9 +72,12 @@ class Database {
   void Stop();
 
   // Queues a query with text parameters; `done` runs on the loop thread.
-  // urgent queries jump the queue (live fan-out ahead of per-client catch-ups).
+  // urgent queries jump the queue (live fan-out ahead of per-client catch-ups). The others
+  // take turns by `owner` (the token subject; "" for the gateway's own), so one user's many
+  // requests cannot starve another user's.
   void Query(std::string sql, std::vector<std::string> params,
-             std::function<void(QueryReply &)> done, bool urgent = false);
+             std::function<void(QueryReply &)> done, bool urgent = false,
+             const std::string &owner = "");
 
   // Loop thread: runs the callbacks of finished queries and notifications.
   void RunCompletions();
@@ -81,8 +92,17 @@ class Database {
     std::function<void(QueryReply &)> done;
     int attempts = 0;
   };
+  enum class ConnState {
+    kDown,        // no connection; next_attempt says when to try again
+    kConnecting,  // PQconnectStartParams/PQconnectPoll in progress
+    kListening,   // listener: LISTEN syncline sent, waiting for its result
+    kReady,
+  };
   struct Conn {
     PGconn *pg = nullptr;
+    ConnState state = ConnState::kDown;
+    PostgresPollingStatusType poll = PGRES_POLLING_WRITING;  // what PQconnectPoll waits for
+    std::chrono::steady_clock::time_point connect_deadline{};
     std::unique_ptr<Task> task;  // in flight
     bool flushing = false;
     PgResult first_result;
@@ -95,7 +115,11 @@ class Database {
   };
 
   void ThreadMain();
-  bool Connect(Conn *c, bool listener);
+  void StartConnect(Conn *c, bool listener);
+  void ContinueConnect(Conn *c, bool listener);
+  void ConnectFailed(Conn *c, bool listener, const std::string &why);
+  void Connected(Conn *c, bool listener);
+  void OnListenerSetup(Conn *c);
   void Disconnect(Conn *c, const char *why, bool listener);
   void Dispatch(Conn *c);
   void SendExecute(Conn *c, const std::string &name);
@@ -106,13 +130,14 @@ class Database {
 
   const std::string conninfo_;
   const int pool_size_;
+  const SessionSettings settings_;
   Handlers handlers_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   int wake_fd_ = -1;  // eventfd: new tasks or stop
 
   mutable std::mutex mutex_;
-  std::deque<std::unique_ptr<Task>> tasks_;    // guarded by mutex_
+  FairQueue<std::unique_ptr<Task>> tasks_;     // guarded by mutex_
   std::vector<std::function<void()>> outbox_;  // guarded by mutex_
 
   // Owned by the database thread.

@@ -1,8 +1,15 @@
 #include "gateway/gateway.hpp"
 
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace syncline::gateway {
@@ -22,6 +29,99 @@ lws_protocols kProtocols[] = {
     {"syncline.v1", Gateway::Callback, sizeof(Pss), 8192, 0, nullptr, 0},
     {nullptr, nullptr, 0, 0, 0, nullptr, 0},
 };
+
+// The address --listen names, as a numeric literal: IP literals as given, a host name
+// resolved (its first address). Returns false when it is neither.
+bool NumericListenAddress(const std::string &host, std::string *numeric, int *family) {
+  in_addr a4;
+  in6_addr a6;
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    *numeric = host;
+    *family = AF_INET;
+    return true;
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    *numeric = host;
+    *family = AF_INET6;
+    return true;
+  }
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo *found = nullptr;
+  if (getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0 || found == nullptr) return false;
+  char text[INET6_ADDRSTRLEN] = "";
+  const void *addr =
+      found->ai_family == AF_INET6
+          ? static_cast<const void *>(&reinterpret_cast<sockaddr_in6 *>(found->ai_addr)->sin6_addr)
+          : &reinterpret_cast<sockaddr_in *>(found->ai_addr)->sin_addr;
+  bool ok = inet_ntop(found->ai_family, addr, text, sizeof text) != nullptr;
+  *family = found->ai_family;
+  freeaddrinfo(found);
+  *numeric = text;
+  return ok;
+}
+
+// Every listening TCP socket of this process, as "address" text (inet_ntop form; an
+// IPv4-mapped IPv6 address as its IPv4 text).
+std::vector<std::string> ListeningAddresses() {
+  std::vector<std::string> out;
+  DIR *dir = opendir("/proc/self/fd");
+  if (dir == nullptr) return out;
+  while (dirent *e = readdir(dir)) {
+    int fd = std::atoi(e->d_name);
+    if (fd <= 2 || fd == dirfd(dir)) continue;
+    int listening = 0;
+    socklen_t len = sizeof listening;
+    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) != 0 || !listening) continue;
+    sockaddr_storage ss{};
+    len = sizeof ss;
+    if (getsockname(fd, reinterpret_cast<sockaddr *>(&ss), &len) != 0) continue;
+    char text[INET6_ADDRSTRLEN] = "";
+    if (ss.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in *>(&ss)->sin_addr, text, sizeof text);
+    } else if (ss.ss_family == AF_INET6) {
+      const in6_addr &a = reinterpret_cast<sockaddr_in6 *>(&ss)->sin6_addr;
+      if (IN6_IS_ADDR_V4MAPPED(&a))
+        inet_ntop(AF_INET, &a.s6_addr[12], text, sizeof text);
+      else
+        inet_ntop(AF_INET6, &a, text, sizeof text);
+    } else {
+      continue;
+    }
+    out.push_back(text);
+  }
+  closedir(dir);
+  return out;
+}
+
+// Canonical text of a numeric address (so "::0001" and "::1" compare equal).
+std::string CanonicalAddress(const std::string &numeric, int family) {
+  unsigned char buf[sizeof(in6_addr)];
+  char text[INET6_ADDRSTRLEN] = "";
+  if (inet_pton(family, numeric.c_str(), buf) != 1) return numeric;
+  inet_ntop(family, buf, text, sizeof text);
+  return text;
+}
+
+// True when the upgrade request's Sec-WebSocket-Protocol list names `name`.
+bool OffersSubprotocol(lws *wsi, const char *name) {
+  int n = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+  if (n <= 0 || n > 4096) return false;
+  std::string list(n + 1, '\0');
+  if (lws_hdr_copy(wsi, &list[0], n + 1, WSI_TOKEN_PROTOCOL) < 0) return false;
+  list.resize(strlen(list.c_str()));
+  size_t start = 0;
+  while (start <= list.size()) {
+    size_t comma = list.find(',', start);
+    if (comma == std::string::npos) comma = list.size();
+    std::string item = list.substr(start, comma - start);
+    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b != std::string::npos && item.compare(b, e - b + 1, name) == 0) return true;
+    start = comma + 1;
+  }
+  return false;
+}
 
 }  // namespace
 
@@ -52,7 +152,25 @@ bool Gateway::Start() {
   lws_context_creation_info info;
   memset(&info, 0, sizeof info);
   info.port = config_.listen_port;
-  info.iface = config_.listen_host == "0.0.0.0" ? nullptr : config_.listen_host.c_str();
+  // Bind exactly the address --listen names: an IPv4 address on an IPv4 socket (lws would
+  // otherwise open an IPv6 socket), an IPv6 address IPv6-only; 0.0.0.0 is every IPv4
+  // address and :: every address of both families.
+  std::string numeric;
+  int family = AF_UNSPEC;
+  if (!NumericListenAddress(config_.listen_host, &numeric, &family)) {
+    fprintf(stderr, "syncline-gateway: --listen %s: not an IP address or a resolvable host name\n",
+            config_.listen_host.c_str());
+    return false;
+  }
+  numeric = CanonicalAddress(numeric, family);
+  bool wildcard = numeric == "0.0.0.0" || numeric == "::";
+  listen_iface_ = numeric;
+  info.iface = wildcard ? nullptr : listen_iface_.c_str();
+  if (family == AF_INET) {
+    info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+  } else if (!wildcard) {
+    info.options |= LWS_SERVER_OPTION_IPV6_V6ONLY_MODIFY | LWS_SERVER_OPTION_IPV6_V6ONLY_VALUE;
+  }
   info.protocols = kProtocols;
   info.user = this;
   info.timeout_secs = 10;
@@ -62,7 +180,7 @@ bool Gateway::Start() {
   // a valid frame, so vanished peers (half-open TCP) do not pile up.
   static const lws_retry_bo_t kIdlePolicy = {nullptr, 0, 0, 60, 120, 0};
   info.retry_and_idle_policy = &kIdlePolicy;
-  info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 & 0;  // binary protocol: no UTF-8 checks
+  // (no LWS_SERVER_OPTION_VALIDATE_UTF8: a binary protocol)
   if (!config_.tls_cert.empty()) {
     info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
     info.ssl_cert_filepath = config_.tls_cert.c_str();
@@ -76,12 +194,26 @@ bool Gateway::Start() {
             config_.listen_host.c_str(), config_.listen_port);
     return false;
   }
+  // Whatever lws did with the address: refuse to serve bound wider (or elsewhere) than asked.
+  for (const std::string &bound : ListeningAddresses()) {
+    if (bound != numeric) {
+      fprintf(stderr,
+              "syncline-gateway: --listen %s: the listening socket is bound to %s instead; "
+              "not serving\n",
+              config_.listen_host.c_str(), bound.c_str());
+      return false;
+    }
+  }
   Database::Handlers handlers;
   lws_context *context = context_;
   handlers.wake = [context] { lws_cancel_service(context); };
   handlers.notify = [this](const std::string &payload) { OnNotify(payload); };
   handlers.listener_state = [this](bool up) { OnListenerState(up); };
-  db_ = std::make_unique<Database>(config_.database_url, config_.pool_size, std::move(handlers));
+  Database::SessionSettings session;
+  session.statement_timeout_ms = config_.statement_timeout_ms;
+  session.lock_timeout_ms = config_.lock_timeout_ms;
+  db_ = std::make_unique<Database>(config_.database_url, config_.pool_size, std::move(handlers),
+                                   session);
   db_->Start();
   tick_.gateway = this;
   ScheduleTick();
@@ -153,6 +285,19 @@ int Gateway::OnCallback(lws *wsi, lws_callback_reasons reason, void *user, void 
         pss->session = nullptr;
       }
       break;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+      // A websocket is served only as syncline.v1: an upgrade that does not offer it gets a
+      // plain HTTP 400 and never becomes a websocket (proto/README.md, close codes).
+      if (in == nullptr || strcmp(static_cast<const char *>(in), "websocket") != 0) return 0;
+      if (!OffersSubprotocol(wsi, "syncline.v1")) {
+        metrics_.protocol_errors++;
+        lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST,
+                               "websocket subprotocol syncline.v1 is required "
+                               "(Sec-WebSocket-Protocol: syncline.v1)");
+        return 1;
+      }
+      return 0;
+    }
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
       int n = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
       if (pss && n > 0 && n < 16384) {
@@ -398,7 +543,7 @@ bool Gateway::Authenticate(Session *s, const std::string &token, std::string *er
   bool claims_changed = !s->claims_json.empty() && s->claims_json != verified.claims_json;
   s->subject = verified.subject;
   s->claims_json = verified.claims_json;
-  s->token_expires_at = verified.expires_at;
+  s->token_expires_at = verified.valid_until;  // the rule Verify applies, leeway included
   s->expiring_sent = false;
   if (claims_changed) StartCatchUp(s);
   return true;
@@ -411,6 +556,16 @@ void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
     CloseWithError(s, pb::Error::UNSUPPORTED_VERSION,
                    "protocol_version " + std::to_string(hello.protocol_version()) +
                        " is not served here; this gateway speaks version 1 (syncline.v1)",
+                   false, kCloseProtocol);
+    return;
+  }
+  if (s->hello_done && hello.client_id() != s->client_id) {
+    // Write acks, write checkpoints and exactly-once batches are per client_id: a
+    // connection keeps the one its first Hello named.
+    metrics_.protocol_errors++;
+    CloseWithError(s, pb::Error::BAD_MESSAGE,
+                   "a later Hello must repeat client_id \"" + s->client_id.substr(0, 32) +
+                       "\"; open a new connection for another client_id",
                    false, kCloseProtocol);
     return;
   }
@@ -482,6 +637,7 @@ void Gateway::Tick() {
     }
   }
   ForceStaleAcks();
+  PumpRechecks();  // rechecks deferred by the minimum interval
   if (db_->healthy()) {
     // Catch-ups that failed while the database was away.
     for (Session *s : list)
@@ -618,6 +774,7 @@ void Gateway::OnClosed(Session *s) {
   }
   if (s->powersync) ForgetPowerSyncSession(s);
   sessions_.erase(s->id);
+  if (s->job) EndRecheck(s->job.get());  // its slot goes to the next connection waiting
   delete s;
 }
 
@@ -678,6 +835,24 @@ std::string Gateway::RenderMetrics() {
   RenderMetric("syncline_uploads_failed_total", "counter",
                "POST /upload transactions that failed for now (503/409).", metrics_.uploads_failed,
                &out);
+  RenderMetric("syncline_live_buckets_over_budget_total", "counter",
+               "Changed buckets left out of a live round over --live-round-bytes (caught up "
+               "per client instead).",
+               metrics_.live_buckets_over_budget, &out);
+  RenderMetric("syncline_writes_busy_total", "counter",
+               "WriteBatches answered RETRY BUSY (over --write-queue-bytes or 64 queued).",
+               metrics_.writes_busy, &out);
+  RenderMetric("syncline_recheck_notifications_total", "counter",
+               "Notifications naming changed sync rules or parameter data.",
+               metrics_.recheck_notifications, &out);
+  RenderMetric("syncline_rechecks_total", "counter",
+               "Checkpoint re-runs of a connection after rules or parameter data changed.",
+               metrics_.rechecks, &out);
+  RenderMetric("syncline_rechecks_coalesced_total", "counter",
+               "Recheck requests merged into one already waiting for that connection.",
+               metrics_.rechecks_coalesced, &out);
+  RenderMetric("syncline_recheck_queue", "gauge", "Connections waiting for a recheck.",
+               static_cast<double>(recheck_queue_.size()), &out);
   size_t queued_bytes = 0;
   for (auto &[id, s] : sessions_) queued_bytes += s->send_queue_bytes;
   RenderMetric("syncline_send_queue_bytes", "gauge", "Bytes queued to clients.",

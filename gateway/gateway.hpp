@@ -46,6 +46,7 @@ struct SyncJob {
   bool waiting_for_drain = false;
   bool quiet = false;        // catch-up found nothing new: send nothing
   uint64_t recheck_seq = 0;  // recheck_seq_ when the job started
+  bool recheck = false;      // started by the recheck queue (counts against its limit)
   double started = 0;
 };
 
@@ -100,7 +101,7 @@ struct Session {
   std::string client_id;
   std::string subject;
   std::string claims_json;
-  int64_t token_expires_at = 0;
+  int64_t token_expires_at = 0;  // VerifiedToken::valid_until (exp + leeway); 0 = never
   bool expiring_sent = false;
 
   // Sending.
@@ -123,13 +124,19 @@ struct Session {
   BucketMap buckets;
   std::unique_ptr<SyncJob> job;
   bool needs_recheck = false;                // re-run checkpoint when idle
+  bool recheck_queued = false;               // waiting in Gateway::recheck_queue_
+  double last_recheck_at = 0;                // when its last recheck started (monotonic)
   std::unique_ptr<SyncJob> pending_request;  // SyncRequest that arrived mid-job
 
   // Writes: applied one batch at a time, in arrival order.
   std::string client_schema_version;
   std::deque<syncline::v1::ClientMessage> write_queue;
+  size_t write_queue_bytes = 0;  // serialized size of write_queue, under --write-queue-bytes
   bool write_in_flight = false;
 };
+
+// The error_code of a RETRY WriteAck for a failed apply_writes query (never empty).
+std::string RetryCode(const QueryReply &reply);
 
 // Seconds on the monotonic clock.
 double MonotonicSeconds();
@@ -222,6 +229,11 @@ class Gateway {
   void MaybeResumeJob(Session *s);  // after the send queue drained below the low mark
   void SetBuckets(Session *s, BucketMap buckets);
   void StartCatchUp(Session *s);
+  // Rules or parameter data changed (or LISTEN came back): the session re-runs its checkpoint,
+  // queued so that at most a few rechecks run at once and a session is queued only once.
+  void RequestRecheck(Session *s);
+  void PumpRechecks();
+  void EndRecheck(SyncJob *job);
 
   // Writes (writes.cpp).
   void QueueWrite(Session *s, const syncline::v1::ClientMessage &m);
@@ -240,6 +252,7 @@ class Gateway {
   void MaybeStartLiveRound();
   void OnChanges(QueryReply &reply);
   void FetchLiveBucket(const std::string &bucket, uint64_t after);
+  std::string PageBytesParam() const;  // bucket_data's max_bytes for --page-bytes
   void OnLivePage(const std::string &bucket, QueryReply &reply);
   void FinishLiveRound();
 
@@ -247,6 +260,7 @@ class Gateway {
   std::unique_ptr<JwtVerifier> verifier_;
   std::unique_ptr<Database> db_;
   lws_context *context_ = nullptr;
+  std::string listen_iface_;  // the numeric address bound (lws keeps the pointer)
   struct TickTimer {
     lws_sorted_usec_list_t sul;  // first member: the callback casts back
     Gateway *gateway;
@@ -280,6 +294,8 @@ class Gateway {
   bool live_retry_ = false;
   bool listener_seen_ = false;  // the first LISTEN connect is not a reconnect
   uint64_t recheck_seq_ = 0;    // bumped when rules/parameter data change or LISTEN reconnects
+  std::deque<uint64_t> recheck_queue_;  // session ids whose checkpoint must be re-run
+  size_t rechecks_running_ = 0;
   struct LiveRound {
     uint64_t from = 0, upto = 0;
     double started = 0;
@@ -288,6 +304,7 @@ class Gateway {
     std::set<std::string>
         fetched;  // changed buckets whose ops were fetched  // fetched, op id order
     size_t fetches_outstanding = 0;
+    size_t bytes = 0;  // of the ops held, bounded by --live-round-bytes
     bool failed = false;
     std::set<std::string> definitions;
     bool rules_changed = false;
@@ -311,7 +328,8 @@ class Gateway {
     std::function<void(uint64_t write_checkpoint)> done;  // set: not a WriteAck (an /upload)
   };
   using WriteKey = std::pair<std::string, uint64_t>;  // client id, seq
-  std::map<WriteKey, PendingAck> pending_acks_;
+  // Several waiters per key: the same batch may be sent on more than one connection.
+  std::multimap<WriteKey, PendingAck> pending_acks_;
   std::map<WriteKey, uint64_t> published_writes_;  // named by NOTIFY before their reply
   std::deque<WriteKey> published_order_;
   bool ack_query_in_flight_ = false;

@@ -497,6 +497,7 @@ bool JwtVerifier::Verify(std::string_view token, int64_t now_unix, VerifiedToken
     out->claims_json = grants.get();
     out->subject = sub->get<std::string>();
     out->expires_at = expires_at;
+    out->valid_until = expires_at + leeway_seconds_;
   }
   return true;
 }

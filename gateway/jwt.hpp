@@ -27,7 +27,10 @@ struct JwtConfig {
 struct VerifiedToken {
   std::string claims_json;  // the verified payload (claims) as JSON text
   std::string subject;      // the sub claim
-  int64_t expires_at = 0;   /* 0 = none */
+  int64_t expires_at = 0;   /* the exp claim; 0 = none */
+  // The first second at which Verify refuses this token: exp + the leeway. A session holding
+  // the token ends at this moment too, so a token is accepted exactly as long as it is kept.
+  int64_t valid_until = 0;
 };
 
 // Verifies compact JWS tokens against a fixed set of keys. Immutable after Create, so one

@@ -35,8 +35,13 @@ struct Metrics {
   uint64_t notifications = 0, live_rounds = 0;
   uint64_t powersync_streams_total = 0;  // POST /sync/stream accepted
   uint64_t uploads_applied = 0, uploads_rejected = 0, uploads_failed = 0;  // POST /upload
-  Histogram checkpoint_seconds;  // syncline.checkpoint() query latency
-  Histogram live_round_seconds;  // notification -> live data queued to every client
+  uint64_t live_buckets_over_budget = 0;  // left out of a live round (--live-round-bytes)
+  uint64_t writes_busy = 0;               // WriteBatches refused over --write-queue-bytes
+  uint64_t recheck_notifications = 0;     // NOTIFYs naming changed rules or parameter data
+  uint64_t rechecks = 0;                  // checkpoint re-runs they caused
+  uint64_t rechecks_coalesced = 0;        // requests for a session already waiting for one
+  Histogram checkpoint_seconds;           // syncline.checkpoint() query latency
+  Histogram live_round_seconds;           // notification -> live data queued to every client
 };
 
 // Appends a counter or gauge line with HELP/TYPE.

@@ -85,7 +85,7 @@ void Gateway::StartPowerSyncStream(Pss *pss, HttpExchange *x) {
   s->hello_done = true;
   s->subject = token.subject;
   s->claims_json = token.claims_json;
-  s->token_expires_at = token.expires_at;
+  s->token_expires_at = token.valid_until;  // the rule Verify applies, leeway included
   s->client_id = request.client_id;
   s->powersync = std::make_unique<PowerSyncStream>();
   s->powersync->origin = x->origin;
@@ -410,7 +410,8 @@ void Gateway::HandleUpload(HttpExchange *x) {
         ack.since = MonotonicSeconds();
         ack.done = answer;
         OnApplied(std::move(ack));
-      });
+      },
+      /*urgent=*/false, subject);
 }
 
 }  // namespace syncline::gateway

@@ -22,9 +22,22 @@ constexpr uint32_t kRetryAfterMs = 1000;
 
 const char kBucketDataSql[] =
     "SELECT op_id, op, object_type, object_id, data, checksum "
-    "FROM syncline.bucket_data($1, $2::bigint, $3::bigint, $4::int)";
+    "FROM syncline.bucket_data($1, $2::bigint, $3::bigint, $4::int, $5::int)";
 
 uint64_t ToU64(const char *text) { return std::strtoull(text, nullptr, 10); }
+
+// What an op costs in memory and on the wire, about (bucket_data's max_bytes counts the same).
+size_t OpBytes(const pb::OplogEntry &e) {
+  return 32 + e.data().size() + e.object_id().size() + e.object_type().size();
+}
+
+// Whether a bucket_data page left ops behind: its last op is below the bucket's last op in
+// range. Pages are cut by bytes as well as ops, so a page's length says nothing.
+bool PageHasMore(PGresult *r, uint64_t bucket_last_op, uint64_t upto) {
+  int rows = PQntuples(r);
+  if (rows == 0) return false;
+  return ToU64(PQgetvalue(r, rows - 1, 0)) < std::min(bucket_last_op, upto);
+}
 
 pb::OplogEntry::Op ParseOp(const char *text) {
   if (strcmp(text, "PUT") == 0) return pb::OplogEntry::PUT;
@@ -97,7 +110,8 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   db_->Query(
       "SELECT syncline.checkpoint($1::jsonb), "
       "CASE WHEN $2 <> '' THEN syncline.client_write_checkpoint($1::jsonb, $2) END",
-      {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); });
+      {s->claims_json, s->client_id}, [this, id](QueryReply &reply) { OnCheckpoint(id, reply); },
+      /*urgent=*/false, s->subject);
 }
 
 void Gateway::StartCatchUp(Session *s) {
@@ -233,8 +247,9 @@ void Gateway::FetchNextPage(Session *s) {
   uint64_t id = s->id;
   db_->Query(
       kBucketDataSql,
-      {bucket, std::to_string(after), std::to_string(job->upto), std::to_string(config_.page_ops)},
-      [this, id](QueryReply &reply) { OnPage(id, reply); });
+      {bucket, std::to_string(after), std::to_string(job->upto), std::to_string(config_.page_ops),
+       PageBytesParam()},
+      [this, id](QueryReply &reply) { OnPage(id, reply); }, /*urgent=*/false, s->subject);
 }
 
 void Gateway::MaybeResumeJob(Session *s) {
@@ -260,7 +275,10 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
     ops.back().set_op(pb::OplogEntry::CLEAR);
   }
   ReadOps(reply.result.get(), &ops);
-  bool full_page = PQntuples(reply.result.get()) >= config_.page_ops;
+  auto target = job->target.find(bucket);
+  bool full_page =
+      PageHasMore(reply.result.get(),
+                  target == job->target.end() ? job->upto : target->second.last_op_id, job->upto);
   if (s->powersync) {
     std::string lines;
     powersync::AppendDataLines(lines, bucket, after, ops.begin(), ops.end(), full_page);
@@ -279,6 +297,7 @@ void Gateway::OnPage(uint64_t session_id, QueryReply &reply) {
 
 void Gateway::FinishJob(Session *s) {
   std::unique_ptr<SyncJob> job = std::move(s->job);
+  bool was_recheck = job->recheck;
   if (!job->quiet && s->powersync) {
     SendPowerSyncLines(s, powersync::CompleteLine(std::max(job->upto, s->position)), 0, false);
   } else if (!job->quiet) {
@@ -302,14 +321,18 @@ void Gateway::FinishJob(Session *s) {
   if (s->powersync) MaybeSendWriteCheckpoint(s);
   if (s->pending_request) {
     StartSync(s, std::move(s->pending_request));
-  } else if (s->needs_recheck || job->recheck_seq != recheck_seq_ ||
-             (live_position_known_ && s->position < live_position_)) {
+  } else if (job->recheck_seq != recheck_seq_ || (was_recheck && s->needs_recheck)) {
+    // Rules or parameter data changed while this job ran: a recheck, through the queue.
+    s->needs_recheck = false;
+    RequestRecheck(s);
+  } else if (s->needs_recheck || (live_position_known_ && s->position < live_position_)) {
     // Changes were announced while this job ran: catch up from its end.
     s->needs_recheck = false;
     auto next = std::make_unique<SyncJob>();
     next->initial = false;
     StartSync(s, std::move(next));
   }
+  EndRecheck(job.get());  // last: the next queued recheck may be this session's
 }
 
 void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
@@ -331,6 +354,7 @@ void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
     s->live = true;
     s->needs_recheck = true;
   }
+  EndRecheck(job.get());
 }
 
 void Gateway::SetBuckets(Session *s, BucketMap buckets) {
@@ -343,6 +367,71 @@ void Gateway::SetBuckets(Session *s, BucketMap buckets) {
   }
   for (const auto &[bucket, st] : buckets) holders_[bucket].insert(s->id);
   s->buckets = std::move(buckets);
+}
+
+// ---------------------------------------------------------------- rechecks
+
+// At most this many rechecks run at once per pool connection: a change to a parameter table
+// that every connection must re-run its checkpoint for does not fill the database queue in
+// front of everybody's other requests.
+constexpr size_t kRechecksPerPoolConnection = 2;
+// A connection is rechecked at most once per this many seconds: the first change of a burst
+// is rechecked at once, the rest of the burst is merged into one more recheck (Tick pumps).
+constexpr double kRecheckMinInterval = 1.0;
+
+void Gateway::RequestRecheck(Session *s) {
+  if (s->closing || !s->hello_done) return;
+  if (s->recheck_queued) {
+    metrics_.rechecks_coalesced++;  // one re-run covers every change announced so far
+    return;
+  }
+  if (s->job && s->job->recheck) {
+    s->needs_recheck = true;  // a recheck is running: one more once it ends
+    metrics_.rechecks_coalesced++;
+    return;
+  }
+  s->recheck_queued = true;
+  recheck_queue_.push_back(s->id);
+  PumpRechecks();
+}
+
+void Gateway::PumpRechecks() {
+  size_t limit = kRechecksPerPoolConnection * static_cast<size_t>(config_.pool_size);
+  double now = MonotonicSeconds();
+  // Each waiting connection is looked at once per pump; one rechecked less than
+  // kRecheckMinInterval ago stays queued (later requests keep merging into it).
+  for (size_t looked = recheck_queue_.size();
+       looked > 0 && rechecks_running_ < limit && !recheck_queue_.empty(); looked--) {
+    uint64_t id = recheck_queue_.front();
+    recheck_queue_.pop_front();
+    Session *s = FindSession(id);
+    if (s == nullptr) continue;
+    if (now - s->last_recheck_at < kRecheckMinInterval) {
+      recheck_queue_.push_back(id);
+      continue;
+    }
+    s->recheck_queued = false;
+    if (s->job) {
+      s->needs_recheck = true;  // re-run when its current job ends
+      continue;
+    }
+    if (!s->live) continue;  // never synced: its first sync reads the new state anyway
+    s->needs_recheck = false;
+    auto job = std::make_unique<SyncJob>();
+    job->initial = false;
+    job->recheck = true;
+    s->last_recheck_at = now;
+    rechecks_running_++;
+    metrics_.rechecks++;
+    StartSync(s, std::move(job));
+  }
+}
+
+void Gateway::EndRecheck(SyncJob *job) {
+  if (!job->recheck) return;
+  job->recheck = false;
+  rechecks_running_--;
+  PumpRechecks();
 }
 
 // ---------------------------------------------------------------- live fan-out
@@ -361,6 +450,7 @@ void Gateway::OnNotify(const std::string &payload) {
     if (j.value("writes_truncated", false)) CheckPendingAcks(false);
     if (pending_rules_changed_ || !pending_definitions_.empty()) {
       recheck_seq_++;
+      metrics_.recheck_notifications++;
       fprintf(stderr, "syncline-gateway: %s; rechecking %zu connections\n",
               pending_rules_changed_ ? "sync rules changed" : "parameter data changed",
               sessions_.size());
@@ -388,7 +478,8 @@ void Gateway::OnListenerState(bool connected) {
           sessions_.size());
   live_position_known_ = false;
   recheck_seq_++;
-  for (auto &[id, s] : sessions_) StartCatchUp(s);
+  metrics_.recheck_notifications++;
+  for (auto &[id, s] : sessions_) RequestRecheck(s);
 }
 
 void Gateway::MaybeStartLiveRound() {
@@ -456,11 +547,15 @@ void Gateway::OnChanges(QueryReply &reply) {
   if (round_->fetches_outstanding == 0) FinishLiveRound();
 }
 
+std::string Gateway::PageBytesParam() const {
+  return std::to_string(std::min<size_t>(config_.page_bytes, INT32_MAX));
+}
+
 void Gateway::FetchLiveBucket(const std::string &bucket, uint64_t after) {
   db_->Query(
       kBucketDataSql,
       {bucket, std::to_string(after), std::to_string(round_->upto),
-       std::to_string(config_.page_ops)},
+       std::to_string(config_.page_ops), PageBytesParam()},
       [this, bucket](QueryReply &reply) { OnLivePage(bucket, reply); }, /*urgent=*/true);
 }
 
@@ -473,7 +568,15 @@ void Gateway::OnLivePage(const std::string &bucket, QueryReply &reply) {
     auto &ops = round_->ops[bucket];
     size_t before = ops.size();
     ReadOps(reply.result.get(), &ops);
-    if (ops.size() - before >= static_cast<size_t>(config_.page_ops)) {
+    for (size_t i = before; i < ops.size(); i++) round_->bytes += OpBytes(ops[i]);
+    if (round_->bytes > config_.live_round_bytes) {
+      // Over the round's budget: this bucket's change is left out of the shared round, and
+      // each client holding it catches up on its own, paged and back-pressured.
+      for (const auto &op : ops) round_->bytes -= OpBytes(op);
+      round_->ops.erase(bucket);
+      round_->fetched.erase(bucket);
+      metrics_.live_buckets_over_budget++;
+    } else if (PageHasMore(reply.result.get(), round_->changed[bucket].last_op_id, round_->upto)) {
       FetchLiveBucket(bucket, ops.back().op_id());
       return;
     }
@@ -536,7 +639,7 @@ void Gateway::FinishLiveRound() {
     if (q >= round->upto || mine == per_session.end()) {
       s->position = std::max(q, round->upto);
       if (s->powersync) MaybeSendWriteCheckpoint(s);  // a write that changed nothing it holds
-      if (recheck_all) StartCatchUp(s);
+      if (recheck_all) RequestRecheck(s);
       continue;
     }
     bool all_fetched = true;
@@ -552,7 +655,7 @@ void Gateway::FinishLiveRound() {
       if (s->closing) continue;
       for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
       s->position = round->upto;
-      if (recheck_all) StartCatchUp(s);
+      if (recheck_all) RequestRecheck(s);
       continue;
     }
     // The diff depends only on the set of changed buckets held: build it once per set.
@@ -588,7 +691,7 @@ void Gateway::FinishLiveRound() {
       if (s->closing) continue;
       for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
       s->position = round->upto;
-      if (recheck_all) StartCatchUp(s);
+      if (recheck_all) RequestRecheck(s);
       continue;
     }
     SendBytes(s, diff_bytes, 0, /*enforce_limit=*/true);
@@ -609,7 +712,7 @@ void Gateway::FinishLiveRound() {
     }
     SendBytes(s, complete_bytes, 0, /*enforce_limit=*/true);
     s->position = round->upto;
-    if (recheck_all) StartCatchUp(s);
+    if (recheck_all) RequestRecheck(s);
   }
   live_position_ = std::max(live_position_, round->upto);
   metrics_.live_round_seconds.Observe(MonotonicSeconds() - round->started);

@@ -3,6 +3,7 @@
 // batches are applied in the order it sent them. The database decides
 // (authorization, constraints, exactly-once per (client_id, seq)); the
 // gateway only translates its outcome into a WriteAck.
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -50,6 +51,17 @@ pb::ServerMessage Ack(uint64_t request_id, uint64_t seq, pb::WriteAck::Status st
   return m;
 }
 
+}  // namespace
+
+// The error_code of a RETRY ack for a failed apply_writes query: never empty, so a client
+// can always tell why (no pool connection up, connection lost, or the SQLSTATE).
+std::string RetryCode(const QueryReply &reply) {
+  if (reply.unavailable || reply.sqlstate.empty()) return "DATABASE_UNAVAILABLE";
+  return reply.sqlstate;
+}
+
+namespace {
+
 // Builds apply_writes' batch JSON.
 json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) {
   json ops = json::array();
@@ -87,11 +99,20 @@ void Gateway::QueueWrite(Session *s, const pb::ClientMessage &m) {
                 "send Hello with client_id, then upload the batch again"));
     return;
   }
-  if (s->write_queue.size() >= kMaxQueuedWrites) {
-    Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::RETRY, "busy",
-                "too many batches in flight on this connection; wait for their acks"));
+  size_t bytes = m.ByteSizeLong();
+  if (s->write_queue.size() >= kMaxQueuedWrites ||
+      (!s->write_queue.empty() && s->write_queue_bytes + bytes > config_.write_queue_bytes)) {
+    // Back-pressure in bytes as well as batches: a client cannot park more than
+    // --write-queue-bytes of batches in the gateway's memory.
+    metrics_.writes_busy++;
+    Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::RETRY, "BUSY",
+                "too many batches waiting on this connection (" +
+                    std::to_string(s->write_queue.size()) + " batches, " +
+                    std::to_string(s->write_queue_bytes) + " bytes); wait for their acks",
+                "send it again with the same seq once earlier batches are acknowledged"));
     return;
   }
+  s->write_queue_bytes += bytes;
   s->write_queue.push_back(m);
   StartNextWrite(s);
 }
@@ -100,6 +121,7 @@ void Gateway::StartNextWrite(Session *s) {
   if (!s->write_in_flight && !s->write_queue.empty() && !s->closing) {
     pb::ClientMessage m = std::move(s->write_queue.front());
     s->write_queue.pop_front();
+    s->write_queue_bytes -= std::min(s->write_queue_bytes, m.ByteSizeLong());
     const pb::WriteBatch &batch = m.write_batch();
     json body = BuildBatch(batch, s->client_schema_version);
     s->write_in_flight = true;
@@ -111,7 +133,7 @@ void Gateway::StartNextWrite(Session *s) {
         [this, id, request_id, seq, client_id](QueryReply &reply) {
           if (!reply.ok()) {
             // apply_writes raises only for transient trouble: keep the batch.
-            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, reply.sqlstate,
+            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, RetryCode(reply),
                                 "could not apply the batch now: " + reply.error,
                                 "retry later with the same seq"));
             return;
@@ -120,8 +142,9 @@ void Gateway::StartNextWrite(Session *s) {
           try {
             outcome = json::parse(PQgetvalue(reply.result.get(), 0, 0));
           } catch (const std::exception &e) {
-            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, "XX000",
-                                std::string("unreadable apply_writes outcome: ") + e.what()));
+            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, "UNKNOWN_OUTCOME",
+                                std::string("unreadable apply_writes outcome: ") + e.what(),
+                                "retry later with the same seq"));
             return;
           }
           std::string status = outcome.value("status", "");
@@ -134,8 +157,11 @@ void Gateway::StartNextWrite(Session *s) {
             return;
           }
           if (status != "applied") {  // out_of_order, or something newer
-            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, status, message,
-                                outcome.value("hint", "")));
+            FinishWrite(id,
+                        Ack(request_id, seq, pb::WriteAck::RETRY,
+                            status.empty() ? "UNKNOWN_OUTCOME" : status,
+                            message.empty() ? "apply_writes answered " + outcome.dump() : message,
+                            outcome.value("hint", "")));
             return;
           }
           if (outcome.contains("write_checkpoint") && outcome["write_checkpoint"].is_number()) {
@@ -149,7 +175,8 @@ void Gateway::StartNextWrite(Session *s) {
           // that publishes it, which the flusher's NOTIFY names (possibly
           // before this reply arrived).
           OnApplied({id, request_id, seq, client_id, MonotonicSeconds()});
-        });
+        },
+        /*urgent=*/false, s->subject);
   }
 }
 
@@ -157,11 +184,14 @@ void Gateway::OnApplied(PendingAck ack) {
   WriteKey key{ack.client_id, ack.seq};
   auto published = published_writes_.find(key);
   if (published != published_writes_.end()) {
+    // Kept (until it ages out of published_order_): the same batch sent on another
+    // connection, or retried, is answered from it too.
     ack.write_checkpoint = published->second;
-    published_writes_.erase(published);
     AckApplied(ack);
     return;
   }
+  // Every waiter is kept, one per connection or upload: the same (client_id, seq) may be
+  // waiting on several connections at once (a client that reconnected and sent it again).
   pending_acks_.emplace(std::move(key), std::move(ack));
 }
 
@@ -181,16 +211,17 @@ void Gateway::OnPublishedWrites(const nlohmann::json &writes, uint64_t checkpoin
     if (!w.is_array() || w.size() != 2 || !w[0].is_string() || !w[1].is_number_unsigned()) continue;
     WriteKey key{w[0].get<std::string>(), w[1].get<uint64_t>()};
     NotePowerSyncWriteCheckpoint(key.first, checkpoint);
-    auto it = pending_acks_.find(key);
-    if (it != pending_acks_.end()) {
-      PendingAck p = std::move(it->second);
-      pending_acks_.erase(it);
+    auto [first, last] = pending_acks_.equal_range(key);
+    std::vector<PendingAck> waiting;
+    for (auto it = first; it != last; ++it) waiting.push_back(std::move(it->second));
+    pending_acks_.erase(first, last);
+    for (PendingAck &p : waiting) {
       p.write_checkpoint = checkpoint;
       AckApplied(p);
-      continue;
     }
     // Another gateway's client, or ours whose apply_writes reply is still on
-    // its way: remembered briefly, oldest forgotten first.
+    // its way (or the same batch on another connection): remembered briefly,
+    // oldest forgotten first.
     if (published_writes_.emplace(key, checkpoint).second) published_order_.push_back(key);
     while (published_order_.size() > kMaxPublishedWrites) {
       published_writes_.erase(published_order_.front());
@@ -213,7 +244,10 @@ void Gateway::CheckPendingAcks(bool force) {
   ack_query_in_flight_ = true;
   ack_recheck_ = ack_recheck_force_ = false;
   std::string client_ids = "{", seqs = "{";
+  const WriteKey *previous = nullptr;
   for (const auto &[key, p] : pending_acks_) {
+    if (previous && *previous == key) continue;  // several connections wait for this batch
+    previous = &key;
     if (client_ids.size() > 1) {
       client_ids.push_back(',');
       seqs.push_back(',');
@@ -237,12 +271,13 @@ void Gateway::CheckPendingAcks(bool force) {
         if (reply.ok()) {
           PGresult *r = reply.result.get();
           for (int i = 0; i < PQntuples(r); i++) {
-            auto it = pending_acks_.find(
+            auto [first, last] = pending_acks_.equal_range(
                 {PQgetvalue(r, i, 0), std::strtoull(PQgetvalue(r, i, 1), nullptr, 10)});
-            if (it == pending_acks_.end()) continue;
-            it->second.write_checkpoint = std::strtoull(PQgetvalue(r, i, 2), nullptr, 10);
-            done.push_back(std::move(it->second));
-            pending_acks_.erase(it);
+            for (auto it = first; it != last; ++it) {
+              it->second.write_checkpoint = std::strtoull(PQgetvalue(r, i, 2), nullptr, 10);
+              done.push_back(std::move(it->second));
+            }
+            pending_acks_.erase(first, last);
           }
         }
         // A batch that still has no checkpoint after a forced flush, or that

@@ -8,8 +8,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <functional>
 #include <map>
@@ -450,6 +452,87 @@ void TestWrites(ClientContext &ctx, Db &db) {
          std::to_string(later.write_checkpoint) + " < " + std::to_string(p.write_checkpoint()));
 }
 
+// The same batch (client_id, seq) sent on two connections at once (a client that reconnected
+// and uploaded again before the first ack): both connections get an APPLIED ack with the same
+// write checkpoint, and the batch is applied once.
+void TestSameBatchOnTwoConnections(ClientContext &ctx, Db &db) {
+  Client a(&ctx, g_settings.host, g_settings.port);
+  Client b(&ctx, g_settings.host, g_settings.port);
+  a.client_id = b.client_id = "e2e-twice";
+  EXPECT(a.ConnectAndSync(Token("u_twice")), ErrorsOf(a));
+  EXPECT(b.ConnectAndSync(Token("u_twice")), ErrorsOf(b));
+  for (uint64_t seq = 1; seq <= 3; seq++) {
+    pb::ClientMessage m;
+    m.set_request_id(500 + seq);
+    auto *batch = m.mutable_write_batch();
+    batch->set_seq(seq);
+    auto *op = batch->add_ops();
+    op->set_op(pb::WriteOp::PUT);
+    op->set_type("e2e_items");
+    op->set_id("twice-" + std::to_string(seq));
+    op->set_data(R"({"owner": "u_twice", "title": "sent twice"})");
+    size_t before_a = a.acks.size(), before_b = b.acks.size();
+    // The flusher publishes the batch (NOTIFY with its write checkpoint) only after both
+    // apply_writes replies are in, so both connections are waiting for the same key.
+    db.Exec("BEGIN");
+    db.Exec("LOCK TABLE syncline_internal.flushes IN SHARE ROW EXCLUSIVE MODE");
+    a.Send(m);
+    b.Send(m);
+    ctx.Pump(0.3);
+    db.Exec("COMMIT");
+    EXPECT(ctx.WaitFor([&] { return a.acks.size() > before_a && b.acks.size() > before_b; }, 10),
+           "seq " + std::to_string(seq) + ": acks a=" + std::to_string(a.acks.size() - before_a) +
+               " b=" + std::to_string(b.acks.size() - before_b));
+    const pb::WriteAck &x = a.acks.back(), &y = b.acks.back();
+    EXPECT(x.status() == pb::WriteAck::APPLIED && y.status() == pb::WriteAck::APPLIED,
+           AckText(x) + " / " + AckText(y));
+    EXPECT(x.write_checkpoint() > 0 && x.write_checkpoint() == y.write_checkpoint(),
+           AckText(x) + " / " + AckText(y));
+  }
+  EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE owner = 'u_twice'") == "3",
+         "batches applied more than once");
+}
+
+// A burst of writes to a parameter table (e2e_members, read by e2e_list's parameter query):
+// every connected client re-runs its checkpoint, but through one queue that runs a few at a
+// time and merges the requests of a client already waiting, counted at /metrics.
+void TestParameterChangeRechecksAreCoalesced(ClientContext &ctx, Db &db) {
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 1; i <= 3; i++) {
+    clients.push_back(std::make_unique<Client>(&ctx, g_settings.host, g_settings.port));
+    EXPECT(clients.back()->ConnectAndSync(Token("u_rc" + std::to_string(i))),
+           ErrorsOf(*clients.back()));
+  }
+  double notes0 = Metric("syncline_recheck_notifications_total");
+  double rechecks0 = Metric("syncline_rechecks_total");
+  EXPECT(notes0 >= 0 && rechecks0 >= 0 && Metric("syncline_rechecks_coalesced_total") >= 0,
+         "recheck metrics missing");
+  const int kWrites = 20;
+  for (int i = 1; i <= kWrites; i++)
+    db.Exec("INSERT INTO e2e_members VALUES ('u_rc1', 'RC" + std::to_string(i) + "')");
+  Client &first = *clients[0];
+  std::string last = "e2e_list[\"RC" + std::to_string(kWrites) + "\"]";
+  EXPECT(ctx.WaitFor([&] { return first.buckets.count(last) == 1; }, 10),
+         "bucket not gained; " + ErrorsOf(first));
+  EXPECT(ctx.WaitFor([&] { return Metric("syncline_recheck_queue") == 0; }, 10),
+         "recheck queue did not drain");
+  ctx.Pump(0.5);
+  double notes = Metric("syncline_recheck_notifications_total") - notes0;
+  double rechecks = Metric("syncline_rechecks_total") - rechecks0;
+  double connections = Metric("syncline_connections");
+  fprintf(stderr, "    %d parameter writes: %.0f notifications, %.0f rechecks, %.0f connections\n",
+          kWrites, notes, rechecks, connections);
+  EXPECT(notes >= 1, "no recheck notification counted");
+  EXPECT(rechecks >= 3, "the clients were not rechecked: " + std::to_string(rechecks));
+  // A connection is rechecked at once and then at most once a second, whatever the number of
+  // notifications: a burst of well under a second costs about two rechecks per connection.
+  EXPECT(rechecks <= 3 * connections, std::to_string(rechecks) + " rechecks for " +
+                                          std::to_string(notes) + " notifications and " +
+                                          std::to_string(connections) + " connections");
+  for (auto &c : clients) EXPECT(c->checksum_failures.empty(), Join(c->checksum_failures));
+  db.Exec("DELETE FROM e2e_members WHERE user_id = 'u_rc1'");
+}
+
 void TestMalformedAndUnknownKeepConnection(ClientContext &ctx, Db &) {
   Client c(&ctx, g_settings.host, g_settings.port);
   EXPECT(c.ConnectAndSync(Token("u_bad")), ErrorsOf(c));
@@ -626,6 +709,80 @@ void TestWrongVersionAndSubprotocol(ClientContext &ctx, Db &) {
   EXPECT(!d.established || d.close_code != 0, ErrorsOf(d));
 }
 
+// Opens a TCP connection to host:port; returns 0 when it was accepted, else errno.
+int TcpConnectError(const std::string &host, int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(port);
+  inet_pton(AF_INET, host.c_str(), &addr.sin_addr);
+  int rc = connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0 ? 0 : errno;
+  close(fd);
+  return rc;
+}
+
+// --listen 127.0.0.1:PORT binds that address only: every 127/8 address is local on Linux, so
+// a gateway bound to *:PORT would also answer on 127.0.0.2.
+void TestListenBindsExactAddress(ClientContext &, Db &) {
+  EXPECT(g_settings.host == "127.0.0.1", "the suite's gateway listens on " + g_settings.host);
+  EXPECT(TcpConnectError("127.0.0.1", g_settings.port) == 0, "127.0.0.1 refused");
+  int err = TcpConnectError("127.0.0.2", g_settings.port);
+  EXPECT(err == ECONNREFUSED, std::string("127.0.0.2: ") + (err ? strerror(err) : "accepted"));
+}
+
+// Sends raw bytes over TCP and returns the first line of the answer ("" if none).
+std::string RawHttpStatusLine(const std::string &request) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(g_settings.port);
+  inet_pton(AF_INET, g_settings.host.c_str(), &addr.sin_addr);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  std::string resp;
+  if (connect(fd, reinterpret_cast<sockaddr *>(&addr), sizeof addr) == 0 &&
+      write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+    char buf[4096];
+    ssize_t n;
+    while (resp.find("\r\n") == std::string::npos && (n = read(fd, buf, sizeof buf)) > 0)
+      resp.append(buf, n);
+  }
+  close(fd);
+  return resp.substr(0, resp.find("\r\n"));
+}
+
+// A websocket upgrade that does not offer syncline.v1 is refused with HTTP 400 (no websocket,
+// so no close code); one that offers it among others is accepted.
+void TestUpgradeWithoutSubprotocolIs400(ClientContext &, Db &) {
+  auto upgrade = [](const std::string &protocol_header) {
+    return "GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" +
+           protocol_header + "\r\n";
+  };
+  // "HTTP/1.x NNN ...": the status code.
+  auto status = [](const std::string &line) { return line.size() >= 12 ? line.substr(9, 3) : ""; };
+  std::string none = RawHttpStatusLine(upgrade(""));
+  EXPECT(status(none) == "400", "no subprotocol: " + none);
+  std::string other = RawHttpStatusLine(upgrade("Sec-WebSocket-Protocol: chat\r\n"));
+  EXPECT(status(other) == "400", "other subprotocol: " + other);
+  std::string listed = RawHttpStatusLine(upgrade("Sec-WebSocket-Protocol: chat, syncline.v1\r\n"));
+  EXPECT(status(listed) == "101", "syncline.v1 offered: " + listed);
+}
+
+// A later Hello must keep the connection's client_id: acks and write checkpoints are per
+// client_id, so switching mid-connection is a protocol error (close 4000).
+void TestHelloCannotChangeClientId(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.client_id = "cid-first";
+  EXPECT(c.ConnectAndSync(Token("u_cid")), ErrorsOf(c));
+  std::string t = Token("u_cid");
+  c.SendHello(&t, 1, "cid-first");  // a refresh naming the same id is fine
+  c.SendPing(5);
+  EXPECT(ctx.WaitFor([&] { return c.keepalives == 1; }, 5), ErrorsOf(c));
+  c.SendHello(&t, 1, "cid-second");
+  ExpectClosedWith(ctx, c, 4000, pb::Error::BAD_MESSAGE, "client_id");
+}
+
 void TestTokenExpiryAndRefresh(ClientContext &ctx, Db &) {
   // Expires in 2 s (the gateway's leeway lets it in): TokenExpiring, then closed.
   Client c(&ctx, g_settings.host, g_settings.port);
@@ -644,6 +801,17 @@ void TestTokenExpiryAndRefresh(ClientContext &ctx, Db &) {
   std::string other = Token("someone_else", 3600);
   r.SendHello(&other);
   EXPECT(r.WaitClosed(5) && r.close_code == 4001, ErrorsOf(r));
+}
+
+// --jwt-leeway is one rule: a token is valid until exp + leeway, when it is verified and while
+// a session holds it. The suite's gateway runs with --jwt-leeway 5: a token that expired 2 s
+// ago is accepted and the connection stays until exp + 5 s, then closes 4002.
+void TestLeewayAppliesToLiveSessions(ClientContext &ctx, Db &) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  EXPECT(c.ConnectAndSync(Token("u_leeway", -2)), ErrorsOf(c));
+  ctx.Pump(1.5);
+  EXPECT(!c.closed, "closed right after being accepted: " + ErrorsOf(c));
+  ExpectClosedWith(ctx, c, 4002, pb::Error::UNAUTHENTICATED, "expired");
 }
 
 void TestSlowReaderIsPausedThenResumes(ClientContext &ctx, Db &db) {
@@ -833,6 +1001,17 @@ void TestPostgresDownThenUp(ClientContext &ctx, Db &db) {
   c.SendHello(&t);
   c.SendSync(false);
   bool told = ctx.WaitFor([&] { return !c.errors.empty() || c.closed; }, 10);
+  // A write while no pool connection is up: RETRY, and error_code says why.
+  pb::ClientMessage w;
+  w.set_request_id(4242);
+  w.mutable_write_batch()->set_seq(1);
+  auto *op = w.mutable_write_batch()->add_ops();
+  op->set_op(pb::WriteOp::PUT);
+  op->set_type("e2e_items");
+  op->set_id("down-w");
+  op->set_data(R"({"owner": "u_down"})");
+  c.Send(w);
+  bool acked = ctx.WaitFor([&] { return !c.acks.empty() || c.closed; }, 10);
   // Restart before asserting anything, so that a failure leaves the cluster up.
   bool started = PgCtl("start");
   EXPECT(started, "pg_ctl start failed");
@@ -841,6 +1020,10 @@ void TestPostgresDownThenUp(ClientContext &ctx, Db &db) {
   EXPECT(told && !c.closed, ErrorsOf(c));
   EXPECT(c.errors[0].code() == pb::Error::DATABASE_UNAVAILABLE && c.errors[0].retryable(),
          ErrorsOf(c));
+  EXPECT(acked && !c.acks.empty(), "no WriteAck while the database was down; " + ErrorsOf(c));
+  EXPECT(
+      c.acks[0].status() == pb::WriteAck::RETRY && c.acks[0].error_code() == "DATABASE_UNAVAILABLE",
+      AckText(c.acks[0]));
   EXPECT(ctx.WaitFor([&] { return HttpGet("/healthz", &body) == 200; }, 20), body);
   // The same connection syncs once the database is back, and live clients resume.
   uint64_t before = c.completes;
@@ -868,6 +1051,11 @@ void TestGracefulShutdown(ClientContext &ctx, Db &) {
 }  // namespace
 
 void TestOfflineWritesRejectedThenApplied(ClientContext &ctx);  // e2e_offline_writes.cpp
+// e2e_bounds.cpp
+void TestLargeBucketBoundedMemory(ClientContext &ctx);
+void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx);
+void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx);
+void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port);
 
 int main(int argc, char **argv) {
   std::string only = argc > 1 ? argv[1] : "";
@@ -878,6 +1066,8 @@ int main(int argc, char **argv) {
   };
   std::vector<Test> tests = {
       {"health_and_metrics", TestHealthAndMetrics},
+      {"listen_binds_exact_address", TestListenBindsExactAddress},
+      {"upgrade_without_subprotocol_400", TestUpgradeWithoutSubprotocolIs400},
       {"initial_sync", TestInitialSync},
       {"resume_without_redownload", TestResumeWithoutRedownload},
       {"position_beyond_checkpoint_is_reset", TestPositionBeyondCheckpointIsReset},
@@ -886,6 +1076,18 @@ int main(int argc, char **argv) {
       {"writes", TestWrites},
       {"offline_writes_rejected_then_applied",
        [](ClientContext &c, Db &) { TestOfflineWritesRejectedThenApplied(c); }},
+      {"same_batch_on_two_connections", TestSameBatchOnTwoConnections},
+      {"parameter_change_rechecks_coalesced", TestParameterChangeRechecksAreCoalesced},
+      {"write_queue_bounded_in_bytes",
+       [](ClientContext &c, Db &) {
+         TestWriteQueueBoundedInBytes(c, g_settings.host, g_settings.port);
+       }},
+      {"large_bucket_bounded_memory",
+       [](ClientContext &c, Db &) { TestLargeBucketBoundedMemory(c); }},
+      {"live_round_over_budget_catches_up",
+       [](ClientContext &c, Db &) { TestLiveRoundOverBudgetCatchesUp(c); }},
+      {"statement_timeout_ends_slow_queries",
+       [](ClientContext &c, Db &) { TestStatementTimeoutEndsSlowQueries(c); }},
       {"malformed_and_unknown_keep_connection", TestMalformedAndUnknownKeepConnection},
       {"message_before_hello", TestMessageBeforeHello},
       {"oversized_frame_1009", TestOversizedFrame},
@@ -895,7 +1097,9 @@ int main(int argc, char **argv) {
       {"tls_sync", TestTlsSync},
       {"rs256_tokens_from_jwks", TestRs256TokensFromJwks},
       {"wrong_version_and_subprotocol", TestWrongVersionAndSubprotocol},
+      {"hello_cannot_change_client_id", TestHelloCannotChangeClientId},
       {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
+      {"leeway_applies_to_live_sessions", TestLeewayAppliesToLiveSessions},
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},
       {"slow_consumer_disconnected", TestSlowConsumerIsDisconnected},
       {"many_connections", TestManyConnections},

@@ -39,8 +39,10 @@ export PGDATABASE=syncline
 
 gw_pid=""
 tls_pid=""
+bounded_pid=""
 cleanup() {
   [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null
+  [ -n "$bounded_pid" ] && kill "$bounded_pid" 2>/dev/null
   [ -n "$tls_pid" ] && kill "$tls_pid" 2>/dev/null
   if [ -n "$own_cluster" ]; then
     bash scripts/pgcluster.sh stop "$own_cluster"
@@ -88,9 +90,10 @@ max_conn=40
 max_per_user=8
 gw_log="$LOG_DIR/gateway.log"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-  "$OUT/syncline-gateway-asan" --listen "127.0.0.1:$port" --jwt-hs256-secret "$secret" \
+  "$OUT/syncline-gateway-asan" --listen "127.0.0.1:$port" --jwt-hs256-secret "$secret" --jwt-leeway 5 \
   --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
   --send-queue-bytes "$send_queue" --max-connections "$max_conn" --max-connections-per-user "$max_per_user" --page-ops 1000 \
+  --write-queue-bytes 2M \
   >"$gw_log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 100); do
@@ -143,6 +146,48 @@ else
   echo "cannot make the TLS certificate / RSA keys / JWKS with openssl and python3"
 fi
 
+# A release gateway (its memory is what it would be in production, ASan's quarantine would
+# hide it) with small pages and send queue and short statement timeouts, for e2e_bounds.cpp.
+bounded_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$OUT/syncline-gateway" --listen "127.0.0.1:$bounded_port" --jwt-hs256-secret "$secret" \
+  --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
+  --page-bytes 1M --send-queue-bytes 2M --live-round-bytes 4M --db-statement-timeout 1500 \
+  --db-lock-timeout 1000 \
+  >"$LOG_DIR/gateway-bounded.log" 2>&1 &
+bounded_pid=$!
+for _ in $(seq 1 100); do
+  curl -fs "http://127.0.0.1:$bounded_port/healthz" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# --listen with an IPv6 literal binds that address only (IPv6-only, no IPv4-mapped wildcard):
+# [::1]:PORT answers, 127.0.0.1:PORT is refused. Skipped when this host has no ::1.
+v6_ok=1
+v6_detail=""
+if grep -q '^0\{31\}1 ' /proc/net/if_inet6 2>/dev/null; then
+  v6_port=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0)); print(s.getsockname()[1])')
+  "$OUT/syncline-gateway" --listen "[::1]:$v6_port" --jwt-hs256-secret "$secret" \
+    --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" >"$LOG_DIR/gateway-v6.log" 2>&1 &
+  v6_pid=$!
+  v6_code=000
+  for _ in $(seq 1 50); do
+    v6_code=$(curl -s -o /dev/null -w '%{http_code}' -g "http://[::1]:$v6_port/healthz" 2>/dev/null)
+    [ "$v6_code" != 000 ] && break
+    sleep 0.1
+  done
+  v4_code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$v6_port/healthz" 2>/dev/null)
+  kill -TERM "$v6_pid" 2>/dev/null
+  wait "$v6_pid" 2>/dev/null
+  if [ "$v6_code" = 000 ] || [ "$v4_code" != 000 ]; then
+    v6_ok=0
+    v6_detail="[::1] answered $v6_code, 127.0.0.1 answered $v4_code"
+    tail -n 5 "$LOG_DIR/gateway-v6.log"
+  fi
+else
+  v6_detail="skipped: no ::1 on this host"
+fi
+
+SYNCLINE_GW_BOUNDED_PORT=$bounded_port SYNCLINE_GW_BOUNDED_PID=$bounded_pid \
 SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
   SYNCLINE_GW_PID=$gw_pid SYNCLINE_GW_SEND_QUEUE=$send_queue SYNCLINE_GW_MAX_CONNECTIONS=$max_conn SYNCLINE_GW_MAX_PER_USER=$max_per_user \
   SYNCLINE_GW_TLS_PORT=$tls_port SYNCLINE_JWKS_KID=$jwks_kid \
@@ -158,6 +203,16 @@ if [ "$tls_ok" -eq 1 ]; then
 else
   failed=$((failed + 1)); echo "FAIL  tls_https_healthz (body \"${body:-}\", plain http got ${plain:-})"
   tail -n 5 "$LOG_DIR/gateway-tls.log"
+fi
+if [ "$v6_ok" -eq 1 ]; then
+  passed=$((passed + 1)); echo "ok    listen_ipv6_literal_exact ${v6_detail}"
+else
+  failed=$((failed + 1)); echo "FAIL  listen_ipv6_literal_exact ($v6_detail)"
+fi
+if [ -n "$bounded_pid" ]; then
+  kill -TERM "$bounded_pid" 2>/dev/null
+  wait "$bounded_pid" 2>/dev/null
+  bounded_pid=""
 fi
 if [ -n "$tls_pid" ]; then
   kill -TERM "$tls_pid" 2>/dev/null

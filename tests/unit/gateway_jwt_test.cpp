@@ -508,6 +508,21 @@ TEST_F(JwtTest, LeewayEdges) {
   EXPECT_EQ(ErrorOf(strict, exp, t), "token expired 0 s ago");
 }
 
+// One rule for a token at verification and on a live session: it is valid until exp + leeway.
+// A session's end (valid_until) is the first second Verify refuses the same token, so a token
+// that just passed verification is never cut off at once.
+TEST_F(JwtTest, ValidUntilIsExpPlusLeewayTheSameRuleAsVerify) {
+  auto verifier = JwtVerifier::Create(FullConfig());
+  std::string token = HsToken(Claims({{"exp", kNow - 5}}));  // expired 5 s ago
+  VerifiedToken out;
+  std::string error;
+  ASSERT_TRUE(verifier->Verify(token, kNow, &out, &error)) << error;
+  EXPECT_EQ(out.expires_at, kNow - 5);
+  EXPECT_EQ(out.valid_until, kNow - 5 + kLeeway);
+  EXPECT_TRUE(verifier->Verify(token, out.valid_until - 1, &out, &error)) << error;
+  EXPECT_FALSE(verifier->Verify(token, out.valid_until, &out, &error));
+}
+
 TEST_F(JwtTest, FractionalTimesAreRoundedTheStrictWay) {
   std::string token = HsToken(Claims({{"exp", static_cast<double>(kNow) + 0.5}}));
   auto verifier = JwtVerifier::Create(FullConfig());

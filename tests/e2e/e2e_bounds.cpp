@@ -1,0 +1,237 @@
+// End-to-end: the gateway's resources stay bounded whatever a client or the data does.
+//
+//   large_bucket_bounded_memory: a user bucket of 100 rows of 1 MiB (100 MiB of op data) syncs
+//     through a release gateway started with --page-bytes 1M --send-queue-bytes 2M; the
+//     gateway's peak resident memory (VmHWM) grows by far less than the bucket.
+//   statement_timeout_ends_slow_queries: a parameter query that sleeps longer than that
+//     gateway's --db-statement-timeout fails the sync (57014) instead of holding a pool
+//     connection; other users still sync.
+//   live_round_over_budget_catches_up: a live change of 8 MiB in one bucket, against
+//     --live-round-bytes 4M, is left out of the shared round and reaches the client through
+//     its own paged catch-up, complete and with matching checksums.
+//   write_queue_bounded_in_bytes: batches past --write-queue-bytes are answered RETRY "BUSY"
+//     at once, and every batch gets an ack.
+//
+// Registered in e2e_test.cpp's test list; run.sh starts the second gateway and passes its
+// port and pid (SYNCLINE_GW_BOUNDED_PORT, SYNCLINE_GW_BOUNDED_PID).
+#include <libpq-fe.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "tests/e2e/expect.hpp"
+#include "tests/e2e/ws_client.hpp"
+
+namespace {
+
+using syncline::testing::Client;
+using syncline::testing::ClientContext;
+using syncline::testing::Failure;
+using syncline::testing::MakeHs256Token;
+namespace pb = syncline::v1;
+
+std::string Env(const char *name, const char *fallback) {
+  const char *v = getenv(name);
+  return v ? v : fallback;
+}
+
+class Sql {
+ public:
+  Sql() : conn_(PQconnectdb("dbname=syncline")) {
+    if (PQstatus(conn_) != CONNECTION_OK)
+      throw Failure(std::string("connect: ") + PQerrorMessage(conn_));
+  }
+  ~Sql() { PQfinish(conn_); }
+  std::string Exec(const std::string &sql) {
+    PGresult *r = PQexec(conn_, sql.c_str());
+    ExecStatusType st = PQresultStatus(r);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+      std::string err = PQresultErrorMessage(r);
+      PQclear(r);
+      throw Failure("SQL failed: " + sql.substr(0, 200) + ": " + err);
+    }
+    std::string v = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
+    PQclear(r);
+    return v;
+  }
+
+ private:
+  PGconn *conn_;
+};
+
+std::string Token(const std::string &sub) {
+  int64_t now = time(nullptr);
+  nlohmann::json claims = {{"sub", sub}, {"iat", now}, {"exp", now + 3600}};
+  return MakeHs256Token(Env("SYNCLINE_JWT_SECRET", "e2e-secret"), claims.dump());
+}
+
+std::string Describe(const Client &c) {
+  std::string out = "close=" + std::to_string(c.close_code) + " reason=\"" + c.close_reason + "\"";
+  for (const auto &e : c.errors) out += " error[" + std::to_string(e.code()) + "]=" + e.message();
+  for (const auto &f : c.checksum_failures) out += " checksum: " + f;
+  return out;
+}
+
+// A "Vm...:" line of /proc/<pid>/status, in KiB (-1 when unreadable).
+long StatusKib(int pid, const std::string &field) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(field + ":", 0) == 0) return std::atol(line.c_str() + field.size() + 1);
+  return -1;
+}
+
+int BoundedPort() { return std::atoi(Env("SYNCLINE_GW_BOUNDED_PORT", "0").c_str()); }
+int BoundedPid() { return std::atoi(Env("SYNCLINE_GW_BOUNDED_PID", "0").c_str()); }
+
+constexpr int kLargeRows = 100;
+constexpr int kLargeRowBytes = 1 << 20;
+
+}  // namespace
+
+void TestLargeBucketBoundedMemory(ClientContext &ctx) {
+  EXPECT(BoundedPort() > 0 && BoundedPid() > 0, "SYNCLINE_GW_BOUNDED_PORT/PID not set");
+  Sql db;
+  // 100 rows of 1 MiB each (compressible, so Postgres stores them small; the gateway still
+  // receives every byte).
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_huge'");
+  db.Exec("INSERT INTO e2e_items SELECT 'huge-' || g, 'u_huge', repeat(chr(97 + g % 26), " +
+          std::to_string(kLargeRowBytes) + ") FROM generate_series(1, " +
+          std::to_string(kLargeRows) + ") g");
+  db.Exec("SELECT syncline.flush()");
+  long before = StatusKib(BoundedPid(), "VmHWM");
+  EXPECT(before > 0, "cannot read VmHWM of pid " + std::to_string(BoundedPid()));
+  Client c(&ctx, "127.0.0.1", BoundedPort());
+  c.keep_objects = false;  // checksums only: the test's own memory is not what is measured
+  EXPECT(c.ConnectAndSync(Token("u_huge"), 120), Describe(c));
+  EXPECT(c.ops_received >= static_cast<uint64_t>(kLargeRows),
+         "ops received: " + std::to_string(c.ops_received));
+  EXPECT(c.checksum_failures.empty(), Describe(c));
+  uint64_t bytes = c.bytes_received;
+  long after = StatusKib(BoundedPid(), "VmHWM");
+  fprintf(stderr, "    synced %llu bytes; gateway VmHWM %ld KiB -> %ld KiB\n",
+          static_cast<unsigned long long>(bytes), before, after);
+  EXPECT(bytes >= static_cast<uint64_t>(kLargeRows) * kLargeRowBytes,
+         "received only " + std::to_string(bytes) + " bytes");
+  // Bounded by the page (1 MiB + one op), the send queue (2 MiB) and their copies on the way
+  // (result, ops, messages): a small multiple of them, far below the 100 MiB bucket.
+  EXPECT(after - before < 40 * 1024, "VmHWM grew by " + std::to_string((after - before) / 1024) +
+                                         " MiB while syncing a 100 MiB bucket");
+  c.Close();
+  c.WaitClosed(5);
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_huge'");
+}
+
+// A metric of the bounded gateway (-1 when absent).
+double BoundedMetric(const std::string &name) {
+  std::string cmd =
+      "curl -s http://127.0.0.1:" + std::to_string(BoundedPort()) + "/metrics 2>/dev/null";
+  FILE *p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return -1;
+  std::string body;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) body.append(buf, n);
+  pclose(p);
+  size_t pos = body.find("\n" + name + " ");
+  return pos == std::string::npos ? -1 : std::atof(body.c_str() + pos + name.size() + 2);
+}
+
+void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx) {
+  EXPECT(BoundedPort() > 0, "SYNCLINE_GW_BOUNDED_PORT not set");
+  Sql db;
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_livebig'");
+  Client c(&ctx, "127.0.0.1", BoundedPort());
+  EXPECT(c.ConnectAndSync(Token("u_livebig")), Describe(c));
+  double before = BoundedMetric("syncline_live_buckets_over_budget_total");
+  EXPECT(before >= 0, "metric syncline_live_buckets_over_budget_total missing");
+  db.Exec("INSERT INTO e2e_items SELECT 'livebig-' || g, 'u_livebig', repeat(chr(97 + g), " +
+          std::to_string(kLargeRowBytes) + ") FROM generate_series(1, 8) g");
+  const std::string bucket = "e2e_user[\"u_livebig\"]";
+  EXPECT(ctx.WaitFor(
+             [&] {
+               auto it = c.buckets.find(bucket);
+               return it != c.buckets.end() && it->second.objects.size() == 8;
+             },
+             30),
+         "live change not delivered; " + Describe(c));
+  EXPECT(c.checksum_failures.empty(), Describe(c));
+  double after = BoundedMetric("syncline_live_buckets_over_budget_total");
+  EXPECT(after >= before + 1, "the bucket was not left out of the shared round (" +
+                                  std::to_string(before) + " -> " + std::to_string(after) + ")");
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_livebig'");
+}
+
+void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx) {
+  EXPECT(BoundedPort() > 0, "SYNCLINE_GW_BOUNDED_PORT not set");
+  Sql db;
+  // Only u_sleepy's parameter query sleeps (5 s, the gateway allows 1.5 s).
+  db.Exec(
+      "DO $$ BEGIN PERFORM syncline.drop_bucket('e2e_sleepy'); EXCEPTION WHEN others THEN NULL; "
+      "END $$");
+  db.Exec(
+      "SELECT syncline.create_bucket('e2e_sleepy', $q$SELECT u AS user_id FROM (SELECT "
+      "syncline.user_id() AS u) x WHERE CASE WHEN u = 'u_sleepy' THEN pg_sleep(5) IS NOT NULL "
+      "ELSE false END$q$, ARRAY['SELECT * FROM e2e_items WHERE owner = bucket.user_id'])");
+  std::string failure;
+  try {
+    Client slow(&ctx, "127.0.0.1", BoundedPort());
+    slow.Connect();
+    EXPECT(slow.WaitEstablished(), Describe(slow));
+    std::string t = Token("u_sleepy");
+    slow.SendHello(&t);
+    double start = syncline::testing::NowSeconds();
+    slow.SendSync(false);
+    EXPECT(ctx.WaitFor([&] { return !slow.errors.empty() || slow.completes > 0; }, 10),
+           "no answer; " + Describe(slow));
+    double took = syncline::testing::NowSeconds() - start;
+    EXPECT(slow.completes == 0 && slow.errors[0].code() == pb::Error::SYNC_FAILED, Describe(slow));
+    EXPECT(slow.errors[0].message().find("statement timeout") != std::string::npos, Describe(slow));
+    EXPECT(took < 4.5, "the slow query ran " + std::to_string(took) + " s");
+    Client other(&ctx, "127.0.0.1", BoundedPort());
+    EXPECT(other.ConnectAndSync(Token("u_awake")), Describe(other));
+  } catch (const Failure &e) {
+    failure = e.what();
+  }
+  db.Exec("SELECT syncline.drop_bucket('e2e_sleepy')");
+  if (!failure.empty()) throw Failure(failure);
+}
+
+void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port) {
+  Client c(&ctx, host, port);
+  c.client_id = "e2e-write-queue";
+  c.keep_objects = false;
+  EXPECT(c.ConnectAndSync(Token("u_write_queue")), Describe(c));
+  // 8 batches of ~900 KB sent at once: the suite's gateway keeps at most 2 MiB of them.
+  const int kBatches = 8;
+  std::string title(900 * 1024, 'w');
+  for (int seq = 1; seq <= kBatches; seq++) {
+    pb::ClientMessage m;
+    m.set_request_id(700 + seq);
+    auto *batch = m.mutable_write_batch();
+    batch->set_seq(seq);
+    auto *op = batch->add_ops();
+    op->set_op(pb::WriteOp::PUT);
+    op->set_type("e2e_items");
+    op->set_id("wq-" + std::to_string(seq));
+    op->set_data(nlohmann::json{{"owner", "u_write_queue"}, {"title", title}}.dump());
+    c.Send(m);
+  }
+  EXPECT(ctx.WaitFor([&] { return c.acks.size() >= kBatches || c.closed; }, 60),
+         std::to_string(c.acks.size()) + " acks; " + Describe(c));
+  int busy = 0, applied = 0;
+  for (const auto &a : c.acks) {
+    if (a.status() == pb::WriteAck::RETRY && a.error_code() == "BUSY") busy++;
+    if (a.status() == pb::WriteAck::APPLIED) applied++;
+    EXPECT(a.status() == pb::WriteAck::APPLIED || !a.error_code().empty(),
+           "seq " + std::to_string(a.seq()) + " without error_code");
+  }
+  EXPECT(busy > 0, "no batch was refused BUSY; applied " + std::to_string(applied));
+  EXPECT(applied > 0, "nothing applied");
+  EXPECT(!c.closed, Describe(c));
+}
