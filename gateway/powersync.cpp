@@ -167,6 +167,21 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
   }
   r.ops = ops.size();
   json batch = {{"seq", r.transaction_id}, {"allow_gaps", true}, {"ops", std::move(ops)}};
+  // The app's schema version (optional): apply_writes maps writes of an older
+  // version through the write handlers declared for it.
+  if (j.contains("schema_version") && !j["schema_version"].is_null()) {
+    const json &v = j["schema_version"];
+    if (v.is_string() && !v.get_ref<const std::string &>().empty() &&
+        v.get_ref<const std::string &>().size() <= 64) {
+      batch["schema_version"] = v;
+    } else if (v.is_number_integer() || v.is_number_unsigned()) {
+      batch["schema_version"] = v.dump();
+    } else {
+      *error =
+          "\"schema_version\" must be a non-empty string of at most 64 characters or an integer";
+      return false;
+    }
+  }
   r.batch_json = batch.dump();
   *out = std::move(r);
   return true;

@@ -47,7 +47,8 @@ struct UploadRequest {
   size_t ops = 0;
 };
 
-// Parses an /upload body ({"client_id", "transaction_id", "crud": [CrudEntry JSON...]}); false
+// Parses an /upload body ({"client_id", "transaction_id", "crud": [CrudEntry JSON...],
+// "schema_version"?: the app's schema version, passed to apply_writes}); false
 // with *error naming the bad member.
 bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string *error);
 

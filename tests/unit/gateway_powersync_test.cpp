@@ -150,11 +150,27 @@ TEST(PowerSyncRequests, UploadBecomesABatchWithGapsAllowed) {
             json::parse(R"({"op":"PUT","type":"todos","id":"t1","data":{"title":"x"}})"));
   EXPECT_EQ(batch["ops"][1]["id"], json::parse(R"(["a",1])"));  // composite key
   EXPECT_FALSE(batch["ops"][2].contains("data"));
-  for (const char *bad :
-       {"{}", R"({"client_id":"","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":"1"}]})",
-        R"({"client_id":"c","transaction_id":1.5,"crud":[{"op":"PUT","type":"t","id":"1"}]})",
-        R"({"client_id":"c","transaction_id":1,"crud":[{"op":"MERGE","type":"t","id":"1"}]})",
-        R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":1}]})"}) {
+  EXPECT_FALSE(batch.contains("schema_version"));
+  ASSERT_TRUE(ps::ParseUploadRequest(
+      R"({"client_id":"c1","transaction_id":6,"schema_version":"2",
+          "crud":[{"op":"DELETE","type":"todos","id":"t1"}]})",
+      &u, &error))
+      << error;
+  EXPECT_EQ(json::parse(u.batch_json)["schema_version"], "2");
+  ASSERT_TRUE(ps::ParseUploadRequest(
+      R"({"client_id":"c1","transaction_id":7,"schema_version":3,
+          "crud":[{"op":"DELETE","type":"todos","id":"t1"}]})",
+      &u, &error))
+      << error;
+  EXPECT_EQ(json::parse(u.batch_json)["schema_version"], "3");
+  for (
+      const char *bad :
+      {"{}", R"({"client_id":"","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1.5,"crud":[{"op":"PUT","type":"t","id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1,"crud":[{"op":"MERGE","type":"t","id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":1}]})",
+       R"({"client_id":"c","transaction_id":1,"schema_version":[1],"crud":[{"op":"DELETE","type":"t","id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1,"schema_version":"","crud":[{"op":"DELETE","type":"t","id":"1"}]})"}) {
     EXPECT_FALSE(ps::ParseUploadRequest(bad, &u, &error)) << bad;
     EXPECT_FALSE(error.empty());
   }
