@@ -34,35 +34,66 @@ pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ -n "$cluster_dir" ]; then
-    bash "$ROOT/scripts/pgcluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
-    rm -rf "$cluster_dir"
-  fi
+  stop_cluster
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-exports=""
-for attempt in 1 2 3; do  # a cluster starting elsewhere may take our port: retry
-  cluster_dir=$(mktemp -d /tmp/syncline-demo.XXXXXX)
-  exports=$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir") && break
-  bash scripts/pgcluster.sh stop "$cluster_dir" >/dev/null 2>&1 || true
+# start_cluster: a throwaway cluster with database syncline, the extension and the example.
+start_cluster() {
+  local exports="" attempt
+  for attempt in 1 2 3; do  # a cluster starting elsewhere may take our port: retry
+    cluster_dir=$(mktemp -d /tmp/syncline-demo.XXXXXX)
+    exports=$(SYNCLINE_WORKER_DB=syncline bash scripts/pgcluster.sh start "$cluster_dir") && break
+    stop_cluster
+    sleep 1
+  done
+  [ -n "$exports" ] || fail "could not start a PostgreSQL cluster"
+  eval "$exports"
+  export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
+  psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION syncline" \
+    -f examples/workout/schema.sql -f examples/workout/rules.sql >"$OUT/setup.log" 2>&1 ||
+    { cat "$OUT/setup.log"; fail "loading examples/workout failed"; }
+  # The flusher (background worker) must be attached, or live updates depend on its timing.
+  for _ in $(seq 1 150); do
+    [ "$(psql -X -q -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
+    sleep 0.1
+  done
+  psql -X -q -tAc "SELECT syncline.flush()" >/dev/null
+}
+stop_cluster() {
+  [ -n "$cluster_dir" ] || return 0
+  bash "$ROOT/scripts/pgcluster.sh" stop "$cluster_dir" >/dev/null 2>&1 || true
   rm -rf "$cluster_dir"
   cluster_dir=""
-  sleep 1
+}
+
+# Known extension bug (being fixed): the initial copy of a bucket declared by rules.sql is
+# sometimes lost, leaving a bucket with no rows that should have rows. It is checked here, before
+# any browser starts, against the tables; when hit it is reported loudly (and logged to
+# build/demo/known-bug.log) and the setup is done again on a fresh cluster, so that the demo
+# tests the app. SYNCLINE_DEMO_STRICT=1 fails instead.
+buckets_as_expected() {
+  local got want
+  got=$(psql -X -q -tAc "SELECT string_agg(b->>'bucket' || '=' || (b->>'count'), ' ' ORDER BY b->>'bucket')
+          FROM jsonb_array_elements(syncline.checkpoint('{\"sub\": \"alice\"}')->'buckets') b")
+  want=$(psql -X -q -tAc "SELECT 'exercises[]=' || (SELECT count(*) FROM exercises) || ' user_workouts[\"alice\"]=' ||
+          ((SELECT count(*) FROM users WHERE id = 'alice') + (SELECT count(*) FROM workouts WHERE user_id = 'alice') +
+           (SELECT count(*) FROM sets WHERE user_id = 'alice'))")
+  echo "== alice's buckets on the server: $got"
+  [ "$got" = "$want" ] && return 0
+  echo "!! KNOWN BUG hit: a bucket lost its initial copy after the rules were declared: expected '$want', got '$got'" |
+    tee -a "$OUT/known-bug.log" >&2
+  return 1
+}
+for setup_attempt in 1 2 3; do
+  start_cluster
+  buckets_as_expected && break
+  [ "${SYNCLINE_DEMO_STRICT:-0}" = 1 ] && fail "stopping (SYNCLINE_DEMO_STRICT=1)"
+  [ "$setup_attempt" -lt 3 ] || fail "the bucket copy was lost 3 times in a row"
+  echo "!! setting up again on a fresh cluster (attempt $((setup_attempt + 1))/3)" >&2
+  stop_cluster
 done
-[ -n "$exports" ] || fail "could not start a PostgreSQL cluster"
-eval "$exports"
-export PGHOST PGPORT PGUSER PGDATA PGDATABASE=syncline
-psql -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION syncline" \
-  -f examples/workout/schema.sql -f examples/workout/rules.sql >"$OUT/setup.log" 2>&1 ||
-  { cat "$OUT/setup.log"; fail "loading examples/workout failed"; }
-# The flusher (background worker) must be attached, or live updates depend on its timing.
-for _ in $(seq 1 150); do
-  [ "$(psql -X -q -tAc "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
-  sleep 0.1
-done
-psql -X -q -tAc "SELECT syncline.flush()" >/dev/null
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 gw_port=$(free_port)

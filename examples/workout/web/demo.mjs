@@ -5,7 +5,7 @@
 // PG* in the environment name the database. Prints each step and what each device holds;
 // exits non-zero on the first broken expectation (screenshots of every device either way).
 import { execFileSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const URL_BASE = process.env.DEMO_URL;
@@ -64,6 +64,7 @@ function serverSets(user) {
     )
   );
 }
+const serverExercises = () => sql("SELECT string_agg(id || ':' || name, ',' ORDER BY id) FROM exercises");
 const serverWorkouts = (user) => sql(`SELECT string_agg(id::text, ',' ORDER BY id) FROM workouts WHERE user_id = '${user}'`);
 
 class Device {
@@ -83,6 +84,11 @@ class Device {
   }
   async sets() {
     return norm(await this.eval(() => window.workout.db.getAll('SELECT id, workout_id, user_id, exercise_id, reps, weight_kg FROM sets')));
+  }
+  async exercises() {
+    return (await this.eval(() => window.workout.db.getAll('SELECT id, name FROM exercises ORDER BY CAST(id AS INTEGER)')))
+      .map((r) => `${r.id}:${r.name}`)
+      .join(',');
   }
   async workouts() {
     return (await this.eval(() => window.workout.db.getAll('SELECT id FROM workouts ORDER BY id'))).map((r) => r.id).join(',');
@@ -143,7 +149,7 @@ class Device {
   }
 }
 
-// The device holds exactly what the server has for its user (sets and workouts).
+// The device holds exactly what the server has for its user (sets, workouts, the exercise catalog).
 async function inSync(device, what = 'in sync with Postgres') {
   let last;
   try {
@@ -153,6 +159,7 @@ async function inSync(device, what = 'in sync with Postgres') {
       return (
         JSON.stringify(local) === JSON.stringify(server) &&
         (await device.workouts()) === serverWorkouts(device.user) &&
+        (await device.exercises()) === serverExercises() &&
         (await device.pending()) === 0
       );
     });
@@ -182,7 +189,7 @@ const aliceIds = new Set(aliceSeed);
 let aNew = [];
 
 step('all three devices open the app and sync', async () => {
-  for (const d of devices) await d.open(browser);
+  await Promise.all(devices.map((d) => d.open(browser)));
   for (const d of devices) await inSync(d, 'holds its user\'s rows, as Postgres has them');
   await showAll();
 });
@@ -292,7 +299,9 @@ for (const [i, { title, fn }] of steps.entries()) {
 for (const d of devices) {
   if (!d.page) continue;
   const path = await d.screenshot(failed ? '-failed' : '').catch((e) => `(no screenshot: ${e.message})`);
-  log(`screenshot of ${d.name}: ${path}`);
+  const consoleLog = path.replace(/(-failed)?\.png$/, '.console.log');
+  writeFileSync(consoleLog, d.console.join('\n') + '\n');
+  log(`screenshot of ${d.name}: ${path} (its console: ${consoleLog})`);
   if (failed) {
     console.log(`---- ${d.name} console (last 15)`);
     for (const line of d.console.slice(-15)) console.log(`  ${line.slice(0, 400)}`);
