@@ -78,6 +78,7 @@ class Device {
     this.page.on('pageerror', (e) => this.console.push(`pageerror: ${e.message}`));
     await this.page.goto(`${URL_BASE}/?user=${this.user}`);
     await this.page.waitForFunction(() => window.workout?.db, null, { timeout: TIMEOUT });
+    log(`  ${this.name}: app loaded (${await this.eval(() => window.workout.timings)})`);
   }
   eval(fn, arg) {
     return this.page.evaluate(fn, arg);

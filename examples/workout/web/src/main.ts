@@ -195,7 +195,9 @@ function watch<T>(sql: string, onRows: (rows: T[]) => void) {
   });
 }
 
+const t0 = performance.now();
 await db.init();
+const tInit = performance.now();
 watch<{ id: string; name: string }>('SELECT id, name FROM exercises ORDER BY CAST(id AS INTEGER)', (rows) => {
   exercises = rows;
   renderForm();
@@ -222,6 +224,7 @@ watch<{ n: number }>('SELECT count(*) AS n FROM ps_crud', (rows) => {
 
 renderStatus();
 if (online) await db.connect(connector, connectOptions);
+const timings = `database ready ${Math.round(tInit - t0)} ms, connected ${Math.round(performance.now() - tInit)} ms later`;
 
 // For the headless demo (demo.mjs) and the console: the database and the toggle.
-Object.assign(window, { workout: { db, user, setOnline, isOnline: () => online } });
+Object.assign(window, { workout: { db, user, setOnline, isOnline: () => online, timings } });
