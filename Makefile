@@ -4,6 +4,7 @@
 #   make test       install missing packages, build everything, run every test
 #   make run        throwaway Postgres + example app + gateway (or SYNCLINE_DATABASE_URL)
 #   make bench      run the benchmarks in bench/
+#   make demo       the workout web app in headless Chromium: two devices of alice, one of bob
 # Every target first installs the Debian packages it needs when one is missing
 # (scripts/install-deps.sh). Tests, `make run` and the benchmarks use a private
 # copy of the PostgreSQL installation under build/pg with the extension
@@ -17,7 +18,7 @@ PG_SERVER_H := $(shell $(PG_CONFIG) --includedir-server 2>/dev/null)/postgres.h
 # The build tools are not there yet (PGXS alone may come with the server
 # package, without the server headers): install them, then run the target again.
 ifeq ($(and $(wildcard $(PGXS)),$(wildcard $(PG_SERVER_H))),)
-all test run bench install pgtree units gateway format:
+all test run demo bench install pgtree units gateway format:
 	@bash scripts/install-deps.sh
 	@$(MAKE) --no-print-directory $@
 else
@@ -41,7 +42,7 @@ $(OBJS): $(wildcard extension/*.hpp)
 PGTREE := $(CURDIR)/build/pg
 export PGBIN := $(PGTREE)$(shell $(PG_CONFIG) --bindir)
 
-.PHONY: deps gateway units regress test run bench format clean-gateway pgtree
+.PHONY: deps gateway units regress test run demo bench format clean-gateway pgtree
 
 deps:
 	@bash scripts/install-deps.sh
@@ -75,6 +76,9 @@ test: pgtree
 
 run: pgtree
 	@bash scripts/run.sh
+
+demo: pgtree
+	@bash scripts/demo.sh
 
 bench: pgtree
 	@bash bench/run.sh

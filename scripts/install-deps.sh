@@ -3,7 +3,8 @@
 # missing: the compilers and libraries, and every tool the tests and scripts
 # call (curl, python3, openssl, runuser from util-linux, procps for ps/pkill), and Node.js with
 # npm for the PowerSync front's tests and benchmark (tests/powersync; scripts/node-env.sh adds a
-# pinned Node >= 20 from the npm registry when this one is older, as Debian 12's 18 is).
+# pinned Node >= 20 from the npm registry when this one is older, as Debian 12's 18 is), and
+# Chromium with a font for `make demo` (the workout web app driven headless, examples/workout/web).
 set -euo pipefail
 packages=(
   build-essential pkg-config
@@ -12,6 +13,7 @@ packages=(
   libssl-dev libsqlite3-dev libgtest-dev
   nlohmann-json3-dev libjwt-dev
   curl ca-certificates python3 openssl util-linux procps git
+  chromium fonts-dejavu-core
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -13,7 +13,7 @@ ROOT=$(pwd)
 
 . scripts/pgenv.sh
 PG_REGRESS=${PG_REGRESS:-$PGXS_DIR/test/regress/pg_regress}
-SUITES=${SUITES:-"regress isolation units gateway concurrency example lifecycle e2e powersync"}
+SUITES=${SUITES:-"regress isolation units gateway concurrency example lifecycle e2e powersync demo"}
 CONC_SEEDS=${CONC_SEEDS:-"1 2 3"}
 CONC_SECONDS=${CONC_SECONDS:-10}
 CONC_WRITERS=${CONC_WRITERS:-4}
@@ -200,6 +200,11 @@ powersync() {
   SYNCLINE_TEST_CLUSTER="$CLUSTER_DIR" bash tests/powersync/run.sh
 }
 
+# The workout web app in headless Chromium (scripts/demo.sh, its own cluster and gateway).
+demo() {
+  bash scripts/demo.sh
+}
+
 suite_wanted regress && run_suite regress regress
 suite_wanted isolation && run_suite isolation isolation
 suite_wanted units && run_suite unit/extension_tests units
@@ -211,6 +216,7 @@ suite_wanted example && run_suite "workout example" example
 suite_wanted lifecycle && run_suite lifecycle lifecycle
 suite_wanted e2e && run_suite e2e e2e
 suite_wanted powersync && run_suite powersync powersync
+suite_wanted demo && run_suite "demo (web app)" demo
 
 if [ "$show_server_log" -eq 1 ]; then
   echo

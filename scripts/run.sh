@@ -9,7 +9,11 @@
 #                                     loaded only with --with-example or
 #                                     SYNCLINE_EXAMPLE=1
 # Environment: SYNCLINE_JWT_SECRET (HS256 secret; a dev secret is generated and
-# printed when unset), SYNCLINE_LISTEN (default 127.0.0.1:8080).
+# printed when unset), SYNCLINE_LISTEN (default 127.0.0.1:8080),
+# SYNCLINE_WEB_LISTEN (default 127.0.0.1:5173) where the workout web app
+# (examples/workout/web, built with npm ci + vite) and its DEV ONLY token
+# endpoint are served; the gateway allows that origin (--cors-origin).
+# SYNCLINE_WEB=0 skips the web app (tests, CI, no Node).
 # Stays in the foreground until Ctrl-C / SIGTERM, then cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,18 +24,36 @@ with_example=${SYNCLINE_EXAMPLE:-0}
 for arg in "$@"; do
   case "$arg" in
     --with-example) with_example=1 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg" >&2; exit 2 ;;
   esac
 done
 
 LISTEN=${SYNCLINE_LISTEN:-127.0.0.1:8080}
+WEB=${SYNCLINE_WEB:-1}
+WEB_LISTEN=${SYNCLINE_WEB_LISTEN:-127.0.0.1:5173}
 GATEWAY=build/gateway/syncline-gateway
 cluster_dir=""
 child=""
+web_child=""
+
+# The web app first: its first build (npm ci) takes a while and may fail without the network.
+if [ "$WEB" = 1 ]; then
+  . scripts/node-env.sh
+  . scripts/workout-web.sh
+  echo "building the workout web app (examples/workout/web; SYNCLINE_WEB=0 skips it)"
+  if ! { syncline_node_env && workout_web_build; }; then
+    echo "building the web app failed (run with SYNCLINE_WEB=0 to skip it)" >&2
+    exit 1
+  fi
+fi
 
 cleanup() {
   trap - EXIT INT TERM
+  if [ -n "$web_child" ] && kill -0 "$web_child" 2>/dev/null; then
+    kill -TERM "$web_child" 2>/dev/null || true
+    wait "$web_child" 2>/dev/null || true
+  fi
   if [ -n "$child" ] && kill -0 "$child" 2>/dev/null; then
     kill -TERM "$child" 2>/dev/null || true
     wait "$child" 2>/dev/null || true
@@ -96,10 +118,21 @@ echo "psql:       $psql_cmd"
 echo "dev token (sub=alice, 24 h):"
 echo "  $token"
 
+cors=()
+if [ "$WEB" = 1 ]; then
+  cors=(--cors-origin "http://$WEB_LISTEN")
+  SYNCLINE_JWT_SECRET=$secret GATEWAY_URL="http://$LISTEN" \
+    "$SYNCLINE_NODE" examples/workout/web/serve.mjs --host "${WEB_LISTEN%:*}" --port "${WEB_LISTEN##*:}" \
+    --dist "$ROOT/build/workout-web/dist" >/dev/null &
+  web_child=$!
+  echo "web app:    http://$WEB_LISTEN/?user=alice   (also ?user=bob, ?user=carol)"
+  echo "            its token endpoint /dev/token is DEV ONLY: it signs a token for anyone who asks"
+fi
+
 if [ -x "$GATEWAY" ]; then
-  echo "gateway:    ws://$LISTEN  (Ctrl-C to stop)"
+  echo "gateway:    ws://$LISTEN and http://$LISTEN (PowerSync front)  (Ctrl-C to stop)"
   echo
-  "$GATEWAY" --database-url "$db_url" --listen "$LISTEN" --jwt-hs256-secret "$secret" &
+  "$GATEWAY" --database-url "$db_url" --listen "$LISTEN" --jwt-hs256-secret "$secret" "${cors[@]}" &
   child=$!
   rc=0
   wait "$child" || rc=$?
