@@ -27,7 +27,7 @@ make --no-print-directory -f gateway/gateway.mk build/gateway/syncline-gateway \
   >"$OUT/gateway_build.log" 2>&1 || { tail -n 30 "$OUT/gateway_build.log"; exit 1; }
 g++ -std=c++17 -O2 -g -Wall -Wextra -Wno-unused-parameter -I. -Ibuild/gateway/gen \
   bench/write_bench.cpp build/gateway/obj/tests/e2e/ws_client.o build/gateway/obj/proto.pb.o \
-  -lwebsockets -lprotobuf -lssl -lcrypto -lpthread -o "$OUT/write_bench"
+  -lwebsockets -lev -lprotobuf -lssl -lcrypto -lpthread -o "$OUT/write_bench"
 
 dir=$(mktemp -d /tmp/syncline-wbench.XXXXXX)
 gw_pid=""

@@ -2,6 +2,7 @@
 // shared live fan-out. Everything here runs on the libwebsockets loop thread.
 #pragma once
 
+#include <ev.h>
 #include <libwebsockets.h>
 
 #include <csignal>
@@ -260,7 +261,8 @@ class Gateway {
   std::unique_ptr<JwtVerifier> verifier_;
   std::unique_ptr<Database> db_;
   lws_context *context_ = nullptr;
-  std::string listen_iface_;  // the numeric address bound (lws keeps the pointer)
+  struct ev_loop *loop_ = nullptr;  // libev (epoll): the loop lws runs its sockets on
+  std::string listen_iface_;        // the numeric address bound (lws keeps the pointer)
   struct TickTimer {
     lws_sorted_usec_list_t sul;  // first member: the callback casts back
     Gateway *gateway;

@@ -15,7 +15,7 @@ CPPFLAGS_GW := -I. -Igateway -I$(GEN) -I$(PG_INCLUDE)
 OPT := -O2 -g
 ASAN := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
 
-LIBS := -lwebsockets -lpq -lprotobuf -ljwt -lssl -lcrypto -lpthread
+LIBS := -lwebsockets -lev -lpq -lprotobuf -ljwt -lssl -lcrypto -lpthread
 TEST_LIBS := -lgtest -lgtest_main -lprotobuf -ljwt -lssl -lcrypto -lpthread
 
 PROTO_SRC := $(GEN)/proto/syncline.pb.cc
@@ -69,11 +69,11 @@ $(OUT)/gateway_tests: $(UNIT_TESTS:%.cpp=$(OUT)/asan/%.o) $(GW_PURE_SRCS:%.cpp=$
 	$(CXX) $(ASAN) $^ $(TEST_LIBS) -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 $(OUT)/e2e_client: $(E2E_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/proto.pb.o
-	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	$(CXX) $(OPT) $^ -lwebsockets -lev -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 $(OUT)/gateway_load: $(BENCH_SRCS:%.cpp=$(OUT)/obj/%.o) $(OUT)/obj/tests/e2e/ws_client.o \
                       $(OUT)/obj/proto.pb.o
-	$(CXX) $(OPT) $^ -lwebsockets -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
+	$(CXX) $(OPT) $^ -lwebsockets -lev -lpq -lprotobuf -lssl -lcrypto -lpthread -o $@.tmp.$$$$ && mv -f $@.tmp.$$$$ $@
 
 test-units: $(OUT)/gateway_tests
 	$(OUT)/gateway_tests

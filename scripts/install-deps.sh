@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
   build-essential pkg-config
   postgresql-15 postgresql-server-dev-15 libpq-dev
-  libwebsockets-dev libprotobuf-dev protobuf-compiler
+  libwebsockets-dev libwebsockets-evlib-ev libev-dev libprotobuf-dev protobuf-compiler
   libssl-dev libsqlite3-dev libgtest-dev
   nlohmann-json3-dev libjwt-dev
   curl ca-certificates python3 openssl util-linux procps git

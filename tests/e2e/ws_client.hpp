@@ -4,6 +4,7 @@
 // close codes. Everything runs on the caller's thread via Pump()/WaitFor().
 #pragma once
 
+#include <ev.h>
 #include <libwebsockets.h>
 
 #include <cstdint>
@@ -54,6 +55,7 @@ class ClientContext {
 
  private:
   lws_context *context_ = nullptr;
+  struct ev_loop *loop_ = nullptr;
   struct Timer {
     lws_sorted_usec_list_t sul;  // first member: Tick casts back
     lws_context *context;
