@@ -40,7 +40,9 @@ include $(PGXS)
 $(OBJS): $(wildcard extension/*.hpp)
 
 PGTREE := $(CURDIR)/build/pg
-export PGBIN := $(PGTREE)$(shell $(PG_CONFIG) --bindir)
+PG_BINDIR := $(shell $(PG_CONFIG) --bindir)
+# Resolved when a recipe runs: build/pg may be a link to a copy outside the checkout.
+export PGBIN = $(or $(realpath $(PGTREE)),$(PGTREE))$(PG_BINDIR)
 
 .PHONY: deps gateway units regress test run demo bench format clean-gateway pgtree
 

@@ -7,7 +7,8 @@ _pgenv_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [ -z "${PGBIN:-}" ]; then
   _pgenv_sys=$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)
   if [ -x "$_pgenv_root/build/pg$_pgenv_sys/postgres" ]; then
-    PGBIN=$_pgenv_root/build/pg$_pgenv_sys
+    # Resolved: build/pg may be a link to a copy outside the checkout (scripts/pgtree.sh).
+    PGBIN=$(cd -P "$_pgenv_root/build/pg" && pwd)$_pgenv_sys
   else
     PGBIN=$_pgenv_sys
   fi

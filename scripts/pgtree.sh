@@ -8,8 +8,25 @@
 # the system's PostgreSQL, and two checkouts never overwrite each other's
 # extension. Rebuilt when the system's PostgreSQL changes.
 #   pgtree.sh DIR
+#
+# The server runs as an unprivileged user (`postgres` when we are root), which must be
+# able to reach the copy. A checkout under a directory that user may not enter (/root is
+# mode 700 on a fresh machine) keeps the copy in /var/tmp instead, with DIR a symbolic
+# link to it; pgenv.sh and the Makefile resolve the link, so the server never walks
+# through the checkout's path.
 set -euo pipefail
 dir=${1:?usage: pgtree.sh DIR}
+mkdir -p "$(dirname "$dir")"
+if [ "$(id -u)" -eq 0 ] && ! (cd / && runuser -u postgres -- test -x "$(dirname "$dir")") 2>/dev/null; then
+  real=/var/tmp/syncline-pgtree-$(printf '%s' "$dir" | cksum | cut -d' ' -f1)
+  if [ ! -L "$dir" ] || [ "$(readlink "$dir")" != "$real" ]; then
+    rm -rf "$dir"
+    ln -s "$real" "$dir"
+  fi
+  mkdir -p "$real"
+  chmod 755 "$real"
+  dir=$real
+fi
 pg_config=${PG_CONFIG:-$(command -v pg_config || echo /usr/lib/postgresql/15/bin/pg_config)}
 bindir=$("$pg_config" --bindir)
 pkglibdir=$("$pg_config" --pkglibdir)
