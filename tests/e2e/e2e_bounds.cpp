@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "tests/e2e/e2e_support.hpp"
 #include "tests/e2e/expect.hpp"
 #include "tests/e2e/ws_client.hpp"
 
@@ -31,51 +32,13 @@ namespace {
 
 using syncline::testing::Client;
 using syncline::testing::ClientContext;
+using syncline::testing::Describe;
+using syncline::testing::Env;
 using syncline::testing::Failure;
 using syncline::testing::MakeHs256Token;
+using syncline::testing::Sql;
+using syncline::testing::Token;
 namespace pb = syncline::v1;
-
-std::string Env(const char *name, const char *fallback) {
-  const char *v = getenv(name);
-  return v ? v : fallback;
-}
-
-class Sql {
- public:
-  Sql() : conn_(PQconnectdb("dbname=syncline")) {
-    if (PQstatus(conn_) != CONNECTION_OK)
-      throw Failure(std::string("connect: ") + PQerrorMessage(conn_));
-  }
-  ~Sql() { PQfinish(conn_); }
-  std::string Exec(const std::string &sql) {
-    PGresult *r = PQexec(conn_, sql.c_str());
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      std::string err = PQresultErrorMessage(r);
-      PQclear(r);
-      throw Failure("SQL failed: " + sql.substr(0, 200) + ": " + err);
-    }
-    std::string v = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-    PQclear(r);
-    return v;
-  }
-
- private:
-  PGconn *conn_;
-};
-
-std::string Token(const std::string &sub) {
-  int64_t now = time(nullptr);
-  nlohmann::json claims = {{"sub", sub}, {"iat", now}, {"exp", now + 3600}};
-  return MakeHs256Token(Env("SYNCLINE_JWT_SECRET", "e2e-secret"), claims.dump());
-}
-
-std::string Describe(const Client &c) {
-  std::string out = "close=" + std::to_string(c.close_code) + " reason=\"" + c.close_reason + "\"";
-  for (const auto &e : c.errors) out += " error[" + std::to_string(e.code()) + "]=" + e.message();
-  for (const auto &f : c.checksum_failures) out += " checksum: " + f;
-  return out;
-}
 
 // A "Vm...:" line of /proc/<pid>/status, in KiB (-1 when unreadable).
 long StatusKib(int pid, const std::string &field) {

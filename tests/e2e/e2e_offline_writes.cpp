@@ -21,6 +21,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "tests/e2e/e2e_support.hpp"
 #include "tests/e2e/expect.hpp"
 #include "tests/e2e/ws_client.hpp"
 
@@ -28,58 +29,20 @@ namespace {
 
 using syncline::testing::Client;
 using syncline::testing::ClientContext;
+using syncline::testing::Describe;
+using syncline::testing::Env;
 using syncline::testing::Failure;
 using syncline::testing::MakeHs256Token;
+using syncline::testing::Sql;
+using syncline::testing::Token;
 namespace pb = syncline::v1;
 using json = nlohmann::json;
-
-std::string Env(const char *name, const char *fallback) {
-  const char *v = getenv(name);
-  return v ? v : fallback;
-}
 
 const std::string kUser = "u_off";
 const std::string kBucket = "e2e_user[\"u_off\"]";
 const std::string kSetS = "off-S";      // deleted by device 2 while device 1 is offline
 const std::string kSetN = "off-N";      // created by device 1 after its rejected batch
 const std::string kOther = "off-keep";  // untouched, must survive everything
-
-class Sql {
- public:
-  Sql() : conn_(PQconnectdb("dbname=syncline")) {
-    if (PQstatus(conn_) != CONNECTION_OK)
-      throw Failure(std::string("connect: ") + PQerrorMessage(conn_));
-  }
-  ~Sql() { PQfinish(conn_); }
-  std::string Exec(const std::string &sql) {
-    PGresult *r = PQexec(conn_, sql.c_str());
-    ExecStatusType st = PQresultStatus(r);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      std::string err = PQresultErrorMessage(r);
-      PQclear(r);
-      throw Failure("SQL failed: " + sql.substr(0, 200) + ": " + err);
-    }
-    std::string v = PQntuples(r) > 0 && PQnfields(r) > 0 ? PQgetvalue(r, 0, 0) : "";
-    PQclear(r);
-    return v;
-  }
-
- private:
-  PGconn *conn_;
-};
-
-std::string Token(const std::string &sub) {
-  int64_t now = time(nullptr);
-  json claims = {{"sub", sub}, {"iat", now}, {"exp", now + 3600}};
-  return MakeHs256Token(Env("SYNCLINE_JWT_SECRET", "e2e-secret"), claims.dump());
-}
-
-std::string Describe(const Client &c) {
-  std::string out = "close=" + std::to_string(c.close_code) + " reason=\"" + c.close_reason + "\"";
-  for (const auto &e : c.errors) out += " error[" + std::to_string(e.code()) + "]=" + e.message();
-  for (const auto &f : c.checksum_failures) out += " checksum: " + f;
-  return out;
-}
 
 std::string AckText(const pb::WriteAck &a) {
   return "seq=" + std::to_string(a.seq()) + " " + pb::WriteAck::Status_Name(a.status()) +
