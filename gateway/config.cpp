@@ -62,6 +62,9 @@ bool ApplyOption(const std::string &name, const std::string &value, Config *c, s
   } else if (name == "pool-size") {
     if (!ParseInt(value, 1, 64, &n)) return bad("expected 1..64");
     c->pool_size = static_cast<int>(n);
+  } else if (name == "fanout-threads") {
+    if (!ParseInt(value, 0, 64, &n)) return bad("expected 0..64 (0 = one per CPU, at most 4)");
+    c->fanout_threads = static_cast<int>(n);
   } else if (name == "page-ops") {
     if (!ParseInt(value, 1, 1000000, &n)) return bad("expected 1..1000000");
     c->page_ops = static_cast<int>(n);
@@ -120,6 +123,7 @@ const std::map<std::string, const char *> &ValueOptions() {
       {"max-connections-per-user", "SYNCLINE_MAX_CONNECTIONS_PER_USER"},
       {"send-queue-bytes", "SYNCLINE_SEND_QUEUE_BYTES"},
       {"pool-size", "SYNCLINE_POOL_SIZE"},
+      {"fanout-threads", "SYNCLINE_FANOUT_THREADS"},
       {"page-ops", "SYNCLINE_PAGE_OPS"},
       {"page-bytes", "SYNCLINE_PAGE_BYTES"},
       {"live-round-bytes", "SYNCLINE_LIVE_ROUND_BYTES"},
@@ -273,6 +277,9 @@ Database
                             initial sync, catch-up and live pages (default 4M)
   --live-round-bytes SIZE   live ops held for one fan-out round; a bucket whose
                             change is bigger is caught up per client (default 16M)
+  --fanout-threads N        threads that write a live round to the sockets
+                            (default 1: the event loop's thread alone; 0: one
+                            per CPU, at most 4)
   --db-statement-timeout MS statement_timeout of the gateway's sessions
                             (default 30000; 0 = the server's setting)
   --db-lock-timeout MS      lock_timeout of the gateway's sessions (default 5000;

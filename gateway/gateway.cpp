@@ -21,6 +21,10 @@ namespace pb = syncline::v1;
 // socket still takes more), so one busy client cannot starve the others.
 constexpr int kMessagesPerWriteable = 16;
 constexpr size_t kUncheckedBytesPerWriteable = 8192;
+// Live changes up to this size go out on the fan-out threads; a bigger one is
+// queued, so that what lws keeps of a short write stays small and the send
+// queue's byte limit still bounds a slow reader.
+constexpr size_t kFanoutMaxBytes = 64 << 10;
 
 int64_t UnixNow() { return static_cast<int64_t>(time(nullptr)); }
 
@@ -227,6 +231,10 @@ bool Gateway::Start() {
   db_ = std::make_unique<Database>(config_.database_url, config_.pool_size, std::move(handlers),
                                    session);
   db_->Start();
+  int fanout_threads = config_.fanout_threads;
+  if (fanout_threads == 0)
+    fanout_threads = std::clamp(static_cast<int>(std::thread::hardware_concurrency()), 1, 4);
+  fanout_ = std::make_unique<FanoutSender>(fanout_threads);
   tick_.gateway = this;
   ScheduleTick();
   fprintf(stderr,
@@ -716,8 +724,91 @@ void Gateway::SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
     out.framed = true;
     out.messages = framed_messages;
   }
+  if (direct_writes_ && s->send_queue.empty() && !s->in_fanout && !s->powersync &&
+      !lws_partial_buffered(s->wsi)) {
+    // A live round, nothing queued and nothing left over from the last
+    // write: no writable callback, which would cost two epoll_ctl calls and
+    // a poll of the socket per client. Whole frames to a plain socket go to
+    // the round's fan-out batch, written on several threads; anything else
+    // small is written now (a short write is kept by lws, which finishes it
+    // before our next callback).
+    if (out.framed && size <= kFanoutMaxBytes && !lws_is_ssl(s->wsi)) {
+      s->send_queue_bytes -= size;
+      s->in_fanout = true;
+      fanout_batch_.push_back({s, std::move(out.bytes), out.messages});
+      return;
+    }
+  }
+  if (direct_writes_ && s->send_queue.empty() && !s->in_fanout && !s->powersync &&
+      size <= kUncheckedBytesPerWriteable && !lws_partial_buffered(s->wsi)) {
+    s->send_queue_bytes -= size;
+    if (!WriteNow(s, out)) {
+      LogEvent(s, "write-failed");
+      s->closing = true;  // nothing more goes to it
+      lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    }
+    return;
+  }
   s->send_queue.push_back(std::move(out));
   if (s->send_queue.size() == 1) lws_callback_on_writable(s->wsi);
+}
+
+void Gateway::FlushFanout() {
+  if (fanout_batch_.empty()) return;
+  std::vector<FanoutSender::Item> items(fanout_batch_.size());
+  for (size_t i = 0; i < items.size(); i++) {
+    const FanoutEntry &e = fanout_batch_[i];
+    items[i].fd = lws_get_socket_fd(e.session->wsi);
+    items[i].data = e.bytes->data() + LWS_PRE;
+    items[i].size = e.bytes->size() - LWS_PRE;
+  }
+  fanout_->SendAll(&items);
+  metrics_.fanout_sends += items.size();
+  for (size_t i = 0; i < items.size(); i++) {
+    const FanoutEntry &e = fanout_batch_[i];
+    const FanoutSender::Item &item = items[i];
+    Session *s = e.session;
+    s->in_fanout = false;
+    bool ok = item.error == 0;
+    if (ok && item.sent < item.size) {
+      // The socket took part of it: lws keeps the rest and sends it before
+      // anything else (a fresh buffer, for lws' headroom before the data).
+      metrics_.fanout_short_writes++;
+      std::string rest(LWS_PRE, '\0');
+      rest.append(item.data + item.sent, item.size - item.sent);
+      auto *data = reinterpret_cast<unsigned char *>(&rest[LWS_PRE]);
+      ok = lws_write(s->wsi, data, rest.size() - LWS_PRE, LWS_WRITE_RAW) >=
+           static_cast<int>(rest.size() - LWS_PRE);
+    }
+    if (!ok) {
+      LogEvent(s, "write-failed",
+               item.error ? std::string("errno=") + std::to_string(item.error) : "");
+      s->closing = true;  // nothing more goes to it
+      lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+      continue;
+    }
+    metrics_.messages_out += e.messages;
+    metrics_.bytes_out += item.size;
+  }
+  fanout_batch_.clear();
+}
+
+bool Gateway::WriteNow(Session *s, const Session::Outgoing &out) {
+  size_t size = out.bytes->size() - LWS_PRE;
+  // lws writes the frame header into the LWS_PRE headroom; the buffer may
+  // be shared by several sessions, which is fine on this single thread.
+  // Framed buffers already hold whole frames: written as they are.
+  auto *data = reinterpret_cast<unsigned char *>(const_cast<char *>(out.bytes->data())) + LWS_PRE;
+  lws_write_protocol mode = out.framed ? LWS_WRITE_RAW : LWS_WRITE_BINARY;
+  if (s->powersync) {
+    // An HTTP stream: the response head first, then chunks of body.
+    mode = s->powersync->head_written ? LWS_WRITE_HTTP : LWS_WRITE_HTTP_HEADERS;
+    s->powersync->head_written = true;
+  }
+  if (lws_write(s->wsi, data, size, mode) < static_cast<int>(size)) return false;
+  metrics_.messages_out += out.messages;
+  metrics_.bytes_out += size;
+  return true;
 }
 
 int Gateway::OnWriteable(Session *s) {
@@ -735,23 +826,10 @@ int Gateway::OnWriteable(Session *s) {
       s->send_queue.pop_front();
       size_t size = out.bytes->size() - LWS_PRE;
       s->send_queue_bytes -= size;
-      // lws writes the frame header into the LWS_PRE headroom; the buffer may
-      // be shared by several sessions, which is fine on this single thread.
-      // Framed buffers already hold whole frames: written as they are.
-      auto *data =
-          reinterpret_cast<unsigned char *>(const_cast<char *>(out.bytes->data())) + LWS_PRE;
-      lws_write_protocol mode = out.framed ? LWS_WRITE_RAW : LWS_WRITE_BINARY;
-      if (s->powersync) {
-        // An HTTP stream: the response head first, then chunks of body.
-        mode = s->powersync->head_written ? LWS_WRITE_HTTP : LWS_WRITE_HTTP_HEADERS;
-        s->powersync->head_written = true;
-      }
-      if (lws_write(s->wsi, data, size, mode) < static_cast<int>(size)) {
+      if (!WriteNow(s, out)) {
         LogEvent(s, "write-failed");
         return -1;
       }
-      metrics_.messages_out += out.messages;
-      metrics_.bytes_out += size;
       round_bytes += size;
     }
     if (!s->send_queue.empty()) {
@@ -851,6 +929,12 @@ std::string Gateway::RenderMetrics() {
                "Changed buckets left out of a live round over --live-round-bytes (caught up "
                "per client instead).",
                metrics_.live_buckets_over_budget, &out);
+  RenderMetric("syncline_fanout_sends_total", "counter",
+               "Live changes written to a socket by the fan-out threads (--fanout-threads).",
+               metrics_.fanout_sends, &out);
+  RenderMetric("syncline_fanout_short_writes_total", "counter",
+               "Fan-out writes the socket took only part of (the rest queued in order).",
+               metrics_.fanout_short_writes, &out);
   RenderMetric("syncline_writes_busy_total", "counter",
                "WriteBatches answered RETRY BUSY (over --write-queue-bytes or 64 queued).",
                metrics_.writes_busy, &out);

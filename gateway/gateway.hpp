@@ -22,6 +22,7 @@
 #include "gateway/checkpoint.hpp"
 #include "gateway/config.hpp"
 #include "gateway/database.hpp"
+#include "gateway/fanout.hpp"
 #include "gateway/framing.hpp"
 #include "gateway/jwt.hpp"
 #include "gateway/metrics.hpp"
@@ -115,6 +116,7 @@ struct Session {
   std::deque<Outgoing> send_queue;
   size_t send_queue_bytes = 0;
   bool closing = false;     // close after the queue drains
+  bool in_fanout = false;   // its live change waits in Gateway::fanout_batch_
   bool discarding = false;  // reading the rest of an oversized message before closing
   uint16_t close_code = 0;
   std::string close_reason;
@@ -180,6 +182,7 @@ class Gateway {
   void Send(Session *s, const syncline::v1::ServerMessage &m, bool enforce_limit = true);
   void SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
                  uint32_t framed_messages = 0);
+  bool WriteNow(Session *s, const Session::Outgoing &out);
 
   // HTTP front (http_front.cpp): routing, CORS, request bodies, plain responses.
   // Returns -2 when the request is /healthz or /metrics (served by OnHttp).
@@ -293,6 +296,19 @@ class Gateway {
   std::set<std::string> pending_definitions_;
   bool pending_rules_changed_ = false;
   bool live_round_running_ = false;
+  // Set while a live round hands out its change: outside any connection's
+  // callback, SendBytes may then write at once to a socket with nothing queued.
+  bool direct_writes_ = false;
+  // Framed live changes collected by SendBytes during a round, written by
+  // FlushFanout on fanout_'s threads.
+  struct FanoutEntry {
+    Session *session;
+    Bytes bytes;
+    uint32_t messages;
+  };
+  std::vector<FanoutEntry> fanout_batch_;
+  std::unique_ptr<FanoutSender> fanout_;
+  void FlushFanout();
   bool live_retry_ = false;
   bool listener_seen_ = false;  // the first LISTEN connect is not a reconnect
   uint64_t recheck_seq_ = 0;    // bumped when rules/parameter data change or LISTEN reconnects

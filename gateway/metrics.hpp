@@ -36,6 +36,8 @@ struct Metrics {
   uint64_t powersync_streams_total = 0;  // POST /sync/stream accepted
   uint64_t uploads_applied = 0, uploads_rejected = 0, uploads_failed = 0;  // POST /upload
   uint64_t live_buckets_over_budget = 0;  // left out of a live round (--live-round-bytes)
+  uint64_t fanout_sends = 0;              // live changes written by the fan-out threads
+  uint64_t fanout_short_writes = 0;       // ... of which the socket took only part
   uint64_t writes_busy = 0;               // WriteBatches refused over --write-queue-bytes
   uint64_t recheck_notifications = 0;     // NOTIFYs naming changed rules or parameter data
   uint64_t rechecks = 0;                  // checkpoint re-runs they caused

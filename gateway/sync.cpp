@@ -484,11 +484,14 @@ void Gateway::OnListenerState(bool connected) {
 
 void Gateway::MaybeStartLiveRound() {
   if (live_round_running_) return;
+  // Called on every NOTIFY and after every round: the lowest position is
+  // needed only when it is unknown, else the first live session will do.
   bool any_live = false;
   uint64_t min_position = UINT64_MAX;
   for (auto &[id, s] : sessions_) {
     if (!s->live || s->job || s->closing) continue;
     any_live = true;
+    if (live_position_known_) break;
     min_position = std::min(min_position, s->position);
   }
   if (!live_position_known_) {
@@ -628,6 +631,7 @@ void Gateway::FinishLiveRound() {
   std::vector<Session *> list;
   list.reserve(sessions_.size());
   for (auto &[id, s] : sessions_) list.push_back(s);
+  direct_writes_ = true;
   for (Session *s : list) {
     if (!s->live || s->job || s->closing) continue;
     uint64_t q = s->position;
@@ -714,6 +718,8 @@ void Gateway::FinishLiveRound() {
     s->position = round->upto;
     if (recheck_all) RequestRecheck(s);
   }
+  direct_writes_ = false;
+  FlushFanout();
   live_position_ = std::max(live_position_, round->upto);
   metrics_.live_round_seconds.Observe(MonotonicSeconds() - round->started);
   MaybeStartLiveRound();

@@ -842,6 +842,47 @@ void TestSlowReaderIsPausedThenResumes(ClientContext &ctx, Db &db) {
   EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
 }
 
+// Live changes go out on the fan-out path (written straight to the socket
+// during the round). A client that stops reading fills its socket: the next
+// change is taken only in part, lws keeps the rest, later changes queue behind
+// it. When the client reads again it gets every change, in order, with
+// matching checksums, and the other clients were never held up.
+void TestFanoutShortWriteKeepsOrder(ClientContext &ctx, Db &db) {
+  Client paused(&ctx, g_settings.host, g_settings.port);
+  Client fine(&ctx, g_settings.host, g_settings.port);
+  EXPECT(paused.ConnectAndSync(Token("u_fanpause")), ErrorsOf(paused));
+  EXPECT(fine.ConnectAndSync(Token("u_fanfine")), ErrorsOf(fine));
+  double short_before = Metric("syncline_fanout_short_writes_total");
+  double sends_before = Metric("syncline_fanout_sends_total");
+  paused.SetReading(false);
+  int changes = 0, extra = -1;
+  // ~20 KB per change: many fit in the socket buffers, then one does not.
+  // Two more after the short one, to queue behind what lws kept.
+  while (changes < 400 && extra != 0) {
+    db.Exec("INSERT INTO e2e_items SELECT 'fp-" + std::to_string(changes) +
+            "-' || g, 'u_fanpause', repeat('z', 1000) FROM generate_series(1, 20) g");
+    db.Flush();
+    changes++;
+    ctx.Pump(0.02);
+    if (extra > 0) extra--;
+    if (extra < 0 && Metric("syncline_fanout_short_writes_total") > short_before) extra = 2;
+  }
+  EXPECT(Metric("syncline_fanout_short_writes_total") > short_before,
+         "no short write after " + std::to_string(changes) + " changes to a paused client");
+  EXPECT(Metric("syncline_fanout_sends_total") > sends_before, "the fan-out path was not used");
+  db.Exec("INSERT INTO e2e_items VALUES ('fanfine-1', 'u_fanfine', 'ok')");
+  EXPECT(ctx.WaitFor([&] { return Objects(fine, UserBucket("u_fanfine")) == 1; }, 10),
+         "the other client was held up");
+  EXPECT(!paused.closed, "paused client dropped: " + ErrorsOf(paused));
+  paused.SetReading(true);
+  size_t want = static_cast<size_t>(changes) * 20;
+  EXPECT(ctx.WaitFor([&] { return Objects(paused, UserBucket("u_fanpause")) == want; }, 30),
+         std::to_string(Objects(paused, UserBucket("u_fanpause"))) + " of " + std::to_string(want) +
+             " objects; " + ErrorsOf(paused));
+  EXPECT(paused.checksum_failures.empty(), Join(paused.checksum_failures));
+  EXPECT(paused.errors.empty() && !paused.closed, ErrorsOf(paused));
+}
+
 void TestSlowConsumerIsDisconnected(ClientContext &ctx, Db &db) {
   Client slow(&ctx, g_settings.host, g_settings.port);
   Client fine(&ctx, g_settings.host, g_settings.port);
@@ -1101,6 +1142,7 @@ int main(int argc, char **argv) {
       {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
       {"leeway_applies_to_live_sessions", TestLeewayAppliesToLiveSessions},
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},
+      {"fanout_short_write_keeps_order", TestFanoutShortWriteKeepsOrder},
       {"slow_consumer_disconnected", TestSlowConsumerIsDisconnected},
       {"many_connections", TestManyConnections},
       {"many_connections_of_one_user", TestManyConnectionsOfOneUser},
