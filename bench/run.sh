@@ -151,7 +151,7 @@ EOF
     done
   done
   echo >>"$OUT/write.md"
-  echo "Target: synced / plain >= 0.67. Synced table: one parameterized bucket (by owner); the worker flushes during the run." >>"$OUT/write.md"
+  echo "Targets: synced / plain >= 0.85 with synchronous_commit on, >= 0.80 off. Synced table: one parameterized bucket (by owner); the worker flushes during the run." >>"$OUT/write.md"
   if grep -q '[0-9]\*' "$OUT/write.md"; then
     echo '(*) some pgbench clients aborted on an error (see build/bench/pgbench.log): the figure undercounts.' >>"$OUT/write.md"
   fi

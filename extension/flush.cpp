@@ -185,7 +185,9 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
   if (desc->natts != 7) elog(ERROR, "syncline_internal.ops has an unexpected shape");
   BulkInsertState bistate = GetBulkInsertState();
   CommandId cid = GetCurrentCommandId(true);
-  std::vector<TupleTableSlot *> slots(kBatch);
+  // Most flushes carry a few ops: as many slots as the batch needs, no more
+  // (creating and dropping a slot registers its tuple descriptor each time).
+  std::vector<TupleTableSlot *> slots(std::min<size_t>(kBatch, ops.size()));
   for (auto &slot : slots) slot = table_slot_create(rel, nullptr);
   MemoryContext batch_context =
       AllocSetContextCreate(CurrentMemoryContext, "syncline op batch", ALLOCSET_DEFAULT_SIZES);
