@@ -37,6 +37,7 @@ TEST(Config, DefaultsNeedOnlyAKey) {
   EXPECT_EQ(c.listen_port, 8080);
   EXPECT_EQ(c.max_message_bytes, 1u << 20);
   EXPECT_EQ(c.pool_size, 4);
+  EXPECT_EQ(c.fanout_threads, 1);
   EXPECT_EQ(c.jwt.hs256_secret, "s");
   EXPECT_EQ(c.jwt.leeway_seconds, 30);
 }
@@ -62,7 +63,8 @@ TEST(Config, EnvironmentIsUsedAndFlagsWin) {
                     {{"SYNCLINE_DATABASE_URL", "postgres://x/db"},
                      {"SYNCLINE_LISTEN", "127.0.0.1:7000"},
                      {"SYNCLINE_JWT_HS256_SECRET", "env-secret"},
-                     {"SYNCLINE_POOL_SIZE", "8"}},
+                     {"SYNCLINE_POOL_SIZE", "8"},
+                     {"SYNCLINE_FANOUT_THREADS", "0"}},
                     &c, &error))
       << error;
   EXPECT_EQ(c.database_url, "postgres://x/db");
@@ -70,6 +72,7 @@ TEST(Config, EnvironmentIsUsedAndFlagsWin) {
   EXPECT_EQ(c.listen_port, 9000);
   EXPECT_EQ(c.jwt.hs256_secret, "env-secret");
   EXPECT_EQ(c.pool_size, 8);
+  EXPECT_EQ(c.fanout_threads, 0);
 }
 
 TEST(Config, EqualsFormAndRepeatedPublicKeys) {
@@ -110,6 +113,8 @@ TEST(Config, BadValuesNameTheOption) {
       {{"--listen", "h:99999"}, "--listen"},
       {{"--pool-size", "0"}, "--pool-size"},
       {{"--pool-size", "four"}, "--pool-size"},
+      {{"--fanout-threads", "-1"}, "--fanout-threads"},
+      {{"--fanout-threads", "65"}, "--fanout-threads"},
       {{"--max-message-bytes", "12"}, "--max-message-bytes"},
       {{"--max-message-bytes", "1T"}, "--max-message-bytes"},
       {{"--jwt-public-key", "nokid"}, "kid=path.pem"},
