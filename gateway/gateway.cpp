@@ -729,28 +729,30 @@ void Gateway::SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
     // A live round, nothing queued and nothing left over from the last
     // write: no writable callback, which would cost two epoll_ctl calls and
     // a poll of the socket per client. Whole frames to a plain socket go to
-    // the round's fan-out batch, written on several threads; anything else
-    // small is written now (a short write is kept by lws, which finishes it
-    // before our next callback).
+    // the round's fan-out batch; anything else small is written now (a short
+    // write is kept by lws, which finishes it before our next callback).
     if (out.framed && size <= kFanoutMaxBytes && !lws_is_ssl(s->wsi)) {
       s->send_queue_bytes -= size;
       s->in_fanout = true;
       fanout_batch_.push_back({s, std::move(out.bytes), out.messages});
       return;
     }
-  }
-  if (direct_writes_ && s->send_queue.empty() && !s->in_fanout && !s->powersync &&
-      size <= kUncheckedBytesPerWriteable && !lws_partial_buffered(s->wsi)) {
-    s->send_queue_bytes -= size;
-    if (!WriteNow(s, out)) {
-      LogEvent(s, "write-failed");
-      s->closing = true;  // nothing more goes to it
-      lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    if (size <= kUncheckedBytesPerWriteable) {
+      s->send_queue_bytes -= size;
+      if (!WriteNow(s, out)) DropAfterFailedWrite(s, "");
+      return;
     }
-    return;
   }
   s->send_queue.push_back(std::move(out));
   if (s->send_queue.size() == 1) lws_callback_on_writable(s->wsi);
+}
+
+// A write outside any callback of the connection failed (peer gone): nothing
+// more goes to it, and lws closes it from its own loop.
+void Gateway::DropAfterFailedWrite(Session *s, const std::string &detail) {
+  LogEvent(s, "write-failed", detail);
+  s->closing = true;
+  lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
 void Gateway::FlushFanout() {
@@ -763,7 +765,6 @@ void Gateway::FlushFanout() {
     items[i].size = e.bytes->size() - LWS_PRE;
   }
   fanout_->SendAll(&items);
-  metrics_.fanout_sends += items.size();
   for (size_t i = 0; i < items.size(); i++) {
     const FanoutEntry &e = fanout_batch_[i];
     const FanoutSender::Item &item = items[i];
@@ -781,12 +782,10 @@ void Gateway::FlushFanout() {
            static_cast<int>(rest.size() - LWS_PRE);
     }
     if (!ok) {
-      LogEvent(s, "write-failed",
-               item.error ? std::string("errno=") + std::to_string(item.error) : "");
-      s->closing = true;  // nothing more goes to it
-      lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+      DropAfterFailedWrite(s, item.error ? "errno=" + std::to_string(item.error) : "");
       continue;
     }
+    metrics_.fanout_sends++;
     metrics_.messages_out += e.messages;
     metrics_.bytes_out += item.size;
   }

@@ -183,6 +183,7 @@ class Gateway {
   void SendBytes(Session *s, Bytes bytes, size_t ops, bool enforce_limit,
                  uint32_t framed_messages = 0);
   bool WriteNow(Session *s, const Session::Outgoing &out);
+  void DropAfterFailedWrite(Session *s, const std::string &detail);
 
   // HTTP front (http_front.cpp): routing, CORS, request bodies, plain responses.
   // Returns -2 when the request is /healthz or /metrics (served by OnHttp).
