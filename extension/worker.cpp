@@ -12,6 +12,8 @@
 
 extern "C" {
 #include "catalog/namespace.h"
+#include "access/table.h"
+#include "storage/bufmgr.h"
 #include "commands/vacuum.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_node.h"
@@ -175,6 +177,15 @@ void MaintenanceRound() {
 // them. So the worker vacuums staging itself, between flushes. Staging has
 // no index, so this is one pass over a small table; it never blocks writers
 // (truncation, as in autovacuum, gives way to anyone waiting).
+//
+// Up to kKeepStagingBlocks the emptied pages stay: truncating them handed
+// back pages that the next commits took again at once, so under load every
+// page of staged rows cost a file extension (and every vacuum a truncation
+// under an exclusive lock); kept, the vacuum's free-space map lets new rows
+// reuse them. Past it (after a burst) the empty tail is truncated as before,
+// since every flush scans the whole table.
+constexpr BlockNumber kKeepStagingBlocks = 256;
+
 void VacuumStaging() {
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
@@ -182,6 +193,14 @@ void VacuumStaging() {
     pgstat_report_activity(STATE_RUNNING, "syncline vacuum staging");
     VacuumStmt *stmt = makeNode(VacuumStmt);
     stmt->options = NIL;
+    Relation pending =
+        table_open(get_relname_relid("pending", get_namespace_oid("syncline_internal", false)),
+                   AccessShareLock);
+    BlockNumber blocks = RelationGetNumberOfBlocks(pending);
+    table_close(pending, AccessShareLock);
+    if (blocks <= kKeepStagingBlocks)
+      stmt->options = list_make1(makeDefElem(
+          pstrdup("truncate"), reinterpret_cast<Node *>(makeString(pstrdup("false"))), -1));
     stmt->rels = list_make1(makeVacuumRelation(
         makeRangeVar(pstrdup("syncline_internal"), pstrdup("pending"), -1), InvalidOid, NIL));
     stmt->is_vacuumcmd = true;
