@@ -7,7 +7,7 @@
 #   bench/run.sh                 every part
 #   bench/run.sh write oplog     only those parts (write, cost, oplog, checkpoint, paging, writes)
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
-#        plain/synced runs per figure, 2), BENCH_CLIENTS (8),
+#        plain/synced runs per figure, 3), BENCH_CLIENTS (8),
 #        OPLOG_ROWS (1000000), OPLOG_BATCH (10000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
 #        COST_WRITES (20000),
 #        PAGING_OPS (1000000), PAGING_PAGE (10000); the writes part (gateway vs direct
@@ -20,7 +20,7 @@ mkdir -p "$OUT"
 
 . scripts/pgenv.sh
 BENCH_SECONDS=${BENCH_SECONDS:-10}
-BENCH_REPEAT=${BENCH_REPEAT:-2}
+BENCH_REPEAT=${BENCH_REPEAT:-3}
 BENCH_CLIENTS=${BENCH_CLIENTS:-8}
 OPLOG_ROWS=${OPLOG_ROWS:-1000000}
 OPLOG_BATCH=${OPLOG_BATCH:-10000}
@@ -126,28 +126,33 @@ EOF
   {
     echo "### Write overhead (pgbench -c $BENCH_CLIENTS -j 2; mean of $BENCH_REPEAT alternating ${BENCH_SECONDS} s runs per side)"
     echo
-    echo "| statement | synchronous_commit | plain tps | synced tps | synced / plain |"
-    echo "|---|---|---:|---:|---:|"
+    echo "| statement | synchronous_commit | plain tps | synced tps | synced / plain | each pair, lowest-highest |"
+    echo "|---|---|---:|---:|---:|---:|"
   } >"$OUT/write.md"
   local mode op plain synced
   for mode in on off; do
     for op in insert update; do
       # Alternate plain and synced runs and average, so drift (other load on
       # the machine, table growth, checkpoints) hits both sides alike.
-      local plains=() synceds=() r
+      # The spread of the pairs' own ratios shows how far one pair can be
+      # trusted on this machine.
+      local plains=() synceds=() pairs=() r
       for r in $(seq 1 "$BENCH_REPEAT"); do
         plains+=("$(pgbench_tps "$OUT/${op}_plain_t.sql" "-c synchronous_commit=$mode")")
         drain
         synceds+=("$(pgbench_tps "$OUT/${op}_synced_t.sql" "-c synchronous_commit=$mode")")
         drain
+        pairs+=("$(awk -v a="${synceds[-1]%\*}" -v b="${plains[-1]%\*}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print 0 }')")
       done
+      local spread
+      spread=$(printf '%s\n' "${pairs[@]}" | sort -n | sed -n '1p;$p' | paste -sd- -)
       plain=$(mean_tps "${plains[@]}")
       synced=$(mean_tps "${synceds[@]}")
       ratio=$(awk -v a="${synced%\*}" -v b="${plain%\*}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }')
       plain=$(printf '%.0f%s' "${plain%\*}" "$(case $plain in *\*) echo '*' ;; esac)")
       synced=$(printf '%.0f%s' "${synced%\*}" "$(case $synced in *\*) echo '*' ;; esac)")
-      printf '%-7s sync_commit=%-3s plain %9s tps  synced %9s tps  ratio %s\n' "$op" "$mode" "$plain" "$synced" "$ratio"
-      printf '| single-row %s | %s | %s | %s | %s |\n' "$(echo "$op" | tr a-z A-Z)" "$mode" "$plain" "$synced" "$ratio" >>"$OUT/write.md"
+      printf '%-7s sync_commit=%-3s plain %9s tps  synced %9s tps  ratio %s (pairs %s)\n' "$op" "$mode" "$plain" "$synced" "$ratio" "$spread"
+      printf '| single-row %s | %s | %s | %s | %s | %s |\n' "$(echo "$op" | tr a-z A-Z)" "$mode" "$plain" "$synced" "$ratio" "$spread" >>"$OUT/write.md"
     done
   done
   echo >>"$OUT/write.md"
