@@ -10,6 +10,9 @@
 #                           same worker process; the op log resumes by itself.
 #   worker_compacts         the worker compacts buckets in the background
 #                           (syncline.compact_interval), checksums unchanged.
+#   worker_sizes_staging    the worker's vacuum of staging keeps a small table's
+#                           emptied pages for the next commits and truncates a
+#                           table grown past 256 blocks by a backlog.
 # Called by scripts/run-tests.sh with PGHOST/PGPORT/PGUSER of a running
 # throwaway cluster whose worker serves database "syncline". Prints one line
 # per test and "N passed, M failed".
@@ -204,7 +207,61 @@ SQL
   return 0
 }
 
-for test in restore_round_trip worker_survives_errors worker_compacts; do
+# Stages ROWS single-row transactions (ids from FIRST) while this session
+# holds the flush lock (so they pile up), lets the flusher publish them and
+# waits for its vacuum of staging; prints the blocks of staging before and after.
+staging_blocks_after_backlog() {
+  local db=syncline rows=$1 first=$2 vacuums before blocks
+  vacuums=$(value -d "$db" -c "SELECT vacuum_count FROM pg_stat_all_tables WHERE relid = 'syncline_internal.pending'::regclass")
+  before=$(value -d "$db" -v rows="$rows" -v first="$first" <<'SQL' | tail -n 1
+SET synchronous_commit = off;
+SELECT pg_advisory_lock(1398361667, 1) \g /dev/null
+SELECT set_config('lc.rows', :'rows', false), set_config('lc.first', :'first', false) \g /dev/null
+DO $$
+BEGIN
+  FOR i IN 0..current_setting('lc.rows')::int - 1 LOOP
+    INSERT INTO lc_staging VALUES (current_setting('lc.first')::int + i, repeat('x', 200));
+    COMMIT;
+  END LOOP;
+END
+$$;
+SELECT pg_relation_size('syncline_internal.pending') / 8192;
+SQL
+) || return 1
+  for _ in $(seq 1 300); do
+    [ "$(value -d "$db" -c "SELECT count(*) FROM syncline_internal.pending")" = 0 ] &&
+      [ "$(value -d "$db" -c "SELECT vacuum_count > $vacuums FROM pg_stat_all_tables WHERE relid = 'syncline_internal.pending'::regclass")" = t ] && break
+    sleep 0.1
+  done
+  blocks=$(value -d "$db" -c "SELECT pg_relation_size('syncline_internal.pending') / 8192")
+  echo "$before $blocks"
+}
+
+worker_sizes_staging() {
+  local db=syncline sizes
+  psql_q -d "$db" >/dev/null <<'SQL' || return 1
+CREATE EXTENSION IF NOT EXISTS syncline;
+DROP TABLE IF EXISTS lc_staging;
+CREATE TABLE lc_staging (id int PRIMARY KEY, v text);
+SELECT syncline.create_bucket('lc_staging', NULL, ARRAY['SELECT * FROM lc_staging']);
+SQL
+  # A small backlog (tens of blocks): the emptied pages stay for the next commits.
+  sizes=$(staging_blocks_after_backlog 1500 1) || return 1
+  set -- $sizes
+  echo "  1,500 staged rows: $1 blocks, $2 after the worker's vacuum"
+  [ "$1" -gt 0 ] && [ "$1" -lt 256 ] || { echo "  expected a backlog of 1-255 blocks"; return 1; }
+  expect_eq "blocks of staging kept" "$2" "$1" || return 1
+  # A backlog past 256 blocks: truncated, so flushes do not scan empty pages.
+  sizes=$(staging_blocks_after_backlog 12000 100000) || return 1
+  set -- $sizes
+  echo "  12,000 staged rows: $1 blocks, $2 after the worker's vacuum"
+  [ "$1" -gt 256 ] || { echo "  expected a backlog past 256 blocks"; return 1; }
+  [ "$2" -le 256 ] || { echo "  staging was not truncated"; return 1; }
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_staging')" -c "DROP TABLE lc_staging" >/dev/null
+  return 0
+}
+
+for test in restore_round_trip worker_survives_errors worker_compacts worker_sizes_staging; do
   if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
     detail=$("$test" 2>&1)
     rc=$?
