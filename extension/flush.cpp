@@ -536,11 +536,18 @@ FlushResult FlushStep(int64 copy_blocks) {
     static std::string identity = CurrentDatabaseIdentity();
     Oid advance_types[2] = {INT8OID, TEXTOID};
     Datum advance_args[2] = {Int64GetDatum(last_op_id), CStringGetTextDatum(identity.c_str())};
-    static const char *kAdvanceSql =
-        "INSERT INTO syncline_internal.state AS s (singleton, last_op_id, origin) "
-        "VALUES (true, $1, $2) ON CONFLICT (singleton) DO UPDATE SET last_op_id = $1";
-    rc = ExecPrepared(kAdvanceSql, 2, advance_types, advance_args);
-    if (rc != SPI_OK_INSERT) elog(ERROR, "updating syncline state failed");
+    // An UPDATE, not an upsert: ON CONFLICT DO UPDATE WAL-logs a row lock
+    // before the update, in every flush.
+    static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
+    rc = ExecPrepared(kAdvanceSql, 1, advance_types, advance_args);
+    if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
+    if (SPI_processed == 0) {
+      static const char *kCreateSql =
+          "INSERT INTO syncline_internal.state (singleton, last_op_id, origin) "
+          "VALUES (true, $1, $2)";
+      rc = ExecPrepared(kCreateSql, 2, advance_types, advance_args);
+      if (rc != SPI_OK_INSERT) elog(ERROR, "creating syncline state failed");
+    }
   }
   // Client batches published by this flush: their write checkpoint is now.
   // One primary-key update each: a join would get its generic plan while
