@@ -1,5 +1,5 @@
--- A transaction's ops are buffered and staged when it commits: one row each,
--- or chunk rows for many. Subtransactions that roll back take their ops
+-- A transaction's ops are buffered and staged when it commits: one row for a
+-- single op, chunk rows for more. Subtransactions that roll back take their ops
 -- along, ops keep their order across chunks and early staging, and the op
 -- log ends equal to the table.
 CREATE TABLE s (id int PRIMARY KEY, v text);
@@ -25,7 +25,11 @@ ROLLBACK TO c;
 RELEASE b;
 UPDATE s SET v = 'top, updated' WHERE id = 1;
 COMMIT;
-SELECT op, object_id FROM syncline_internal.pending WHERE op < 10 ORDER BY seq;
+-- Its three ops, in order, in one chunk row.
+SELECT c.ord, c.op, c.object_id
+  FROM syncline_internal.pending p, syncline_internal.chunk_ops(p.chunk) c
+ WHERE p.op = 20 ORDER BY p.seq, c.ord;
+SELECT count(*) AS single_op_rows FROM syncline_internal.pending WHERE op < 10;
 DO $$
 BEGIN
   BEGIN
