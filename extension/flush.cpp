@@ -188,6 +188,7 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
   // Most flushes carry a few ops: as many slots as the batch needs, no more
   // (creating and dropping a slot registers its tuple descriptor each time).
   std::vector<TupleTableSlot *> slots(std::min<size_t>(kBatch, ops.size()));
+  std::vector<size_t> in_key_order;
   for (auto &slot : slots) slot = table_slot_create(rel, nullptr);
   MemoryContext batch_context =
       AllocSetContextCreate(CurrentMemoryContext, "syncline op batch", ALLOCSET_DEFAULT_SIZES);
@@ -220,7 +221,14 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
       ExecStoreVirtualTuple(slot);
     }
     table_multi_insert(rel, slots.data(), static_cast<int>(n), cid, 0, bistate);
-    for (size_t i = 0; i < n; i++) {
+    // Index entries in key order (bucket, then op id, which grows with i):
+    // consecutive descents of the (bucket, op_id) key share their pages.
+    in_key_order.resize(n);
+    for (size_t i = 0; i < n; i++) in_key_order[i] = i;
+    std::stable_sort(in_key_order.begin(), in_key_order.end(), [&](size_t a, size_t b) {
+      return ops[start + a]->op.bucket < ops[start + b]->op.bucket;
+    });
+    for (size_t i : in_key_order) {
       for (size_t x = 0; x < indexes.size(); x++) {
         Datum values[INDEX_MAX_KEYS];
         bool isnull[INDEX_MAX_KEYS];
