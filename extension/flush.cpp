@@ -84,12 +84,19 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     if (kind == kStagedChunk) {
       bytea *chunk = DatumGetByteaPP(SPI_getbinval(tuple, desc, 8, &isnull));
       ChunkReader reader(std::string_view(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk)));
-      StagedOp staged;
-      staged.seq = seq;
-      for (int32 ord = 1; reader.Next(staged.op); ord++) {
-        if (!live(staged.op.bucket)) continue;
+      // Read in place: a copy of each op's strings was a tenth of a bulk flush.
+      for (int32 ord = 1;; ord++) {
+        StagedOp &staged = ops.emplace_back();
+        if (!reader.Next(staged.op)) {
+          ops.pop_back();
+          break;
+        }
+        if (!live(staged.op.bucket)) {
+          ops.pop_back();
+          continue;
+        }
+        staged.seq = seq;
         staged.ord = ord;
-        ops.push_back(staged);
       }
       continue;
     }
