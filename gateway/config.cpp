@@ -278,8 +278,8 @@ Database
   --live-round-bytes SIZE   live ops held for one fan-out round; a bucket whose
                             change is bigger is caught up per client (default 16M)
   --fanout-threads N        threads that write a live round to the sockets
-                            (default 1: the event loop's thread alone; 0: one
-                            per CPU, at most 4)
+                            (default 0: one per CPU, at most 4; 1: the event
+                            loop's thread alone)
   --db-statement-timeout MS statement_timeout of the gateway's sessions
                             (default 30000; 0 = the server's setting)
   --db-lock-timeout MS      lock_timeout of the gateway's sessions (default 5000;

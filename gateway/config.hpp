@@ -22,7 +22,7 @@ struct Config {
   int max_connections_per_user = 64;  // per JWT subject; 0 = no limit
   size_t send_queue_bytes = 8 << 20;
   int pool_size = 4;
-  int fanout_threads = 1;       // threads writing a live round's frames; 0: one per CPU, at most 4
+  int fanout_threads = 0;       // threads writing a live round's frames; 0: one per CPU, at most 4
   int page_ops = 10000;         // ops per bucket_data query
   size_t page_bytes = 4 << 20;  // ... and about this many bytes (past the first op)
   size_t live_round_bytes = 16 << 20;  // live ops held per round; buckets past it catch up alone

@@ -37,7 +37,7 @@ TEST(Config, DefaultsNeedOnlyAKey) {
   EXPECT_EQ(c.listen_port, 8080);
   EXPECT_EQ(c.max_message_bytes, 1u << 20);
   EXPECT_EQ(c.pool_size, 4);
-  EXPECT_EQ(c.fanout_threads, 1);
+  EXPECT_EQ(c.fanout_threads, 0);  // one per CPU, at most 4
   EXPECT_EQ(c.jwt.hs256_secret, "s");
   EXPECT_EQ(c.jwt.leeway_seconds, 30);
 }
@@ -64,7 +64,7 @@ TEST(Config, EnvironmentIsUsedAndFlagsWin) {
                      {"SYNCLINE_LISTEN", "127.0.0.1:7000"},
                      {"SYNCLINE_JWT_HS256_SECRET", "env-secret"},
                      {"SYNCLINE_POOL_SIZE", "8"},
-                     {"SYNCLINE_FANOUT_THREADS", "0"}},
+                     {"SYNCLINE_FANOUT_THREADS", "3"}},
                     &c, &error))
       << error;
   EXPECT_EQ(c.database_url, "postgres://x/db");
@@ -72,7 +72,7 @@ TEST(Config, EnvironmentIsUsedAndFlagsWin) {
   EXPECT_EQ(c.listen_port, 9000);
   EXPECT_EQ(c.jwt.hs256_secret, "env-secret");
   EXPECT_EQ(c.pool_size, 8);
-  EXPECT_EQ(c.fanout_threads, 0);
+  EXPECT_EQ(c.fanout_threads, 3);
 }
 
 TEST(Config, EqualsFormAndRepeatedPublicKeys) {
