@@ -91,6 +91,56 @@ Datum TextArray(const std::vector<std::string> &values) {
       construct_array(datums, static_cast<int>(values.size()), TEXTOID, -1, false, TYPALIGN_INT));
 }
 
+// Takes the ops of bucket `name` out of the staged chunk rows (a chunk holds
+// one transaction's ops for every bucket): rewritten without them, or
+// deleted when nothing is left. Call inside AsEngine, holding the flush lock.
+void DropStagedChunkOps(const std::string &name) {
+  Exec("SELECT ctid, chunk FROM syncline_internal.pending WHERE op = 20", {}, {}, SPI_OK_SELECT);
+  struct Row {
+    ItemPointerData tid;
+    std::string chunk;
+  };
+  std::vector<Row> rows;
+  for (uint64 i = 0; i < SPI_processed; i++) {
+    bool isnull;
+    HeapTuple tuple = SPI_tuptable->vals[i];
+    Row row;
+    ItemPointerCopy(
+        reinterpret_cast<ItemPointer>(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull)),
+        &row.tid);
+    bytea *chunk = DatumGetByteaPP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
+    if (isnull) continue;
+    row.chunk.assign(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk));
+    rows.push_back(std::move(row));
+  }
+  SPI_freetuptable(SPI_tuptable);
+  std::string prefix = name + "[";
+  for (Row &row : rows) {
+    ChunkReader reader(row.chunk);
+    RowOp op;
+    std::string kept;
+    bool dropped = false;
+    while (reader.Next(op)) {
+      if (op.bucket.compare(0, prefix.size(), prefix) == 0) {
+        dropped = true;
+        continue;
+      }
+      AppendToChunk(kept, op);
+    }
+    if (!dropped) continue;
+    Datum tid = PointerGetDatum(&row.tid);
+    if (kept.empty()) {
+      Exec("DELETE FROM syncline_internal.pending WHERE ctid = $1", {TIDOID}, {tid}, SPI_OK_DELETE);
+    } else {
+      bytea *chunk = static_cast<bytea *>(palloc(VARHDRSZ + kept.size()));
+      SET_VARSIZE(chunk, VARHDRSZ + kept.size());
+      memcpy(VARDATA(chunk), kept.data(), kept.size());
+      Exec("UPDATE syncline_internal.pending SET chunk = $2 WHERE ctid = $1", {TIDOID, BYTEAOID},
+           {tid, PointerGetDatum(chunk)}, SPI_OK_UPDATE);
+    }
+  }
+}
+
 // The triggers Syncline puts on user tables.
 struct TriggerKind {
   const char *name;
@@ -415,6 +465,17 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
           "SELECT relation::oid FROM syncline_internal.parameter_tables WHERE bucket_name = $1",
           {TEXTOID}, {arg}, SPI_OK_SELECT);
       parameter_tables = syncline::OidColumn();
+      // Nothing of this bucket may be left anywhere once this commits, or a
+      // bucket declared later under the same name would publish ops made by
+      // this definition's rules (rows its query may not select). So: wait
+      // out the transactions writing its tables (their ops are staged when
+      // they commit) and keep new ones out until this commits, as
+      // create_bucket does; then take the flush lock, so that no flush is
+      // publishing its ops meanwhile.
+      std::set<Oid> locked(data_tables.begin(), data_tables.end());
+      for (Oid relid : locked) LockRelationOid(relid, ShareRowExclusiveLock);
+      syncline::Exec("SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)", {}, {},
+                     SPI_OK_SELECT);
       syncline::Exec("DELETE FROM syncline_internal.bucket_definitions WHERE name = $1", {TEXTOID},
                      {arg}, SPI_OK_DELETE);
       found = SPI_processed > 0;
@@ -425,6 +486,7 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
         std::string sql = std::string("DELETE FROM syncline_internal.") + table + range;
         syncline::Exec(sql.c_str(), {TEXTOID}, {arg}, SPI_OK_DELETE);
       }
+      syncline::DropStagedChunkOps(name);
       syncline::Exec("SELECT DISTINCT relation::oid FROM syncline_internal.data_queries", {}, {},
                      SPI_OK_SELECT);
       remaining_data = syncline::OidColumn();

@@ -66,3 +66,29 @@ SELECT (SELECT checksum FROM syncline.changes(0) WHERE bucket = 'all_s[]') =
 SELECT syncline.drop_bucket('all_s');
 DROP TABLE s;
 DROP FUNCTION s_replica();
+
+-- A bucket dropped and declared again under the same name before the flush:
+-- nothing staged under the old definition may reach the new one, whether it
+-- was staged as a row of its own or inside a chunk (where the ops of other
+-- buckets stay).
+CREATE TABLE r (id int PRIMARY KEY, v int);
+SELECT syncline.create_bucket('redef', NULL, ARRAY['SELECT * FROM r WHERE v = 1']);
+SELECT syncline.create_bucket('r_all', NULL, ARRAY['SELECT * FROM r']);
+SELECT syncline.flush() >= 0 AS flushed;
+INSERT INTO r SELECT g, 1 FROM generate_series(1, 20) g;  -- one chunk
+INSERT INTO r VALUES (21, 1);                              -- a row of its own
+SELECT sum(CASE WHEN p.op = 20 THEN (SELECT count(*) FROM syncline_internal.chunk_ops(p.chunk)) ELSE 1 END)
+       AS staged_ops
+  FROM syncline_internal.pending p WHERE p.op < 10 OR p.op = 20;
+SELECT syncline.drop_bucket('redef');
+SELECT sum(CASE WHEN p.op = 20 THEN (SELECT count(*) FROM syncline_internal.chunk_ops(p.chunk)) ELSE 1 END)
+       AS staged_ops_left
+  FROM syncline_internal.pending p WHERE p.op < 10 OR p.op = 20;
+SELECT syncline.create_bucket('redef', NULL, ARRAY['SELECT * FROM r WHERE v = 2']);
+INSERT INTO r VALUES (22, 2);
+SELECT syncline.flush() AS published;
+SELECT object_id FROM syncline.bucket_data('redef[]', 0, NULL, 1000) ORDER BY op_id;
+SELECT count(*) AS all_rows_ops FROM syncline.bucket_data('r_all[]', 0, NULL, 1000);
+SELECT syncline.drop_bucket('redef');
+SELECT syncline.drop_bucket('r_all');
+DROP TABLE r;
