@@ -84,7 +84,7 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     if (kind == kStagedChunk) {
       bytea *chunk = DatumGetByteaPP(SPI_getbinval(tuple, desc, 8, &isnull));
       ChunkReader reader(std::string_view(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk)));
-      // Read in place: a copy of each op's strings was a tenth of a bulk flush.
+      // Read in place, without a copy of each op's four strings.
       for (int32 ord = 1;; ord++) {
         StagedOp &staged = ops.emplace_back();
         if (!reader.Next(staged.op)) {
