@@ -135,14 +135,19 @@ SQL
   return 0
 }
 
+# A new table NAME (id int PRIMARY KEY, v text), synced whole by bucket NAME.
+fresh_synced_table() {
+  psql_q -d syncline >/dev/null <<SQL
+CREATE EXTENSION IF NOT EXISTS syncline;
+DROP TABLE IF EXISTS $1;
+CREATE TABLE $1 (id int PRIMARY KEY, v text);
+SELECT syncline.create_bucket('$1', NULL, ARRAY['SELECT * FROM $1']);
+SQL
+}
+
 worker_survives_errors() {
   local db=syncline pid_before pid_after visible
-  psql_q -d "$db" >/dev/null <<'SQL' || return 1
-CREATE EXTENSION IF NOT EXISTS syncline;
-DROP TABLE IF EXISTS lc_worker;
-CREATE TABLE lc_worker (id int PRIMARY KEY, v text);
-SELECT syncline.create_bucket('lc_worker', NULL, ARRAY['SELECT * FROM lc_worker']);
-SQL
+  fresh_synced_table lc_worker || return 1
   pid_before=$(value -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'syncline flusher'")
   [ -n "$pid_before" ] || { echo "  no syncline flusher is running"; return 1; }
   # Every flush now fails (a constraint the op log cannot meet) ...
@@ -239,12 +244,7 @@ SQL
 
 worker_sizes_staging() {
   local db=syncline sizes
-  psql_q -d "$db" >/dev/null <<'SQL' || return 1
-CREATE EXTENSION IF NOT EXISTS syncline;
-DROP TABLE IF EXISTS lc_staging;
-CREATE TABLE lc_staging (id int PRIMARY KEY, v text);
-SELECT syncline.create_bucket('lc_staging', NULL, ARRAY['SELECT * FROM lc_staging']);
-SQL
+  fresh_synced_table lc_staging || return 1
   # A small backlog (tens of blocks): the emptied pages stay for the next commits.
   sizes=$(staging_blocks_after_backlog 1500 1) || return 1
   set -- $sizes
