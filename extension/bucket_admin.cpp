@@ -36,6 +36,7 @@ extern "C" {
 #include <vector>
 
 #include "datum_json.hpp"
+#include "flush.hpp"
 #include "rule_cache.hpp"
 #include "rules.hpp"
 #include "staging.hpp"
@@ -108,8 +109,9 @@ void DropStagedChunkOps(const std::string &name) {
     ItemPointerCopy(
         reinterpret_cast<ItemPointer>(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull)),
         &row.tid);
-    bytea *chunk = DatumGetByteaPP(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull));
+    Datum value = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
     if (isnull) continue;
+    bytea *chunk = DatumGetByteaPP(value);
     row.chunk.assign(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk));
     rows.push_back(std::move(row));
   }
@@ -474,8 +476,7 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
       // publishing its ops meanwhile.
       std::set<Oid> locked(data_tables.begin(), data_tables.end());
       for (Oid relid : locked) LockRelationOid(relid, ShareRowExclusiveLock);
-      syncline::Exec("SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)", {}, {},
-                     SPI_OK_SELECT);
+      syncline::TakeFlushLock();
       syncline::Exec("DELETE FROM syncline_internal.bucket_definitions WHERE name = $1", {TEXTOID},
                      {arg}, SPI_OK_DELETE);
       found = SPI_processed > 0;

@@ -12,6 +12,7 @@ extern "C" {
 
 #include <climits>
 
+#include "flush.hpp"
 #include "rule_env.hpp"
 #include "spi_util.hpp"
 
@@ -173,8 +174,7 @@ SYNCLINE_FUNCTION(syncline_compact) {
     if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
     std::vector<std::string> buckets;
     syncline::AsEngine([&] {
-      static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
-      syncline::ExecPrepared(kLockSql, 0, nullptr, nullptr);
+      syncline::TakeFlushLock();
       int rc = SPI_execute("SELECT bucket FROM syncline_internal.bucket_state ORDER BY bucket",
                            false, 0);
       if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");

@@ -469,6 +469,14 @@ void AppendWrites(std::string &payload, const std::vector<PublishedWrite> &write
 
 }  // namespace
 
+// Unlike a row lock it writes nothing, so a flush that finds nothing commits
+// without a WAL flush.
+void TakeFlushLock() {
+  static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
+  if (ExecPrepared(kLockSql, 0, nullptr, nullptr) != SPI_OK_SELECT)
+    elog(ERROR, "taking the syncline flush lock failed");
+}
+
 FlushResult FlushStep(int64 copy_blocks) {
   FlushResult result;
   if (IsolationUsesXactSnapshot())
@@ -476,14 +484,10 @@ FlushResult FlushStep(int64 copy_blocks) {
                     errmsg("syncline.flush() must run in a READ COMMITTED transaction"),
                     errhint("Under REPEATABLE READ or SERIALIZABLE its snapshot could predate "
                             "the flush lock.")));
-  // The flush lock: a transaction-level advisory lock, released only after
-  // this transaction is visible, so the next flush numbers its ops after ours
-  // and (its next statement taking a new snapshot) sees everything we
-  // published. Unlike a row lock it writes nothing, so a flush that finds
-  // nothing commits without a WAL flush.
-  static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
-  int rc = ExecPrepared(kLockSql, 0, nullptr, nullptr);
-  if (rc != SPI_OK_SELECT) elog(ERROR, "taking the syncline flush lock failed");
+  // The flush lock, released only after this transaction is visible, so the
+  // next flush numbers its ops after ours and (its next statement taking a
+  // new snapshot) sees everything we published.
+  TakeFlushLock();
   // In one statement: the op id counter (no row yet: nothing was ever
   // published), whether initial copies are waiting and whether one is a
   // restore's rebuild (read before the copy below may finish it), and the
@@ -493,7 +497,7 @@ FlushResult FlushStep(int64 copy_blocks) {
       "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs), "
       "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs WHERE reset), "
       "       (SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions)";
-  rc = ExecPrepared(kStateSql, 0, nullptr, nullptr);
+  int rc = ExecPrepared(kStateSql, 0, nullptr, nullptr);
   if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading syncline state failed");
   int64 last_op_id = FetchInt64(0, 1);
   int64 start_op_id = last_op_id;

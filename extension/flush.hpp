@@ -20,6 +20,11 @@ struct FlushResult {
 // calls: use inside PgGuard, with SPI connected.
 FlushResult FlushStep(int64 copy_blocks);
 
+// Takes the flush lock (a transaction-level advisory lock) for the rest of the
+// current transaction: no flush runs until it ends. Inside AsEngine, SPI
+// connected.
+void TakeFlushLock();
+
 // Wakes the background worker (no-op when it is not running).
 void WakeFlusher();
 

@@ -9,6 +9,7 @@
 
 #include "compact.hpp"
 #include "rule_env.hpp"
+#include "staging.hpp"
 
 extern "C" {
 #include "catalog/namespace.h"
@@ -193,9 +194,7 @@ void VacuumStaging() {
     pgstat_report_activity(STATE_RUNNING, "syncline vacuum staging");
     VacuumStmt *stmt = makeNode(VacuumStmt);
     stmt->options = NIL;
-    Relation pending =
-        table_open(get_relname_relid("pending", get_namespace_oid("syncline_internal", false)),
-                   AccessShareLock);
+    Relation pending = table_open(InternalRelid("pending"), AccessShareLock);
     BlockNumber blocks = RelationGetNumberOfBlocks(pending);
     table_close(pending, AccessShareLock);
     if (blocks <= kKeepStagingBlocks)
