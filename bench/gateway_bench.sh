@@ -2,7 +2,8 @@
 # Gateway benchmarks (figures only, nothing asserted):
 #   1. initial sync of one bucket of BENCH_BIG_OPS ops (default 1,000,000): ops/s
 #   2. live latency commit -> client receipt, BENCH_LIVE_CLIENTS clients (default 1,000)
-#      each in its own bucket plus one shared bucket: p50/p99
+#      each in its own bucket plus one shared bucket: p50/p99 (BENCH_LIVE_THREADS receiving
+#      threads, default one per core)
 #   3. BENCH_IDLE_CLIENTS idle, synced connections (default 10,000): gateway RSS per connection
 # Starts its own throwaway cluster (fsync off: we measure the gateway, not the disk) and the
 # optimized gateway build. Usage: bench/gateway_bench.sh [initial|live|idle ...]
@@ -12,6 +13,9 @@ cd "$(dirname "$0")/.."
 BIG_OPS=${BENCH_BIG_OPS:-1000000}
 LIVE_CLIENTS=${BENCH_LIVE_CLIENTS:-1000}
 LIVE_WRITES=${BENCH_LIVE_WRITES:-400}
+# Receiving threads of the load generator (each its own event loop): one per core, so the
+# generator drains a fan-out round as fast as the gateway writes it.
+LIVE_THREADS=${BENCH_LIVE_THREADS:-$(nproc)}
 IDLE_CLIENTS=${BENCH_IDLE_CLIENTS:-10000}
 # Live runs first: right after loading 1M rows, autovacuum/analyze of the op log competes
 # for the 2 cores and commit->NOTIFY alone takes ~20 ms (database side, printed in the split).
@@ -76,7 +80,7 @@ for part in $PARTS; do
     ticks=$(getconf CLK_TCK)
     gw_cpu0=$(awk '{print $14 + $15}' "/proc/$gw_pid/stat")
     t0=$(date +%s%N)
-    TIMEFORMAT="%U %S" && { time "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES" 2>&1; } 2>build/bench/load_cpu.txt
+    TIMEFORMAT="%U %S" && { time "$OUT/gateway_load" live "$LIVE_CLIENTS" "$LIVE_WRITES" "$LIVE_THREADS" 2>&1; } 2>build/bench/load_cpu.txt
     wall_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
     gw_cpu1=$(awk '{print $14 + $15}' "/proc/$gw_pid/stat")
     awk -v wall="$wall_ms" -v g="$((gw_cpu1 - gw_cpu0))" -v hz="$ticks" '{
