@@ -129,10 +129,10 @@ struct Receipt {
 };
 
 // The clients are spread over `threads` receiving threads, each with its own
-// event loop, so that one fan-out round is drained by several cores as it is
-// by many devices in use. With one thread the last client of a 1,000-client
-// round read its change ~20 ms after the gateway had written it (~20 us per
-// receipt): the figure was the generator's own queue.
+// event loop. One thread spends ~20 us per receipt, so the last client of a
+// 1,000-client round reads its change well after the gateway wrote it (its
+// round takes ~3 ms); more threads drain faster but, on the gateway's own
+// cores, take CPU from its send threads (see bench/gateway_bench.sh).
 int Live(int n, int writes, int shared_every, int threads) {
   threads = std::max(1, std::min(threads, n));
   std::atomic<int> ready{0}, failed{0}, checksum_bad{0};
