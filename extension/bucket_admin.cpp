@@ -67,12 +67,15 @@ void CheckBucketName(const std::string &name) {
                 "or underscore.");
 }
 
-// Runs one of Syncline's own statements (call inside AsEngine).
+// Runs one of Syncline's own statements (call inside AsEngine). An error comes
+// out as syncline::Error, so the caller's C++ objects are destroyed.
 void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args, int expected,
           const char *nulls = nullptr) {
-  int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),
-                                 nulls, false, 0);
-  if (rc != expected) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+  PgGuard([&] {
+    int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),
+                                   nulls, false, 0);
+    if (rc != expected) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+  });
 }
 
 std::vector<Oid> OidColumn() {
@@ -475,7 +478,11 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
       // create_bucket does; then take the flush lock, so that no flush is
       // publishing its ops meanwhile.
       std::set<Oid> locked(data_tables.begin(), data_tables.end());
-      for (Oid relid : locked) LockRelationOid(relid, ShareRowExclusiveLock);
+      // A cancel, lock_timeout or deadlock while waiting comes out as a C++
+      // exception: the containers around are destroyed, not jumped over.
+      syncline::PgGuard([&] {
+        for (Oid relid : locked) LockRelationOid(relid, ShareRowExclusiveLock);
+      });
       syncline::TakeFlushLock();
       syncline::Exec("DELETE FROM syncline_internal.bucket_definitions WHERE name = $1", {TEXTOID},
                      {arg}, SPI_OK_DELETE);

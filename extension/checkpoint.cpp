@@ -42,23 +42,26 @@ void AddInstances(const Definition &def, std::vector<std::string> &ids) {
   });
   TupleDesc desc = SPI_tuptable->tupdesc;
   std::vector<ValueEncoder> encoders(desc->natts);
-  for (int i = 0; i < desc->natts; i++)
-    encoders[i].Init(TupleDescAttr(desc, i)->atttypid, CurrentMemoryContext);
   std::string id;
-  for (uint64 row = 0; row < SPI_processed; row++) {
-    id.assign(def.name);
-    id.push_back('[');
-    bool has_null = false;
-    for (int i = 0; i < desc->natts && !has_null; i++) {
-      if (i > 0) id.push_back(',');
-      bool isnull;
-      Datum value = SPI_getbinval(SPI_tuptable->vals[row], desc, i + 1, &isnull);
-      has_null = isnull;  // NULL = column is never true: no rows, no instance
-      encoders[i].AppendJson(id, value, isnull);
+  // Type output functions may raise: as a C++ exception, past these locals.
+  PgGuard([&] {
+    for (int i = 0; i < desc->natts; i++)
+      encoders[i].Init(TupleDescAttr(desc, i)->atttypid, CurrentMemoryContext);
+    for (uint64 row = 0; row < SPI_processed; row++) {
+      id.assign(def.name);
+      id.push_back('[');
+      bool has_null = false;
+      for (int i = 0; i < desc->natts && !has_null; i++) {
+        if (i > 0) id.push_back(',');
+        bool isnull;
+        Datum value = SPI_getbinval(SPI_tuptable->vals[row], desc, i + 1, &isnull);
+        has_null = isnull;  // NULL = column is never true: no rows, no instance
+        encoders[i].AppendJson(id, value, isnull);
+      }
+      id.push_back(']');
+      if (!has_null) ids.push_back(id);
     }
-    id.push_back(']');
-    if (!has_null) ids.push_back(id);
-  }
+  });
 }
 
 }  // namespace

@@ -175,9 +175,11 @@ SYNCLINE_FUNCTION(syncline_compact) {
     std::vector<std::string> buckets;
     syncline::AsEngine([&] {
       syncline::TakeFlushLock();
-      int rc = SPI_execute("SELECT bucket FROM syncline_internal.bucket_state ORDER BY bucket",
-                           false, 0);
-      if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");
+      syncline::PgGuard([] {
+        int rc = SPI_execute("SELECT bucket FROM syncline_internal.bucket_state ORDER BY bucket",
+                             false, 0);
+        if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");
+      });
       for (uint64 i = 0; i < SPI_processed; i++)
         buckets.push_back(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
     });

@@ -177,16 +177,22 @@ void AddRebuildClears(std::vector<StagedOp> &ops) {
 
 // Appends `ops` to the op log with ids first_id, first_id + 1, ...: bulk
 // heap inserts (one WAL record per page of ops) and their index entries.
+// Its arrays are palloc'd, not C++ containers: the heap and index calls
+// below may raise a Postgres error (call it inside PgGuard).
 void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
   constexpr int kBatch = 1000;
   Relation rel = table_open(InternalRelid("ops"), RowExclusiveLock);
   List *index_oids = RelationGetIndexList(rel);
-  std::vector<Relation> indexes;
-  std::vector<IndexInfo *> index_infos;
+  size_t index_count = static_cast<size_t>(list_length(index_oids));
+  Relation *indexes = static_cast<Relation *>(palloc0(sizeof(Relation) * (index_count + 1)));
+  IndexInfo **index_infos =
+      static_cast<IndexInfo **>(palloc0(sizeof(IndexInfo *) * (index_count + 1)));
   ListCell *lc;
+  size_t index_at = 0;
   foreach (lc, index_oids) {
-    indexes.push_back(index_open(lfirst_oid(lc), RowExclusiveLock));
-    index_infos.push_back(BuildIndexInfo(indexes.back()));
+    indexes[index_at] = index_open(lfirst_oid(lc), RowExclusiveLock);
+    index_infos[index_at] = BuildIndexInfo(indexes[index_at]);
+    index_at++;
   }
   TupleDesc desc = RelationGetDescr(rel);
   if (desc->natts != 7) elog(ERROR, "syncline_internal.ops has an unexpected shape");
@@ -194,9 +200,11 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
   CommandId cid = GetCurrentCommandId(true);
   // Most flushes carry a few ops: as many slots as the batch needs, no more
   // (creating and dropping a slot registers its tuple descriptor each time).
-  std::vector<TupleTableSlot *> slots(std::min<size_t>(kBatch, ops.size()));
-  std::vector<size_t> in_key_order;
-  for (auto &slot : slots) slot = table_slot_create(rel, nullptr);
+  size_t slot_count = std::min<size_t>(kBatch, ops.size());
+  TupleTableSlot **slots =
+      static_cast<TupleTableSlot **>(palloc(sizeof(TupleTableSlot *) * slot_count));
+  size_t *in_key_order = static_cast<size_t *>(palloc(sizeof(size_t) * slot_count));
+  for (size_t i = 0; i < slot_count; i++) slots[i] = table_slot_create(rel, nullptr);
   MemoryContext batch_context =
       AllocSetContextCreate(CurrentMemoryContext, "syncline op batch", ALLOCSET_DEFAULT_SIZES);
   for (size_t start = 0; start < ops.size(); start += kBatch) {
@@ -227,16 +235,16 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
       memcpy(slot->tts_isnull, nulls, sizeof nulls);
       ExecStoreVirtualTuple(slot);
     }
-    table_multi_insert(rel, slots.data(), static_cast<int>(n), cid, 0, bistate);
+    table_multi_insert(rel, slots, static_cast<int>(n), cid, 0, bistate);
     // Index entries in key order (bucket, then op id, which grows with i):
     // consecutive descents of the (bucket, op_id) key share their pages.
-    in_key_order.resize(n);
     for (size_t i = 0; i < n; i++) in_key_order[i] = i;
-    std::stable_sort(in_key_order.begin(), in_key_order.end(), [&](size_t a, size_t b) {
+    std::stable_sort(in_key_order, in_key_order + n, [&](size_t a, size_t b) {
       return ops[start + a]->op.bucket < ops[start + b]->op.bucket;
     });
-    for (size_t i : in_key_order) {
-      for (size_t x = 0; x < indexes.size(); x++) {
+    for (size_t k = 0; k < n; k++) {
+      size_t i = in_key_order[k];
+      for (size_t x = 0; x < index_count; x++) {
         Datum values[INDEX_MAX_KEYS];
         bool isnull[INDEX_MAX_KEYS];
         FormIndexDatum(index_infos[x], slots[i], nullptr, values, isnull);
@@ -249,9 +257,9 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
     MemoryContextReset(batch_context);
   }
   MemoryContextDelete(batch_context);
-  for (auto &slot : slots) ExecDropSingleTupleTableSlot(slot);
+  for (size_t i = 0; i < slot_count; i++) ExecDropSingleTupleTableSlot(slots[i]);
   FreeBulkInsertState(bistate);
-  for (Relation index : indexes) index_close(index, RowExclusiveLock);
+  for (size_t x = 0; x < index_count; x++) index_close(indexes[x], RowExclusiveLock);
   table_close(rel, RowExclusiveLock);
   CommandCounterIncrement();
 }
@@ -425,8 +433,10 @@ bool CopySnapshotChunk(const std::vector<std::string> &definitions, int64 max_bl
                           " WHERE bucket_name = $1 AND position = $2 AND $3 IS NOT NULL"
                         : "UPDATE syncline_internal.snapshot_jobs SET next_block = $3 "
                           " WHERE bucket_name = $1 AND position = $2";
-  rc = SPI_execute_with_args(sql, 3, types, args, nullptr, false, 0);
-  if (rc != SPI_OK_DELETE && rc != SPI_OK_UPDATE) elog(ERROR, "updating snapshot job failed");
+  PgGuard([&] {
+    rc = SPI_execute_with_args(sql, 3, types, args, nullptr, false, 0);
+    if (rc != SPI_OK_DELETE && rc != SPI_OK_UPDATE) elog(ERROR, "updating snapshot job failed");
+  });
   *more = other_jobs || (stop_block < end_block && stop_block < nblocks);
   return true;
 }
@@ -518,7 +528,9 @@ FlushResult FlushStep(int64 copy_blocks) {
 
   if (copy_blocks > 0 && copies_waiting) {
     std::vector<std::string> names(definitions.begin(), definitions.end());
-    (void)CopySnapshotChunk(names, copy_blocks, &result.more_copy);
+    // The copy scans a user table and runs its rules (output functions may
+    // raise): a Postgres error there comes out as a C++ exception.
+    PgGuard([&] { (void)CopySnapshotChunk(names, copy_blocks, &result.more_copy); });
   }
 
   // Every staged op visible now, in staging order (initial-copy ops first,
@@ -544,7 +556,7 @@ FlushResult FlushStep(int64 copy_blocks) {
   result.markers = markers.count;
   bool rules_changed = markers.rules_changed;
   if (!order.empty()) {
-    InsertOps(order, last_op_id + 1);
+    PgGuard([&] { InsertOps(order, last_op_id + 1); });
     FoldIntoBucketState(order, last_op_id + 1, last_op_id);
   }
   last_op_id += result.ops;
@@ -633,7 +645,7 @@ FlushResult FlushStep(int64 copy_blocks) {
     payload += std::to_string(start_op_id + 1);
     AppendWrites(payload, published);
     payload += "}";
-    Async_Notify("syncline", payload.c_str());
+    PgGuard([&] { Async_Notify("syncline", payload.c_str()); });
   }
   return result;
 }

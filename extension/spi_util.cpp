@@ -10,14 +10,20 @@ int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char
   if (it == plans.end()) {
     // Generic plans: these statements run thousands of times a second and
     // planning each call would cost more than executing it.
-    SPIPlanPtr plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
-    if (plan == nullptr)
-      elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
-    SPI_keepplan(plan);
+    SPIPlanPtr plan = nullptr;
+    PgGuard([&] {
+      plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+      if (plan == nullptr)
+        elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+      SPI_keepplan(plan);
+    });
     it = plans.emplace(sql, plan).first;
   }
-  int rc = SPI_execute_plan(it->second, args, nulls, false, 0);
-  if (rc < 0) elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+  int rc = 0;
+  PgGuard([&] {
+    rc = SPI_execute_plan(it->second, args, nulls, false, 0);
+    if (rc < 0) elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+  });
   return rc;
 }
 

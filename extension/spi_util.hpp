@@ -7,7 +7,9 @@ namespace syncline {
 
 // Runs a fixed statement through a plan prepared (generic) once per backend.
 // `sql` must be a string literal: its address names the cached plan. Returns
-// the SPI result code; raises a Postgres ERROR on failure (use inside PgGuard).
+// the SPI result code. A Postgres ERROR (a failed statement, a cancel, a lock
+// or statement timeout) comes out as syncline::Error, so the caller's C++
+// objects are destroyed on the way out (use inside PgGuard or InvokeCpp).
 int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char *nulls = nullptr);
 
 }  // namespace syncline
