@@ -376,7 +376,11 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
     // Sorted, so two declarations over the same tables cannot deadlock.
     std::set<Oid> data_tables;
     for (const auto &shape : shapes) data_tables.insert(shape.relid);
-    for (Oid relid : data_tables) LockRelationOid(relid, ShareRowExclusiveLock);
+    // Given up on (a cancel, lock_timeout, a deadlock): a C++ exception, so
+    // the containers here are destroyed, not jumped over.
+    syncline::PgGuard([&] {
+      for (Oid relid : data_tables) LockRelationOid(relid, ShareRowExclusiveLock);
+    });
 
     std::vector<std::string> type_names;
     for (Oid type : params.types) type_names.push_back(format_type_be_qualified(type));
