@@ -98,52 +98,77 @@ Datum TextArray(const std::vector<std::string> &values) {
 // Takes the ops of bucket `name` out of the staged chunk rows (a chunk holds
 // one transaction's ops for every bucket): rewritten without them, or
 // deleted when nothing is left. Call inside AsEngine, holding the flush lock.
+// The chunk rows are read through a cursor, kChunksPerFetch at a time: a
+// bulk load can leave millions of staged ops, more than belong in memory at
+// once. The cursor's snapshot does not see the rows rewritten meanwhile.
 void DropStagedChunkOps(const std::string &name) {
-  Exec("SELECT ctid, chunk FROM syncline_internal.pending WHERE op = 20", {}, {}, SPI_OK_SELECT);
-  struct Row {
-    ItemPointerData tid;
-    std::string chunk;
-  };
-  std::vector<Row> rows;
-  for (uint64 i = 0; i < SPI_processed; i++) {
-    bool isnull;
-    HeapTuple tuple = SPI_tuptable->vals[i];
-    Row row;
-    ItemPointerCopy(
-        reinterpret_cast<ItemPointer>(SPI_getbinval(tuple, SPI_tuptable->tupdesc, 1, &isnull)),
-        &row.tid);
-    Datum value = SPI_getbinval(tuple, SPI_tuptable->tupdesc, 2, &isnull);
-    if (isnull) continue;
-    bytea *chunk = DatumGetByteaPP(value);
-    row.chunk.assign(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk));
-    rows.push_back(std::move(row));
-  }
-  SPI_freetuptable(SPI_tuptable);
-  std::string prefix = name + "[";
-  for (Row &row : rows) {
-    ChunkReader reader(row.chunk);
-    RowOp op;
-    std::string kept;
-    bool dropped = false;
-    while (reader.Next(op)) {
-      if (op.bucket.compare(0, prefix.size(), prefix) == 0) {
-        dropped = true;
-        continue;
+  constexpr long kChunksPerFetch = 64;
+  const std::string prefix = name + "[";
+  Portal cursor = nullptr;
+  PgGuard([&] {
+    SPIPlanPtr plan =
+        SPI_prepare("SELECT ctid, chunk FROM syncline_internal.pending WHERE op = 20", 0, nullptr);
+    if (plan == nullptr)
+      elog(ERROR, "preparing the staged chunk scan failed: %s", SPI_result_code_string(SPI_result));
+    cursor = SPI_cursor_open(nullptr, plan, nullptr, nullptr, false);
+  });
+  std::string kept;
+  for (;;) {
+    SPITupleTable *rows = nullptr;
+    uint64 count = 0;
+    PgGuard([&] {
+      SPI_cursor_fetch(cursor, true, kChunksPerFetch);
+      rows = SPI_tuptable;
+      count = SPI_processed;
+    });
+    if (count == 0) break;
+    for (uint64 i = 0; i < count; i++) {
+      ItemPointerData tid;
+      std::string_view chunk;
+      bytea *detoasted = nullptr;  // freed below when it is a copy
+      PgGuard([&] {
+        bool isnull;
+        HeapTuple tuple = rows->vals[i];
+        ItemPointerCopy(
+            reinterpret_cast<ItemPointer>(SPI_getbinval(tuple, rows->tupdesc, 1, &isnull)), &tid);
+        Datum value = SPI_getbinval(tuple, rows->tupdesc, 2, &isnull);
+        if (isnull) return;
+        bytea *bytes = DatumGetByteaPP(value);
+        if (reinterpret_cast<Pointer>(bytes) != DatumGetPointer(value)) detoasted = bytes;
+        chunk = std::string_view(VARDATA_ANY(bytes), VARSIZE_ANY_EXHDR(bytes));
+      });
+      kept.clear();
+      bool dropped = false;
+      if (!chunk.empty()) {
+        ChunkReader reader(chunk);
+        RowOp op;
+        while (reader.Next(op)) {
+          if (op.bucket.compare(0, prefix.size(), prefix) == 0) {
+            dropped = true;
+            continue;
+          }
+          AppendToChunk(kept, op);
+        }
       }
-      AppendToChunk(kept, op);
+      if (dropped) {
+        Datum tid_arg = PointerGetDatum(&tid);
+        if (kept.empty()) {
+          Exec("DELETE FROM syncline_internal.pending WHERE ctid = $1", {TIDOID}, {tid_arg},
+               SPI_OK_DELETE);
+        } else {
+          bytea *rewritten = static_cast<bytea *>(palloc(VARHDRSZ + kept.size()));
+          SET_VARSIZE(rewritten, VARHDRSZ + kept.size());
+          memcpy(VARDATA(rewritten), kept.data(), kept.size());
+          Exec("UPDATE syncline_internal.pending SET chunk = $2 WHERE ctid = $1",
+               {TIDOID, BYTEAOID}, {tid_arg, PointerGetDatum(rewritten)}, SPI_OK_UPDATE);
+          pfree(rewritten);
+        }
+      }
+      if (detoasted != nullptr) pfree(detoasted);
     }
-    if (!dropped) continue;
-    Datum tid = PointerGetDatum(&row.tid);
-    if (kept.empty()) {
-      Exec("DELETE FROM syncline_internal.pending WHERE ctid = $1", {TIDOID}, {tid}, SPI_OK_DELETE);
-    } else {
-      bytea *chunk = static_cast<bytea *>(palloc(VARHDRSZ + kept.size()));
-      SET_VARSIZE(chunk, VARHDRSZ + kept.size());
-      memcpy(VARDATA(chunk), kept.data(), kept.size());
-      Exec("UPDATE syncline_internal.pending SET chunk = $2 WHERE ctid = $1", {TIDOID, BYTEAOID},
-           {tid, PointerGetDatum(chunk)}, SPI_OK_UPDATE);
-    }
+    PgGuard([&] { SPI_freetuptable(rows); });
   }
+  PgGuard([&] { SPI_cursor_close(cursor); });
 }
 
 // The triggers Syncline puts on user tables.

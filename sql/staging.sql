@@ -77,6 +77,13 @@ SELECT syncline.create_bucket('r_all', NULL, ARRAY['SELECT * FROM r']);
 SELECT syncline.flush() >= 0 AS flushed;
 INSERT INTO r SELECT g, 1 FROM generate_series(1, 20) g;  -- one chunk
 INSERT INTO r VALUES (21, 1);                              -- a row of its own
+-- 100 more transactions of two rows: 100 more chunk rows, more than
+-- drop_bucket reads at once.
+\set ECHO none
+SELECT format('INSERT INTO r VALUES (%s, 1), (%s, 1)', g, g + 1000)
+  FROM generate_series(101, 200) g \gexec
+\set ECHO all
+SELECT count(*) AS chunk_rows FROM syncline_internal.pending WHERE op = 20;
 SELECT sum(CASE WHEN p.op = 20 THEN (SELECT count(*) FROM syncline_internal.chunk_ops(p.chunk)) ELSE 1 END)
        AS staged_ops
   FROM syncline_internal.pending p WHERE p.op < 10 OR p.op = 20;
