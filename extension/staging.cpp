@@ -158,7 +158,10 @@ void WriteOps(It begin, It end, GetOp get_op, int64 *copy_seq) {
     for (It it = begin; it != end; ++it)
       InsertPending(rel, OpRow(copy_seq ? (*copy_seq)++ : StagingOrder(), get_op(*it)));
   } else {
-    std::string chunk;
+    // Static, like the trigger's scratch: a Postgres error raised below
+    // (simple_heap_insert) must not longjmp over a C++ destructor.
+    static std::string chunk;
+    chunk.clear();
     size_t in_chunk = 0;
     auto write_chunk = [&] {
       PendingRow row;
@@ -189,12 +192,17 @@ void StageBuffer() {
 // Stages the buffered ops when the transaction is about to commit (or be
 // prepared): before its commit record, so a later transaction on the same
 // rows stages its ops after them. Forgets them when it ends otherwise.
+//
+// Postgres calls this from C: a C++ exception (std::bad_alloc while a big
+// transaction's chunks are built) must not unwind into it, where it would
+// end the backend and with it every session of the cluster. It becomes an
+// ERROR, which aborts this transaction like any other failure to stage.
 void OnBufferTransactionEvent(XactEvent event, void *) {
   switch (event) {
     case XACT_EVENT_PRE_COMMIT:
     case XACT_EVENT_PARALLEL_PRE_COMMIT:
     case XACT_EVENT_PRE_PREPARE:
-      if (!buffer.empty()) StageBuffer();
+      if (!buffer.empty()) RunRaisingErrors([] { PgGuard([] { StageBuffer(); }); });
       break;
     default:
       buffer.clear();
