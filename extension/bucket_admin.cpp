@@ -445,34 +445,38 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
             SPI_OK_INSERT);
       }
     });
-    // Triggers, as the caller.
-    for (Oid relid : data_tables) {
-      syncline::EnsureTrigger(relid, syncline::kRowKind);
-      syncline::EnsureTrigger(relid, syncline::kTruncateKind);
-      CacheInvalidateRelcacheByRelid(relid);
-    }
-    // Rows already in the tables reach clients through an initial copy that
-    // the flusher makes in block ranges, without blocking writers.
-    for (size_t i = 0; i < shapes.size(); i++) {
-      Relation rel = relation_open(shapes[i].relid, AccessShareLock);
-      int64 blocks = RelationGetNumberOfBlocks(rel);
-      relation_close(rel, AccessShareLock);
-      if (blocks == 0) continue;
-      syncline::AsEngine([&] {
-        syncline::Exec(
-            "INSERT INTO syncline_internal.snapshot_jobs "
-            "  (bucket_name, position, next_block, end_block) VALUES ($1, $2, 0, $3)",
-            {TEXTOID, INT4OID, INT8OID},
-            {CStringGetTextDatum(name.c_str()), Int32GetDatum(static_cast<int32>(i + 1)),
-             Int64GetDatum(blocks)},
-            SPI_OK_INSERT);
-      });
-    }
-    for (Oid table : params.tables) {
-      syncline::EnsureTrigger(table, syncline::kParameterKind);
-      syncline::EnsureTrigger(table, syncline::kParameterTruncateKind);
-    }
-    syncline::StageMarker(syncline::kStagedRulesChanged, name.c_str(), nullptr);
+    // Raw Postgres calls from here on (CreateTrigger may refuse the caller):
+    // an error comes out as a C++ exception past data_tables and type_names.
+    syncline::PgGuard([&] {
+      // Triggers, as the caller.
+      for (Oid relid : data_tables) {
+        syncline::EnsureTrigger(relid, syncline::kRowKind);
+        syncline::EnsureTrigger(relid, syncline::kTruncateKind);
+        CacheInvalidateRelcacheByRelid(relid);
+      }
+      // Rows already in the tables reach clients through an initial copy that
+      // the flusher makes in block ranges, without blocking writers.
+      for (size_t i = 0; i < shapes.size(); i++) {
+        Relation rel = relation_open(shapes[i].relid, AccessShareLock);
+        int64 blocks = RelationGetNumberOfBlocks(rel);
+        relation_close(rel, AccessShareLock);
+        if (blocks == 0) continue;
+        syncline::AsEngine([&] {
+          syncline::Exec(
+              "INSERT INTO syncline_internal.snapshot_jobs "
+              "  (bucket_name, position, next_block, end_block) VALUES ($1, $2, 0, $3)",
+              {TEXTOID, INT4OID, INT8OID},
+              {CStringGetTextDatum(name.c_str()), Int32GetDatum(static_cast<int32>(i + 1)),
+               Int64GetDatum(blocks)},
+              SPI_OK_INSERT);
+        });
+      }
+      for (Oid table : params.tables) {
+        syncline::EnsureTrigger(table, syncline::kParameterKind);
+        syncline::EnsureTrigger(table, syncline::kParameterTruncateKind);
+      }
+      syncline::StageMarker(syncline::kStagedRulesChanged, name.c_str(), nullptr);
+    });
     SPI_finish();
   });
   PG_RETURN_VOID();
@@ -535,21 +539,25 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
     auto contains = [](const std::vector<Oid> &v, Oid x) {
       return std::find(v.begin(), v.end(), x) != v.end();
     };
-    for (Oid relid : data_tables) {
-      if (get_rel_name(relid) == nullptr) continue;
-      if (!contains(remaining_data, relid)) {
-        syncline::DropTrigger(relid, syncline::kRowTrigger);
-        syncline::DropTrigger(relid, syncline::kTruncateTrigger);
+    // Raw Postgres calls (dropping triggers): an error comes out as a C++
+    // exception past the table lists.
+    syncline::PgGuard([&] {
+      for (Oid relid : data_tables) {
+        if (get_rel_name(relid) == nullptr) continue;
+        if (!contains(remaining_data, relid)) {
+          syncline::DropTrigger(relid, syncline::kRowTrigger);
+          syncline::DropTrigger(relid, syncline::kTruncateTrigger);
+        }
+        CacheInvalidateRelcacheByRelid(relid);
       }
-      CacheInvalidateRelcacheByRelid(relid);
-    }
-    for (Oid relid : parameter_tables) {
-      if (get_rel_name(relid) != nullptr && !contains(remaining_parameter, relid)) {
-        syncline::DropTrigger(relid, syncline::kParameterTrigger);
-        syncline::DropTrigger(relid, syncline::kParameterTruncateTrigger);
+      for (Oid relid : parameter_tables) {
+        if (get_rel_name(relid) != nullptr && !contains(remaining_parameter, relid)) {
+          syncline::DropTrigger(relid, syncline::kParameterTrigger);
+          syncline::DropTrigger(relid, syncline::kParameterTruncateTrigger);
+        }
       }
-    }
-    syncline::StageMarker(syncline::kStagedRulesChanged, name.c_str(), nullptr);
+      syncline::StageMarker(syncline::kStagedRulesChanged, name.c_str(), nullptr);
+    });
     SPI_finish();
   });
   if (!found)
