@@ -131,8 +131,13 @@ constexpr int kPruneBatchesPerRound = 10000;
 // buckets with the most ops their last compaction did not see. Each unit is
 // a short transaction of its own, so flushes (which it never blocks: it takes
 // no flush lock) and writers are not held up.
+//
+// An error in one of them is raised (RunRaisingErrors) to the worker's loop,
+// a longjmp past this frame: so the bucket list is static, not a local whose
+// destructor would be skipped.
 void MaintenanceRound() {
-  std::vector<std::string> buckets;
+  static std::vector<std::string> buckets;
+  buckets.clear();
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
   PushActiveSnapshot(GetTransactionSnapshot());
