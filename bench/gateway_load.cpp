@@ -284,7 +284,8 @@ int main(int argc, char **argv) {
   if (mode == "live")
     return Live(n, argc > 3 ? std::atoi(argv[3]) : 400, 10, argc > 4 ? std::atoi(argv[4]) : 1);
   if (mode == "idle") return Idle(n, argc > 3 ? std::atoi(argv[3]) : 0);
-  fprintf(stderr,
-          "usage: gateway_load initial | live CLIENTS [WRITES [THREADS]] | idle CLIENTS GATEWAY_PID\n");
+  fprintf(
+      stderr,
+      "usage: gateway_load initial | live CLIENTS [WRITES [THREADS]] | idle CLIENTS GATEWAY_PID\n");
   return 2;
 }
