@@ -106,11 +106,9 @@ void DropStagedChunkOps(const std::string &name) {
   const std::string prefix = name + "[";
   Portal cursor = nullptr;
   PgGuard([&] {
-    SPIPlanPtr plan =
-        SPI_prepare("SELECT ctid, chunk FROM syncline_internal.pending WHERE op = 20", 0, nullptr);
-    if (plan == nullptr)
-      elog(ERROR, "preparing the staged chunk scan failed: %s", SPI_result_code_string(SPI_result));
-    cursor = SPI_cursor_open(nullptr, plan, nullptr, nullptr, false);
+    cursor = SPI_cursor_open_with_args(
+        nullptr, "SELECT ctid, chunk FROM syncline_internal.pending WHERE op = 20", 0, nullptr,
+        nullptr, nullptr, false, 0);
   });
   std::string kept;
   for (;;) {
