@@ -230,7 +230,7 @@ const TableRules &GetTableRules(Relation rel) {
   }
   Oid relid = RelationGetRelid(rel);
   auto it = cache.find(relid);
-  if (it != cache.end() && it->second->valid) return *it->second;
+  if (it != cache.end() && it->second->valid && it->second->complete) return *it->second;
   if (it != cache.end()) {
     if (it->second->context) MemoryContextDelete(it->second->context);
     cache.erase(it);
@@ -238,12 +238,18 @@ const TableRules &GetTableRules(Relation rel) {
   auto rules = std::make_unique<TableRules>();
   TableRules *raw = rules.get();
   cache.emplace(relid, std::move(rules));
+  // Until Compile returns the entry is incomplete, however it is left: by a
+  // C++ exception or by a Postgres error that longjmps past this frame (an
+  // out-of-memory error in a catalog call). A half-compiled entry, say one
+  // without its data queries because reading them timed out, would make
+  // every later write to the table in this session produce no ops.
   try {
     Compile(rel, raw);
   } catch (...) {
     raw->valid = false;
     throw;
   }
+  raw->complete = true;
   return *raw;
 }
 

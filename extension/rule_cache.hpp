@@ -36,7 +36,8 @@ struct CompiledQuery {
 
 struct TableRules {
   Oid relid = InvalidOid;
-  bool valid = true;
+  bool valid = true;      // false once an invalidation (even one during Compile) arrived
+  bool complete = false;  // Compile ran to its end
   MemoryContext context = nullptr;
   ExprContext *econtext = nullptr;
   std::vector<AttrNumber> key_attnums;
