@@ -11,6 +11,8 @@
 // raises (PG_FINALLY), never left to the transaction's abort.
 #pragma once
 
+#include "pg_compat.hpp"
+
 extern "C" {
 #include "utils/guc.h"
 }
@@ -26,9 +28,10 @@ constexpr const char *kPinnedSearchPath = "pg_catalog, pg_temp";
 Oid EngineRole();
 
 // Runs `fn` as `role` (InvalidOid: the current user) in a restricted security
-// context with the pinned search_path. A Postgres ERROR raised in `fn` is
-// re-raised after the switch back; a C++ exception thrown by `fn` is rethrown
-// after it. Use inside PgGuard (or a function body guarded by InvokeCpp).
+// context with the pinned search_path. An error in `fn`, a Postgres ERROR
+// (as syncline::Error) or a C++ exception, is thrown after the switch back:
+// never a longjmp over the caller's C++ frames. Use inside PgGuard (or a
+// function body guarded by InvokeCpp).
 template <typename Fn>
 void RunAs(Oid role, Fn &&fn) {
   Oid saved_user;
@@ -44,7 +47,7 @@ void RunAs(Oid role, Fn &&fn) {
                                                                      SECURITY_LOCAL_USERID_CHANGE |
                                                                      SECURITY_RESTRICTED_OPERATION);
     try {
-      fn();
+      PgGuard(fn);
     } catch (...) {
       cpp_error = std::current_exception();
     }
@@ -59,7 +62,8 @@ void RunAs(Oid role, Fn &&fn) {
 }
 
 // Runs `fn` with search_path set to `path` (restored when it returns or
-// raises). Use inside PgGuard.
+// raises); errors come out of it as C++ exceptions, as from RunAs. Use
+// inside PgGuard.
 template <typename Fn>
 void WithSearchPath(const char *path, Fn &&fn) {
   int nest_level = NewGUCNestLevel();
@@ -69,7 +73,7 @@ void WithSearchPath(const char *path, Fn &&fn) {
     (void)set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
                             0, false);
     try {
-      fn();
+      PgGuard(fn);
     } catch (...) {
       cpp_error = std::current_exception();
     }
