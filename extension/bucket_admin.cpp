@@ -74,7 +74,7 @@ void Exec(const char *sql, std::vector<Oid> types, std::vector<Datum> args, int 
   PgGuard([&] {
     int rc = SPI_execute_with_args(sql, static_cast<int>(types.size()), types.data(), args.data(),
                                    nulls, false, 0);
-    if (rc != expected) elog(ERROR, "syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
+    if (rc != expected) Fail("syncline: \"%s\" failed: %s", sql, SPI_result_code_string(rc));
   });
 }
 
@@ -320,7 +320,7 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
                 "data => ARRAY['SELECT * FROM <table> WHERE <column> = bucket.<parameter>']");
 
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
   });
   bool exists = false;
   syncline::PgGuard([&] {
@@ -487,7 +487,7 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
   syncline::PgGuard([&] {
     syncline::CheckAdmin("drop sync rules");
     name = TextDatumGetCString(PG_GETARG_DATUM(0));
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     std::vector<Oid> data_tables, parameter_tables;
     std::vector<Oid> remaining_data, remaining_parameter;
     syncline::AsEngine([&] {
@@ -614,7 +614,7 @@ SYNCLINE_FUNCTION(syncline_attach_trigger) {
     CacheInvalidateRelcacheByRelid(relid);
     if (kind != &syncline::kRowKind) return;
 
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     // A restored op id counter (it names another database) jumps past
     // everything the original may have handed out since the dump, and the
     // rebuilt buckets start with a CLEAR, so clients that synced against the
@@ -648,7 +648,7 @@ SYNCLINE_FUNCTION(syncline_check_parameter_queries) {
   };
   std::vector<Rule> rules;
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     syncline::AsEngine([&] {
       syncline::Exec(
           "SELECT b.name, b.parameter_query, b.definer::oid "
@@ -673,7 +673,7 @@ SYNCLINE_FUNCTION(syncline_check_parameter_queries) {
         syncline::RunAs(rule.definer, [&] {
           SPIPlanPtr plan = SPI_prepare(rule.query.c_str(), 0, nullptr);
           if (plan == nullptr)
-            elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+            syncline::Fail("SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
           SPI_freeplan(plan);
         });
       });
@@ -710,7 +710,7 @@ SYNCLINE_FUNCTION(syncline_upgrade_rules_0_2) {
   std::vector<Definition> definitions;
   std::vector<Oid> data_tables, parameter_tables;
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     syncline::AsEngine([&] {
       syncline::Exec(
           "SELECT name, parameter_query, coalesce(search_path, ''), definer::oid, "

@@ -17,6 +17,7 @@ extern "C" {
 #include "datum_json.hpp"
 #include "json_text.hpp"
 #include "rule_cache.hpp"
+#include "spi_util.hpp"
 
 namespace syncline {
 extern int max_buckets_per_user;
@@ -38,7 +39,7 @@ void AddInstances(const Definition &def, std::vector<std::string> &ids) {
   RunAs(def.definer, [&] {
     int rc = SPI_execute(def.parameter_query->c_str(), true, max_buckets_per_user + 1);
     if (rc != SPI_OK_SELECT)
-      elog(ERROR, "parameter query of bucket \"%s\" is not a SELECT", def.name.c_str());
+      Fail("parameter query of bucket \"%s\" is not a SELECT", def.name.c_str());
   });
   TupleDesc desc = SPI_tuptable->tupdesc;
   std::vector<ValueEncoder> encoders(desc->natts);
@@ -81,21 +82,21 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
     int nest_level = NewGUCNestLevel();
     (void)set_config_option("syncline.claims", claims_text, PGC_SUSET, PGC_S_SESSION,
                             GUC_ACTION_SAVE, true, 0, false);
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     // read_only: every query below runs in this call's one snapshot.
     int rc = SPI_execute(
         "SELECT name, parameter_query, definer::oid "
         "  FROM syncline_internal.bucket_definitions ORDER BY name",
         true, 0);
-    if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket definitions failed");
+    if (rc != SPI_OK_SELECT) syncline::Fail("reading bucket definitions failed");
     for (uint64 row = 0; row < SPI_processed; row++) {
       HeapTuple tuple = SPI_tuptable->vals[row];
       TupleDesc desc = SPI_tuptable->tupdesc;
       bool isnull;
       syncline::Definition def;
-      def.name = TextDatumGetCString(SPI_getbinval(tuple, desc, 1, &isnull));
+      def.name = syncline::VarlenaBytes(SPI_getbinval(tuple, desc, 1, &isnull));
       Datum query = SPI_getbinval(tuple, desc, 2, &isnull);
-      if (!isnull) def.parameter_query = TextDatumGetCString(query);
+      if (!isnull) def.parameter_query = syncline::VarlenaBytes(query);
       def.definer = DatumGetObjectId(SPI_getbinval(tuple, desc, 3, &isnull));
       definitions.push_back(std::move(def));
     }
@@ -130,7 +131,7 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
         "  FROM (SELECT 1) one LEFT JOIN syncline_internal.bucket_state s "
         "    ON s.bucket = ANY($1) ORDER BY s.bucket",
         1, types, args, nullptr, true, 0);
-    if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");
+    if (rc != SPI_OK_SELECT) syncline::Fail("reading bucket state failed");
     TupleDesc desc = SPI_tuptable->tupdesc;
     bool isnull;
     int64 last_op_id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], desc, 1, &isnull));
@@ -147,8 +148,7 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
           row++;
           continue;
         }
-        text *t = DatumGetTextPP(bucket);
-        std::string_view name(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
+        std::string_view name = syncline::VarlenaBytes(bucket);
         if (name < ids[i]) {
           row++;
           continue;
@@ -193,7 +193,7 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
       if (subject != nullptr && *subject != '\0') {
         Datum wc_args[2] = {PG_GETARG_DATUM(1), CStringGetTextDatum(subject)};
         rc = SPI_execute_with_args(kWriteCheckpointSql, 2, wc_types, wc_args, nullptr, true, 1);
-        if (rc != SPI_OK_SELECT) elog(ERROR, "reading the write checkpoint failed");
+        if (rc != SPI_OK_SELECT) syncline::Fail("reading the write checkpoint failed");
         if (SPI_processed == 1)
           write_checkpoint = DatumGetInt64(
               SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

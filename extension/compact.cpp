@@ -114,8 +114,10 @@ std::vector<std::string> BucketsToCompact(int limit) {
         " WHERE last_op_id > compacted_op_id "
         " ORDER BY last_op_id - compacted_op_id DESC LIMIT $1";
     ExecPrepared(kSql, 1, types, args);
+    bool isnull;
     for (uint64 i = 0; i < SPI_processed; i++)
-      buckets.push_back(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+      buckets.emplace_back(
+          VarlenaBytes(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
   });
   return buckets;
 }
@@ -171,17 +173,19 @@ int64 PruneClientBatches(int retention_seconds, int limit) {
 SYNCLINE_FUNCTION(syncline_compact) {
   int64 total = 0;
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     std::vector<std::string> buckets;
     syncline::AsEngine([&] {
       syncline::TakeFlushLock();
       syncline::PgGuard([] {
         int rc = SPI_execute("SELECT bucket FROM syncline_internal.bucket_state ORDER BY bucket",
                              false, 0);
-        if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");
+        if (rc != SPI_OK_SELECT) syncline::Fail("reading bucket state failed");
       });
+      bool isnull;
       for (uint64 i = 0; i < SPI_processed; i++)
-        buckets.push_back(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+        buckets.emplace_back(syncline::VarlenaBytes(
+            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)));
     });
     for (const std::string &bucket : buckets) total += syncline::CompactBucket(bucket.c_str());
     SPI_finish();
@@ -202,7 +206,7 @@ SYNCLINE_FUNCTION(syncline_prune_client_batches) {
                           "older_than must be between 0 and about 68 years");
   int64 pruned = 0;
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     pruned = syncline::PruneClientBatches(static_cast<int>(seconds), INT_MAX);
     SPI_finish();
   });

@@ -57,10 +57,7 @@ struct StagedMarkers {
   std::vector<std::pair<int64, std::pair<std::string, int64>>> writes;  // seq, (client, batch)
 };
 
-std::string TextOf(Datum value) {
-  text *t = DatumGetTextPP(value);
-  return std::string(VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t));
-}
+std::string TextOf(Datum value) { return std::string(VarlenaBytes(value)); }
 
 // Takes (deletes) every staged row this statement can see and returns the
 // ops of live bucket definitions in them, chunk rows expanded, and the
@@ -71,7 +68,7 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
       "DELETE FROM syncline_internal.pending "
       "RETURNING seq, op, bucket, object_type, object_id, data, checksum, chunk";
   int rc = ExecPrepared(kTakeSql, 0, nullptr, nullptr);
-  if (rc != SPI_OK_DELETE_RETURNING) elog(ERROR, "taking staged ops failed: %d", rc);
+  if (rc != SPI_OK_DELETE_RETURNING) Fail("taking staged ops failed: %d", rc);
   auto live = [&](const std::string &bucket) {
     return definitions.count(bucket.substr(0, bucket.find('['))) > 0;
   };
@@ -82,8 +79,7 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     int64 seq = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
     int16 kind = DatumGetInt16(SPI_getbinval(tuple, desc, 2, &isnull));
     if (kind == kStagedChunk) {
-      bytea *chunk = DatumGetByteaPP(SPI_getbinval(tuple, desc, 8, &isnull));
-      ChunkReader reader(std::string_view(VARDATA_ANY(chunk), VARSIZE_ANY_EXHDR(chunk)));
+      ChunkReader reader(VarlenaBytes(SPI_getbinval(tuple, desc, 8, &isnull)));
       // Read in place, without a copy of each op's four strings.
       for (int32 ord = 1;; ord++) {
         StagedOp &staged = ops.emplace_back();
@@ -135,19 +131,39 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
   std::sort(markers.writes.begin(), markers.writes.end());
 }
 
+// SQL arrays of C++ values: palloc'd in PgGuard (the callers hold containers).
 Datum TextArrayOf(const std::vector<std::string> &values) {
-  Datum *datums = static_cast<Datum *>(palloc(sizeof(Datum) * (values.size() + 1)));
-  for (size_t i = 0; i < values.size(); i++)
-    datums[i] = PointerGetDatum(cstring_to_text_with_len(values[i].data(), values[i].size()));
-  return PointerGetDatum(
-      construct_array(datums, static_cast<int>(values.size()), TEXTOID, -1, false, TYPALIGN_INT));
+  Datum array = 0;
+  PgGuard([&] {
+    Datum *datums = static_cast<Datum *>(palloc(sizeof(Datum) * (values.size() + 1)));
+    for (size_t i = 0; i < values.size(); i++)
+      datums[i] = PointerGetDatum(cstring_to_text_with_len(values[i].data(), values[i].size()));
+    array = PointerGetDatum(
+        construct_array(datums, static_cast<int>(values.size()), TEXTOID, -1, false, TYPALIGN_INT));
+  });
+  return array;
 }
 
 Datum Int8ArrayOf(const std::vector<int64> &values) {
-  Datum *datums = static_cast<Datum *>(palloc(sizeof(Datum) * (values.size() + 1)));
-  for (size_t i = 0; i < values.size(); i++) datums[i] = Int64GetDatum(values[i]);
-  return PointerGetDatum(construct_array(datums, static_cast<int>(values.size()), INT8OID, 8,
-                                         FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+  Datum array = 0;
+  PgGuard([&] {
+    Datum *datums = static_cast<Datum *>(palloc(sizeof(Datum) * (values.size() + 1)));
+    for (size_t i = 0; i < values.size(); i++) datums[i] = Int64GetDatum(values[i]);
+    array = PointerGetDatum(construct_array(datums, static_cast<int>(values.size()), INT8OID, 8,
+                                            FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+  });
+  return array;
+}
+
+// The elements of a text[] datum.
+void TextsOf(Datum array, std::vector<std::string> &out) {
+  Datum *items = nullptr;
+  int count = 0;
+  PgGuard([&] {
+    deconstruct_array(DatumGetArrayTypeP(array), TEXTOID, -1, false, TYPALIGN_INT, &items, nullptr,
+                      &count);
+  });
+  for (int i = 0; i < count; i++) out.push_back(TextOf(items[i]));
 }
 
 // While a restore's rebuild runs, a bucket instance that has no state yet
@@ -165,12 +181,14 @@ void AddRebuildClears(std::vector<StagedOp> &ops) {
   Oid types[1] = {TEXTARRAYOID};
   Datum args[1] = {TextArrayOf(buckets)};
   int rc = ExecPrepared(kNewSql, 1, types, args);
-  if (rc != SPI_OK_SELECT) elog(ERROR, "reading bucket state failed");
+  if (rc != SPI_OK_SELECT) Fail("reading bucket state failed");
   for (uint64 row = 0; row < SPI_processed; row++) {
     StagedOp clear;
     clear.generated = true;
     clear.op.kind = kStagedClear;
-    clear.op.bucket = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1);
+    bool isnull;
+    clear.op.bucket =
+        TextOf(SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, 1, &isnull));
     ops.push_back(std::move(clear));
   }
 }
@@ -195,7 +213,7 @@ void InsertOps(const std::vector<StagedOp *> &ops, int64 first_id) {
     index_at++;
   }
   TupleDesc desc = RelationGetDescr(rel);
-  if (desc->natts != 7) elog(ERROR, "syncline_internal.ops has an unexpected shape");
+  if (desc->natts != 7) Fail("syncline_internal.ops has an unexpected shape");
   BulkInsertState bistate = GetBulkInsertState();
   CommandId cid = GetCurrentCommandId(true);
   // Most flushes carry a few ops: as many slots as the batch needs, no more
@@ -304,13 +322,17 @@ void FoldIntoBucketState(const std::vector<StagedOp *> &ops, int64 first_id, int
   Oid types[4] = {TEXTARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
   Datum args[4] = {TextArrayOf(buckets), Int8ArrayOf(checksums), Int8ArrayOf(counts),
                    Int8ArrayOf(lasts)};
-  int nest_level = NewGUCNestLevel();
-  for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
-    (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
-                            false);
+  int nest_level = 0;
+  PgGuard([&] {
+    nest_level = NewGUCNestLevel();
+    for (const char *method : {"enable_hashjoin", "enable_mergejoin"})
+      (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                              false);
+  });
+  // An error here leaves the settings to the transaction's abort.
   int rc = ExecPrepared(kUpdateSql, 4, types, args);
-  AtEOXact_GUC(true, nest_level);
-  if (rc != SPI_OK_UPDATE_RETURNING) elog(ERROR, "updating bucket state failed: %d", rc);
+  PgGuard([&] { AtEOXact_GUC(true, nest_level); });
+  if (rc != SPI_OK_UPDATE_RETURNING) Fail("updating bucket state failed: %d", rc);
   bool all_found = SPI_processed == buckets.size();
   std::unordered_set<std::string> found;
   for (uint64 row = 0; !all_found && row < SPI_processed; row++) {
@@ -335,7 +357,7 @@ void FoldIntoBucketState(const std::vector<StagedOp *> &ops, int64 first_id, int
     Datum new_args[4] = {TextArrayOf(new_buckets), Int8ArrayOf(new_checksums),
                          Int8ArrayOf(new_counts), Int8ArrayOf(new_lasts)};
     rc = ExecPrepared(kInsertSql, 4, types, new_args);
-    if (rc != SPI_OK_INSERT) elog(ERROR, "creating bucket state failed: %d", rc);
+    if (rc != SPI_OK_INSERT) Fail("creating bucket state failed: %d", rc);
   }
   static const char *kFlushesSql =
       "INSERT INTO syncline_internal.flushes (last_op_id, from_op_id, buckets) "
@@ -344,7 +366,7 @@ void FoldIntoBucketState(const std::vector<StagedOp *> &ops, int64 first_id, int
   Datum flush_args[3] = {Int64GetDatum(first_id + static_cast<int64>(ops.size()) - 1),
                          Int64GetDatum(from_op_id), args[0]};
   rc = ExecPrepared(kFlushesSql, 3, flush_types, flush_args);
-  if (rc != SPI_OK_INSERT) elog(ERROR, "recording the flush failed: %d", rc);
+  if (rc != SPI_OK_INSERT) Fail("recording the flush failed: %d", rc);
 }
 
 int64 FetchInt64(int row, int column) {
@@ -374,7 +396,7 @@ bool CopySnapshotChunk(const std::vector<std::string> &definitions, int64 max_bl
   Oid job_types[1] = {TEXTARRAYOID};
   Datum job_args[1] = {TextArrayOf(definitions)};
   int rc = ExecPrepared(kJobsSql, 1, job_types, job_args);
-  if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline snapshot jobs failed: %d", rc);
+  if (rc != SPI_OK_SELECT) Fail("reading syncline snapshot jobs failed: %d", rc);
   if (SPI_processed == 0) return false;
   {
     bool isnull;
@@ -435,7 +457,7 @@ bool CopySnapshotChunk(const std::vector<std::string> &definitions, int64 max_bl
                           " WHERE bucket_name = $1 AND position = $2";
   PgGuard([&] {
     rc = SPI_execute_with_args(sql, 3, types, args, nullptr, false, 0);
-    if (rc != SPI_OK_DELETE && rc != SPI_OK_UPDATE) elog(ERROR, "updating snapshot job failed");
+    if (rc != SPI_OK_DELETE && rc != SPI_OK_UPDATE) Fail("updating snapshot job failed");
   });
   *more = other_jobs || (stop_block < end_block && stop_block < nblocks);
   return true;
@@ -484,16 +506,15 @@ void AppendWrites(std::string &payload, const std::vector<PublishedWrite> &write
 void TakeFlushLock() {
   static const char *kLockSql = "SELECT pg_catalog.pg_advisory_xact_lock(1398361667, 1)";
   if (ExecPrepared(kLockSql, 0, nullptr, nullptr) != SPI_OK_SELECT)
-    elog(ERROR, "taking the syncline flush lock failed");
+    Fail("taking the syncline flush lock failed");
 }
 
 FlushResult FlushStep(int64 copy_blocks) {
   FlushResult result;
   if (IsolationUsesXactSnapshot())
-    ereport(ERROR, (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-                    errmsg("syncline.flush() must run in a READ COMMITTED transaction"),
-                    errhint("Under REPEATABLE READ or SERIALIZABLE its snapshot could predate "
-                            "the flush lock.")));
+    throw Error(ERRCODE_ACTIVE_SQL_TRANSACTION,
+                "syncline.flush() must run in a READ COMMITTED transaction", "",
+                "Under REPEATABLE READ or SERIALIZABLE its snapshot could predate the flush lock.");
   // The flush lock, released only after this transaction is visible, so the
   // next flush numbers its ops after ours and (its next statement taking a
   // new snapshot) sees everything we published.
@@ -508,7 +529,7 @@ FlushResult FlushStep(int64 copy_blocks) {
       "       EXISTS (SELECT FROM syncline_internal.snapshot_jobs WHERE reset), "
       "       (SELECT coalesce(array_agg(name), '{}') FROM syncline_internal.bucket_definitions)";
   int rc = ExecPrepared(kStateSql, 0, nullptr, nullptr);
-  if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading syncline state failed");
+  if (rc != SPI_OK_SELECT || SPI_processed != 1) Fail("reading syncline state failed");
   int64 last_op_id = FetchInt64(0, 1);
   int64 start_op_id = last_op_id;
   bool isnull;
@@ -518,12 +539,9 @@ FlushResult FlushStep(int64 copy_blocks) {
       DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
   std::unordered_set<std::string> definitions;
   {
-    Datum names = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
-    Datum *items;
-    int count;
-    deconstruct_array(DatumGetArrayTypeP(names), TEXTOID, -1, false, TYPALIGN_INT, &items, nullptr,
-                      &count);
-    for (int i = 0; i < count; i++) definitions.insert(TextOf(items[i]));
+    std::vector<std::string> names;
+    TextsOf(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull), names);
+    definitions.insert(names.begin(), names.end());
   }
 
   if (copy_blocks > 0 && copies_waiting) {
@@ -566,18 +584,18 @@ FlushResult FlushStep(int64 copy_blocks) {
     // database it belongs to (a restore into another one is told apart).
     static std::string identity = CurrentDatabaseIdentity();
     Oid advance_types[2] = {INT8OID, TEXTOID};
-    Datum advance_args[2] = {Int64GetDatum(last_op_id), CStringGetTextDatum(identity.c_str())};
+    Datum advance_args[2] = {Int64GetDatum(last_op_id), TextDatumOf(identity)};
     // An UPDATE, not an upsert: ON CONFLICT DO UPDATE WAL-logs a row lock
     // before the update, in every flush.
     static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
     rc = ExecPrepared(kAdvanceSql, 1, advance_types, advance_args);
-    if (rc != SPI_OK_UPDATE) elog(ERROR, "updating syncline state failed");
+    if (rc != SPI_OK_UPDATE) Fail("updating syncline state failed");
     if (SPI_processed == 0) {
       static const char *kCreateSql =
           "INSERT INTO syncline_internal.state (singleton, last_op_id, origin) "
           "VALUES (true, $1, $2)";
       rc = ExecPrepared(kCreateSql, 2, advance_types, advance_args);
-      if (rc != SPI_OK_INSERT) elog(ERROR, "creating syncline state failed");
+      if (rc != SPI_OK_INSERT) Fail("creating syncline state failed");
     }
   }
   // Client batches published by this flush: their write checkpoint is now.
@@ -591,29 +609,31 @@ FlushResult FlushStep(int64 copy_blocks) {
       " WHERE client_id = $1 AND seq = $2";
   Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
   for (const PublishedWrite &w : published) {
-    Datum stamp_args[3] = {CStringGetTextDatum(w.client_id.c_str()), Int64GetDatum(w.seq),
+    Datum stamp_args[3] = {TextDatumOf(w.client_id), Int64GetDatum(w.seq),
                            Int64GetDatum(last_op_id)};
     rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
-    if (rc != SPI_OK_UPDATE) elog(ERROR, "recording write checkpoints failed");
+    if (rc != SPI_OK_UPDATE) Fail("recording write checkpoints failed");
   }
 
   // Definitions whose parameter queries read a table that changed.
-  Datum changed_definitions = 0;
-  bool no_definitions = true;
+  std::vector<std::string> changed_definitions;
   if (!markers.changed_tables.empty()) {
     static const char *kChangedSql =
         "SELECT coalesce(array_agg(DISTINCT bucket_name ORDER BY bucket_name), '{}') "
         "  FROM syncline_internal.parameter_tables WHERE relation::oid = ANY ($1::oid[])";
-    Datum *oids = static_cast<Datum *>(palloc(sizeof(Datum) * markers.changed_tables.size()));
-    for (size_t i = 0; i < markers.changed_tables.size(); i++)
-      oids[i] = ObjectIdGetDatum(markers.changed_tables[i]);
     Oid table_types[1] = {OIDARRAYOID};
-    Datum table_args[1] = {PointerGetDatum(construct_array(
-        oids, static_cast<int>(markers.changed_tables.size()), OIDOID, 4, true, TYPALIGN_INT))};
+    Datum table_args[1] = {0};
+    PgGuard([&] {
+      Datum *oids = static_cast<Datum *>(palloc(sizeof(Datum) * markers.changed_tables.size()));
+      for (size_t i = 0; i < markers.changed_tables.size(); i++)
+        oids[i] = ObjectIdGetDatum(markers.changed_tables[i]);
+      table_args[0] = PointerGetDatum(construct_array(
+          oids, static_cast<int>(markers.changed_tables.size()), OIDOID, 4, true, TYPALIGN_INT));
+    });
     rc = ExecPrepared(kChangedSql, 1, table_types, table_args);
-    if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "reading parameter tables failed");
-    changed_definitions = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-    no_definitions = false;
+    if (rc != SPI_OK_SELECT || SPI_processed != 1) Fail("reading parameter tables failed");
+    TextsOf(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull),
+            changed_definitions);
   }
 
   if (result.ops > 0 || result.markers > 0) {
@@ -622,15 +642,11 @@ FlushResult FlushStep(int64 copy_blocks) {
     payload.assign("{\"last_op_id\":");
     payload += std::to_string(last_op_id);
     payload += ",\"definitions\":[";
-    if (!no_definitions) {
-      ArrayType *array = DatumGetArrayTypeP(changed_definitions);
-      Datum *changed;
-      int count;
-      deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &changed, nullptr, &count);
+    {
       size_t list_start = payload.size();
-      for (int i = 0; i < count; i++) {
+      for (size_t i = 0; i < changed_definitions.size(); i++) {
         if (i > 0) payload.push_back(',');
-        AppendJsonString(payload, TextDatumGetCString(changed[i]));
+        AppendJsonString(payload, changed_definitions[i]);
         if (payload.size() - list_start > kMaxPayloadDefinitions) {
           // Too many to name: everyone rechecks.
           payload.resize(list_start);
@@ -660,7 +676,7 @@ FlushResult FlushStep(int64 copy_blocks) {
 SYNCLINE_FUNCTION(syncline_flush) {
   int64 total = 0;
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     bool copy = !syncline::FlusherAttached();
     syncline::AsEngine([&] {
       for (;;) {
@@ -682,18 +698,18 @@ SYNCLINE_FUNCTION(syncline_wait_for_initial_copy) {
   bool done = false;
   syncline::PgGuard([&] {
     if (IsolationUsesXactSnapshot())
-      ereport(ERROR,
-              (errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-               errmsg("syncline.wait_for_initial_copy() must run in a READ COMMITTED transaction"),
-               errhint("Its snapshot would never see the copies finish.")));
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+      throw syncline::Error(
+          ERRCODE_ACTIVE_SQL_TRANSACTION,
+          "syncline.wait_for_initial_copy() must run in a READ COMMITTED transaction", "",
+          "Its snapshot would never see the copies finish.");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
     TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms);
     for (;;) {
       syncline::AsEngine([&] {
         // Each statement takes a new snapshot: it sees the worker's commits.
         int rc = SPI_execute("SELECT NOT EXISTS (SELECT FROM syncline_internal.snapshot_jobs)",
                              false, 1);
-        if (rc != SPI_OK_SELECT) elog(ERROR, "reading snapshot jobs failed");
+        if (rc != SPI_OK_SELECT) syncline::Fail("reading snapshot jobs failed");
         bool isnull;
         done =
             DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

@@ -11,6 +11,9 @@ void _PG_init(void);
 #include "flush.hpp"
 #include "rule_env.hpp"
 
+#include <cstdarg>
+#include <cstdio>
+
 namespace syncline {
 
 int max_buckets_per_user = 10000;
@@ -20,18 +23,28 @@ int client_batch_retention_s = 7 * 24 * 3600;
 Oid EngineRole() {
   Oid role = get_role_oid("syncline_engine", true);
   if (!OidIsValid(role))
-    ereport(ERROR,
-            (errcode(ERRCODE_UNDEFINED_OBJECT), errmsg("role \"syncline_engine\" is missing"),
-             errhint("Syncline's own statements run as it: ALTER EXTENSION syncline UPDATE, "
-                     "or drop and create the extension again.")));
+    throw Error(ERRCODE_UNDEFINED_OBJECT, "role \"syncline_engine\" is missing", "",
+                "Syncline's own statements run as it: ALTER EXTENSION syncline UPDATE, or drop "
+                "and create the extension again.");
   return role;
 }
 extern char *write_role_name;
 static char *claims_setting = nullptr;
 
+void Fail(const char *format, ...) {
+  char buffer[512];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(buffer, sizeof buffer, format, args);
+  va_end(args);
+  throw Error(ERRCODE_INTERNAL_ERROR, buffer);
+}
+
 void RaiseCaught(ErrorData *pg_error, int sqlstate, const char *message, const char *detail,
                  const char *hint, const char *context) {
+  // raises: the boundary itself, called once every C++ frame is gone
   if (pg_error != nullptr) ReThrowError(pg_error);
+  // raises: as above
   ereport(ERROR, (errcode(sqlstate), errmsg_internal("%s", message),
                   detail && *detail ? errdetail_internal("%s", detail) : 0,
                   hint && *hint ? errhint("%s", hint) : 0,

@@ -90,6 +90,12 @@ void PgGuard(Fn &&fn) {
   if (cpp_error) std::rethrow_exception(cpp_error);
 }
 
+// An internal error ("cannot happen": an unexpected SPI result code) in C++
+// code: thrown as syncline::Error (XX000), so every C++ frame unwinds before
+// Postgres raises it. Use it instead of elog(ERROR), which would longjmp
+// over those frames.
+[[noreturn]] void Fail(const char *format, ...) pg_attribute_printf(1, 2);
+
 // Raises a Postgres ERROR for an exception caught at the C++ boundary. Called
 // only from InvokeCpp, after every C++ object of the body has been destroyed.
 [[noreturn]] void RaiseCaught(ErrorData *pg_error, int sqlstate, const char *message,

@@ -57,7 +57,7 @@ void Compile(Relation rel, TableRules *rules) {
     index_close(index, AccessShareLock);
   }
 
-  if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+  if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
   // The rules are read like a catalog: as last committed, not as of the
   // caller's snapshot. The flusher's transaction snapshot predates rules
   // declared while it waited for the flush lock; compiled from it, a new
@@ -73,7 +73,7 @@ void Compile(Relation rel, TableRules *rules) {
         "  JOIN syncline_internal.bucket_definitions b ON b.name = d.bucket_name "
         " WHERE d.relation = $1 ORDER BY d.bucket_name, d.position",
         1, argtypes, args, nullptr, true, 0);
-    if (rc != SPI_OK_SELECT) elog(ERROR, "reading syncline data queries failed: %d", rc);
+    if (rc != SPI_OK_SELECT) Fail("reading syncline data queries failed: %d", rc);
   });
   PopActiveSnapshot();
 

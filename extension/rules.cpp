@@ -334,7 +334,7 @@ ParameterQueryShape AnalyzeParameterQuery(const std::string &bucket, const char 
         first == std::string::npos ? "" : result.canonical.substr(first, last - first + 1);
 
     SPIPlanPtr plan = SPI_prepare(query, 0, nullptr);
-    if (plan == nullptr) elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+    if (plan == nullptr) Fail("SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
     CachedPlanSource *source = linitial_node(CachedPlanSource, SPI_plan_get_plan_sources(plan));
     TupleDesc desc = source->resultDesc;
     if (desc == nullptr || desc->natts == 0)
@@ -367,7 +367,7 @@ ParameterQueryShape AnalyzeParameterQuery(const std::string &bucket, const char 
     // Run it once (no claims, read-only) so missing privileges show now, not
     // at the first sync.
     int rc = SPI_execute_plan(plan, nullptr, nullptr, true, 1);
-    if (rc != SPI_OK_SELECT) elog(ERROR, "running the parameter query failed: %d", rc);
+    if (rc != SPI_OK_SELECT) Fail("running the parameter query failed: %d", rc);
     SPI_freeplan(plan);
   });
   return result;

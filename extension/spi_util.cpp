@@ -1,5 +1,9 @@
 #include "spi_util.hpp"
 
+extern "C" {
+#include "access/detoast.h"
+}
+
 #include <unordered_map>
 
 namespace syncline {
@@ -14,7 +18,7 @@ int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char
     PgGuard([&] {
       plan = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
       if (plan == nullptr)
-        elog(ERROR, "preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
+        Fail("preparing \"%s\" failed: %s", sql, SPI_result_code_string(SPI_result));
       SPI_keepplan(plan);
     });
     it = plans.emplace(sql, plan).first;
@@ -22,9 +26,24 @@ int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char
   int rc = 0;
   PgGuard([&] {
     rc = SPI_execute_plan(it->second, args, nulls, false, 0);
-    if (rc < 0) elog(ERROR, "\"%s\" failed: %s", sql, SPI_result_code_string(rc));
+    if (rc < 0) Fail("\"%s\" failed: %s", sql, SPI_result_code_string(rc));
   });
   return rc;
+}
+
+std::string_view VarlenaBytes(Datum value) {
+  struct varlena *bytes = reinterpret_cast<struct varlena *>(DatumGetPointer(value));
+  if (VARATT_IS_COMPRESSED(bytes) || VARATT_IS_EXTERNAL(bytes))
+    PgGuard([&] { bytes = detoast_attr(bytes); });
+  return std::string_view(VARDATA_ANY(bytes), VARSIZE_ANY_EXHDR(bytes));
+}
+
+Datum TextDatumOf(std::string_view bytes) {
+  Datum text = 0;
+  PgGuard([&] {
+    text = PointerGetDatum(cstring_to_text_with_len(bytes.data(), static_cast<int>(bytes.size())));
+  });
+  return text;
 }
 
 }  // namespace syncline

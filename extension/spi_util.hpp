@@ -3,6 +3,9 @@
 
 #include "pg_compat.hpp"
 
+#include <string>
+#include <string_view>
+
 namespace syncline {
 
 // Runs a fixed statement through a plan prepared (generic) once per backend.
@@ -11,5 +14,13 @@ namespace syncline {
 // or statement timeout) comes out as syncline::Error, so the caller's C++
 // objects are destroyed on the way out (use inside PgGuard or InvokeCpp).
 int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char *nulls = nullptr);
+
+// The bytes of a text or bytea datum, detoasted if need be. Detoasting may
+// raise (out of memory, a damaged TOAST value), so it runs in PgGuard; an
+// inline value, the common case, costs nothing more.
+std::string_view VarlenaBytes(Datum value);
+
+// A text datum of `bytes` (palloc'd in PgGuard).
+Datum TextDatumOf(std::string_view bytes);
 
 }  // namespace syncline

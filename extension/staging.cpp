@@ -232,6 +232,7 @@ Oid InternalRelid(const char *name) {
   Oid nsp = get_namespace_oid("syncline_internal", false);
   Oid relid = get_relname_relid(name, nsp);
   if (!OidIsValid(relid))
+    // raises: called from C (the worker's vacuum) too; holds no C++ object
     ereport(ERROR,
             (errcode(ERRCODE_UNDEFINED_TABLE), errmsg("syncline_internal.%s is missing", name),
              errhint("Reinstall the extension: DROP EXTENSION syncline; CREATE EXTENSION "

@@ -19,7 +19,8 @@ void StageOps(const std::vector<RowOp> &ops, bool initial_copy = false);
 // Appends one marker row (kind >= 10). Postgres calls: use in PgGuard.
 void StageMarker(int16 kind, const char *object_id, const char *data);
 
-// Oid of a relation in schema syncline_internal (cached; reset on invalidation).
+// Oid of a relation in schema syncline_internal. Raises a Postgres ERROR when
+// it is missing: call it in PgGuard, or where no C++ object is alive.
 Oid InternalRelid(const char *name);
 
 // Asks the flusher to run when the current transaction commits.

@@ -101,7 +101,7 @@ bool FlushOnce(int64 *published, int64 *ops) {
   if (ExtensionInstalled()) {
     RunRaisingErrors([&] {
       PgGuard([&] {
-        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
         AsEngine([&] {
           FlushResult result = FlushStep(256);
           more = result.ops > 0 || result.more_copy;
@@ -145,7 +145,7 @@ void MaintenanceRound() {
     pgstat_report_activity(STATE_RUNNING, "syncline maintenance");
     RunRaisingErrors([&] {
       PgGuard([&] {
-        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
         (void)PruneFlushes();
         int64 pruned = PruneClientBatches(client_batch_retention_s, kPruneBatchesPerRound);
         if (pruned > 0)
@@ -164,7 +164,7 @@ void MaintenanceRound() {
     PushActiveSnapshot(GetTransactionSnapshot());
     RunRaisingErrors([&] {
       PgGuard([&] {
-        if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+        if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
         (void)CompactBucket(bucket.c_str());
         SPI_finish();
       });

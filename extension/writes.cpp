@@ -74,7 +74,7 @@ std::string QualifiedEquality(Oid type) {
     throw Error(ERRCODE_UNDEFINED_FUNCTION,
                 std::string("type ") + format_type_be(type) + " has no equality operator");
   HeapTuple tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(entry->eq_opr));
-  if (!HeapTupleIsValid(tuple)) elog(ERROR, "cache lookup failed for operator %u", entry->eq_opr);
+  if (!HeapTupleIsValid(tuple)) Fail("cache lookup failed for operator %u", entry->eq_opr);
   auto *form = reinterpret_cast<Form_pg_operator>(GETSTRUCT(tuple));
   std::string out = std::string(" OPERATOR(") +
                     quote_identifier(get_namespace_name(form->oprnamespace)) + "." +
@@ -299,7 +299,7 @@ class BatchApplier {
     PgGuard([&] {
       SPIPlanPtr plan = Plan(sql, types);
       int rc = SPI_execute_plan(plan, values.data(), nulls.c_str(), false, 0);
-      if (rc < 0) elog(ERROR, "applying op failed: %s", SPI_result_code_string(rc));
+      if (rc < 0) Fail("applying op failed: %s", SPI_result_code_string(rc));
       processed = SPI_processed;
     });
     if (kind == "PATCH" && processed == 0)
@@ -445,7 +445,7 @@ class BatchApplier {
                                                    get_func_name(handler)) +
                         "($1::pg_catalog.jsonb)";
       int rc = SPI_execute_with_args(sql.c_str(), 1, types, &arg, nullptr, false, 0);
-      if (rc != SPI_OK_SELECT || SPI_processed != 1) elog(ERROR, "write handler failed");
+      if (rc != SPI_OK_SELECT || SPI_processed != 1) Fail("write handler failed");
       bool isnull;
       Datum out = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
       if (!isnull) {
@@ -465,9 +465,14 @@ class BatchApplier {
     for (Oid t : types) key += "|" + std::to_string(t);
     auto it = plans.find(key);
     if (it != plans.end()) return it->second;
-    SPIPlanPtr plan = SPI_prepare(sql.c_str(), static_cast<int>(types.size()), types.data());
-    if (plan == nullptr) elog(ERROR, "preparing \"%s\" failed", sql.c_str());
-    SPI_keepplan(plan);
+    // Its own PgGuard: a statement that does not parse (a column the table
+    // does not have) raises while `key` is alive.
+    SPIPlanPtr plan = nullptr;
+    PgGuard([&] {
+      plan = SPI_prepare(sql.c_str(), static_cast<int>(types.size()), types.data());
+      if (plan == nullptr) Fail("preparing \"%s\" failed", sql.c_str());
+      SPI_keepplan(plan);
+    });
     plans.emplace(key, plan);
     return plan;
   }
@@ -527,7 +532,7 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
                 "A client id belongs to the token subject that wrote its first batch.");
 
   syncline::PgGuard([&] {
-    if (SPI_connect() != SPI_OK_CONNECT) elog(ERROR, "SPI_connect failed");
+    if (SPI_connect() != SPI_OK_CONNECT) syncline::Fail("SPI_connect failed");
   });
   // One batch of a client at a time, across every gateway: a transaction
   // advisory lock on the client id's hash (a collision merely serializes two
@@ -713,7 +718,8 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
 // apply_writes cache of them is stale once this transaction commits.
 SYNCLINE_FUNCTION(syncline_invalidate_write_catalog) {
   syncline::PgGuard([&] {
-    if (!CALLED_AS_TRIGGER(fcinfo)) elog(ERROR, "invalidate_write_catalog must run as a trigger");
+    if (!CALLED_AS_TRIGGER(fcinfo))
+      syncline::Fail("invalidate_write_catalog must run as a trigger");
     auto *trigger = reinterpret_cast<TriggerData *>(fcinfo->context);
     CacheInvalidateRelcacheByRelid(RelationGetRelid(trigger->tg_relation));
   });

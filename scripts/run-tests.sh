@@ -208,6 +208,7 @@ demo() {
 suite_wanted regress && run_suite regress regress
 suite_wanted isolation && run_suite isolation isolation
 suite_wanted units && run_suite unit/extension_tests units
+suite_wanted units && run_suite "error rules (source)" bash tests/unit/error_rules.sh
 suite_wanted gateway && run_suite gateway/gateway_tests gateway_units
 if suite_wanted concurrency; then
   for seed in $CONC_SEEDS; do run_suite "concurrency seed $seed" concurrency "$seed"; done
