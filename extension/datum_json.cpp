@@ -11,6 +11,7 @@ extern "C" {
 #include "utils/timestamp.h"
 }
 
+#include <charconv>
 #include <cmath>
 
 #include "json_text.hpp"
@@ -152,10 +153,13 @@ void AppendFloat(std::string &out, double value, bool is_float4) {
   }
 }
 
+// std::to_chars, not snprintf: a synced row's integers are encoded for
+// every op, and snprintf's format parsing was 4.5% of a bulk INSERT's
+// profile.
 void AppendInt(std::string &out, int64 value) {
-  char buf[32];
-  snprintf(buf, sizeof buf, "%lld", static_cast<long long>(value));
-  out += buf;
+  char buf[24];
+  char *end = std::to_chars(buf, buf + sizeof buf, value).ptr;
+  out.append(buf, static_cast<size_t>(end - buf));
 }
 
 }  // namespace

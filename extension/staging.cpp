@@ -10,6 +10,7 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <utility>
 
 #include "flush.hpp"
 
@@ -248,7 +249,7 @@ void WakeFlusherAtCommit() {
   wake_at_commit = true;
 }
 
-void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
+void StageOps(std::vector<RowOp> &ops, bool initial_copy) {
   if (ops.empty()) return;
   if (initial_copy) {
     // Initial-copy ops sort before every staged op (negative seqs), in scan
@@ -265,9 +266,9 @@ void StageOps(const std::vector<RowOp> &ops, bool initial_copy) {
     registered = true;
   }
   SubTransactionId subxact = GetCurrentSubTransactionId();
-  for (const RowOp &op : ops) {
-    buffer.push_back(BufferedOp{op, subxact});
+  for (RowOp &op : ops) {
     buffer_bytes += op.bucket.size() + op.object_id.size() + op.data.size();
+    buffer.push_back(BufferedOp{std::move(op), subxact});
   }
   // A big transaction stages what it has early, when every buffered op
   // belongs to the current subtransaction (staged rows roll back with it);

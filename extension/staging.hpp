@@ -12,9 +12,10 @@
 
 namespace syncline {
 
-// Appends `ops` to pending. `initial_copy` ops sort before every other op of
-// the flush that publishes them (see flush.cpp). Postgres calls: use in PgGuard.
-void StageOps(const std::vector<RowOp> &ops, bool initial_copy = false);
+// Appends `ops` to pending, moving them out (the caller clears `ops` after).
+// `initial_copy` ops sort before every other op of the flush that publishes
+// them (see flush.cpp). Postgres calls: use in PgGuard.
+void StageOps(std::vector<RowOp> &ops, bool initial_copy = false);
 
 // Appends one marker row (kind >= 10). Postgres calls: use in PgGuard.
 void StageMarker(int16 kind, const char *object_id, const char *data);
