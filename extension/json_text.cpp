@@ -1,13 +1,20 @@
 #include "json_text.hpp"
 
-#include <cstdio>
+#include <cstdint>
 
 namespace syncline {
 
 void AppendJsonString(std::string &out, std::string_view value) {
   static const char kHex[] = "0123456789abcdef";
   out.push_back('"');
-  for (unsigned char c : value) {
+  // Runs of characters that need no escape (nearly all of them) are appended
+  // whole, not one push_back each: this is on every synced text column.
+  size_t run = 0;
+  for (size_t i = 0; i < value.size(); i++) {
+    unsigned char c = static_cast<unsigned char>(value[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(value.data() + run, i - run);
+    run = i + 1;
     switch (c) {
       case '"':
         out += "\\\"";
@@ -31,15 +38,12 @@ void AppendJsonString(std::string &out, std::string_view value) {
         out += "\\t";
         break;
       default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out.push_back(kHex[c >> 4]);
-          out.push_back(kHex[c & 0xf]);
-        } else {
-          out.push_back(static_cast<char>(c));
-        }
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 0xf]);
     }
   }
+  out.append(value.data() + run, value.size() - run);
   out.push_back('"');
 }
 
@@ -87,17 +91,35 @@ void CivilFromDays(int64_t z, int64_t *year, unsigned *month, unsigned *day) {
   *year = static_cast<int64_t>(yoe) + era * 400 + (*month <= 2);
 }
 
+// `value` (>= 0) in decimal, zero-padded to at least `width` digits. No
+// snprintf: timestamps are encoded for every op of a table that has them.
+void AppendPadded(std::string &out, uint64_t value, int width) {
+  char buf[24];
+  char *end = buf + sizeof buf;
+  char *p = end;
+  do {
+    *--p = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (end - p < width) *--p = '0';
+  out.append(p, static_cast<size_t>(end - p));
+}
+
 void AppendDays(std::string &out, int64_t days_since_2000) {
   int64_t year;
   unsigned month, day;
   CivilFromDays(days_since_2000 + kPgEpochDays, &year, &month, &day);
-  char buf[48];
+  // ISO 8601: four-digit years; others expanded, with a sign (%+05lld).
   if (year >= 0 && year <= 9999) {
-    snprintf(buf, sizeof buf, "%04lld-%02u-%02u", static_cast<long long>(year), month, day);
+    AppendPadded(out, static_cast<uint64_t>(year), 4);
   } else {
-    snprintf(buf, sizeof buf, "%+05lld-%02u-%02u", static_cast<long long>(year), month, day);
+    out.push_back(year < 0 ? '-' : '+');
+    AppendPadded(out, year < 0 ? 0 - static_cast<uint64_t>(year) : static_cast<uint64_t>(year), 4);
   }
-  out += buf;
+  out.push_back('-');
+  AppendPadded(out, month, 2);
+  out.push_back('-');
+  AppendPadded(out, day, 2);
 }
 
 }  // namespace
@@ -105,17 +127,22 @@ void AppendDays(std::string &out, int64_t days_since_2000) {
 void AppendIsoDate(std::string &out, int32_t days_since_2000) { AppendDays(out, days_since_2000); }
 
 void AppendIsoTime(std::string &out, int64_t micros) {
-  char buf[32];
   const int64_t secs = micros / 1000000;
-  const int64_t frac = micros % 1000000;
-  snprintf(buf, sizeof buf, "%02lld:%02lld:%02lld", static_cast<long long>(secs / 3600),
-           static_cast<long long>(secs / 60 % 60), static_cast<long long>(secs % 60));
-  out += buf;
+  int64_t frac = micros % 1000000;
+  AppendPadded(out, static_cast<uint64_t>(secs / 3600), 2);
+  out.push_back(':');
+  AppendPadded(out, static_cast<uint64_t>(secs / 60 % 60), 2);
+  out.push_back(':');
+  AppendPadded(out, static_cast<uint64_t>(secs % 60), 2);
   if (frac != 0) {
-    snprintf(buf, sizeof buf, ".%06lld", static_cast<long long>(frac));
-    std::string digits(buf);
-    while (digits.back() == '0') digits.pop_back();
-    out += digits;
+    // Six digits, less the trailing zeros.
+    int width = 6;
+    while (frac % 10 == 0) {
+      frac /= 10;
+      width--;
+    }
+    out.push_back('.');
+    AppendPadded(out, static_cast<uint64_t>(frac), width);
   }
 }
 

@@ -20,6 +20,18 @@ TEST(JsonString, EscapesQuotesBackslashesAndControls) {
   EXPECT_EQ(Str(std::string_view("nul\0x", 5)), "\"nul\\u0000x\"");
 }
 
+TEST(JsonString, EscapesAtEitherEndAndBetweenRuns) {
+  EXPECT_EQ(Str(""), "\"\"");
+  EXPECT_EQ(Str("\"x"), "\"\\\"x\"");
+  EXPECT_EQ(Str("x\\"), "\"x\\\\\"");
+  EXPECT_EQ(Str("\n\n"), "\"\\n\\n\"");
+  EXPECT_EQ(Str("ab\tcd\"ef\\gh\x02ij"), "\"ab\\tcd\\\"ef\\\\gh\\u0002ij\"");
+  EXPECT_EQ(Str("\x7f~ "), "\"\x7f~ \"");  // DEL and the rest of ASCII need no escape
+  std::string long_text(1000, 'a');
+  long_text[500] = '"';
+  EXPECT_EQ(Str(long_text), "\"" + std::string(500, 'a') + "\\\"" + std::string(499, 'a') + "\"");
+}
+
 TEST(JsonString, KeepsUtf8AsIs) { EXPECT_EQ(Str("Übung 💪"), "\"Übung 💪\""); }
 
 TEST(Base64, MatchesRfc4648Vectors) {
@@ -75,6 +87,12 @@ TEST(IsoTimes, HoursMinutesSeconds) {
   std::string out;
   AppendIsoTime(out, (13 * 3600 + 5 * 60 + 9) * 1000000LL + 10);
   EXPECT_EQ(out, "13:05:09.00001");
+  out.clear();
+  AppendIsoTime(out, 24 * 3600 * 1000000LL);
+  EXPECT_EQ(out, "24:00:00");
+  out.clear();
+  AppendIsoTime(out, 9 * 1000000LL + 100000);
+  EXPECT_EQ(out, "00:00:09.1");
 }
 
 }  // namespace
