@@ -5,7 +5,8 @@
 # table build/bench/results.md is assembled from the parts that ran.
 #
 #   bench/run.sh                 every part
-#   bench/run.sh write oplog     only those parts (write, cost, oplog, checkpoint, paging, writes)
+#   bench/run.sh write oplog     only those parts (write, cost, oplog, checkpoint, paging, writes,
+#                                instructions)
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
 #        plain / PL/pgSQL-trigger / synced runs per figure, 3), BENCH_CLIENTS (8),
 #        OPLOG_ROWS (1000000), OPLOG_BATCH (10000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
@@ -31,7 +32,7 @@ PAGING_PAGE=${PAGING_PAGE:-10000}
 COST_WRITES=${COST_WRITES:-20000}
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes)
+[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes instructions)
 
 HARNESS=$OUT/syncline_bench
 g++ -std=c++17 -O2 -Wall -Wextra -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
@@ -378,10 +379,16 @@ part_writes() {
   bash "$ROOT/bench/write_bench.sh"
 }
 
+# Instructions per synced row under callgrind (exact between runs; its own
+# single-user data directory).
+part_instructions() {
+  bash "$ROOT/bench/instructions.sh"
+}
+
 for part in "${parts[@]}"; do
   case "$part" in
-    write|cost|oplog|checkpoint|paging|writes) "part_$part"; stop_cluster ;;
-    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes)" >&2; exit 2 ;;
+    write|cost|oplog|checkpoint|paging|writes|instructions) "part_$part"; stop_cluster ;;
+    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes, instructions)" >&2; exit 2 ;;
   esac
 done
 
@@ -390,7 +397,7 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
-  for part in write cost oplog checkpoint paging writes; do
+  for part in write cost oplog checkpoint paging writes instructions; do
     [ -f "$OUT/$part.md" ] && { cat "$OUT/$part.md"; echo; }
   done
 } >"$OUT/results.md"
