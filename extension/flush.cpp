@@ -329,7 +329,8 @@ void FoldIntoBucketState(const std::vector<StagedOp *> &ops, int64 first_id, int
       (void)set_config_option(method, "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
                               false);
   });
-  // An error here leaves the settings to the transaction's abort.
+  // An error here leaves the settings to the enclosing RunAs, which restores
+  // every level above its own.
   int rc = ExecPrepared(kUpdateSql, 4, types, args);
   PgGuard([&] { AtEOXact_GUC(true, nest_level); });
   if (rc != SPI_OK_UPDATE_RETURNING) Fail("updating bucket state failed: %d", rc);
