@@ -81,7 +81,8 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     // initial copy) and every transaction committed by now are visible.
     CommandCounterIncrement();
     rel = table_open(InternalRelid("pending"), RowExclusiveLock);
-    if (RelationGetDescr(rel)->natts != 8) Fail("syncline_internal.pending has an unexpected shape");
+    if (RelationGetDescr(rel)->natts != 8)
+      Fail("syncline_internal.pending has an unexpected shape");
     snapshot = RegisterSnapshot(GetLatestSnapshot());
     scan = table_beginscan(rel, snapshot, 0, nullptr);
   });
@@ -126,9 +127,9 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
       } else if (kind == kStagedRulesChanged) {
         markers.rules_changed = true;
       } else if (kind == kStagedWriteMarker && !nulls[kObjectId] && !nulls[kData]) {
-        markers.writes.push_back({seq,
-                                  {TextOf(values[kObjectId]),
-                                   strtoll(TextOf(values[kData]).c_str(), nullptr, 10)}});
+        markers.writes.push_back(
+            {seq,
+             {TextOf(values[kObjectId]), strtoll(TextOf(values[kData]).c_str(), nullptr, 10)}});
       }
       continue;
     }
