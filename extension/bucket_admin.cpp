@@ -39,6 +39,7 @@ extern "C" {
 #include "flush.hpp"
 #include "rule_cache.hpp"
 #include "rules.hpp"
+#include "spi_util.hpp"
 #include "staging.hpp"
 
 namespace syncline {
@@ -123,18 +124,13 @@ void DropStagedChunkOps(const std::string &name) {
     for (uint64 i = 0; i < count; i++) {
       ItemPointerData tid;
       std::string_view chunk;
-      bytea *detoasted = nullptr;  // freed below when it is a copy
-      PgGuard([&] {
-        bool isnull;
-        HeapTuple tuple = rows->vals[i];
-        ItemPointerCopy(
-            reinterpret_cast<ItemPointer>(SPI_getbinval(tuple, rows->tupdesc, 1, &isnull)), &tid);
-        Datum value = SPI_getbinval(tuple, rows->tupdesc, 2, &isnull);
-        if (isnull) return;
-        bytea *bytes = DatumGetByteaPP(value);
-        if (reinterpret_cast<Pointer>(bytes) != DatumGetPointer(value)) detoasted = bytes;
-        chunk = std::string_view(VARDATA_ANY(bytes), VARSIZE_ANY_EXHDR(bytes));
-      });
+      struct varlena *detoasted = nullptr;  // freed below when it is a copy
+      bool isnull;
+      HeapTuple tuple = rows->vals[i];
+      ItemPointerCopy(
+          reinterpret_cast<ItemPointer>(SPI_getbinval(tuple, rows->tupdesc, 1, &isnull)), &tid);
+      Datum value = SPI_getbinval(tuple, rows->tupdesc, 2, &isnull);
+      if (!isnull) chunk = VarlenaBytes(value, &detoasted);
       kept.clear();
       bool dropped = false;
       if (!chunk.empty()) {

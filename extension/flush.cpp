@@ -102,7 +102,10 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     int16 kind = DatumGetInt16(values[kKind]);
     if (kind == kStagedChunk) {
       if (nulls[kChunk]) continue;
-      ChunkReader reader(VarlenaBytes(values[kChunk]));
+      // A bulk load stages thousands of chunks: each decompressed copy is
+      // freed once read, not kept to the end of the flush.
+      struct varlena *copy = nullptr;
+      ChunkReader reader(VarlenaBytes(values[kChunk], &copy));
       // Read in place, without a copy of each op's four strings.
       for (int32 ord = 1;; ord++) {
         StagedOp &staged = ops.emplace_back();
@@ -117,6 +120,7 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
         staged.seq = seq;
         staged.ord = ord;
       }
+      if (copy != nullptr) pfree(copy);
       continue;
     }
     if (kind >= 10) {

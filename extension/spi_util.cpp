@@ -31,10 +31,13 @@ int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char
   return rc;
 }
 
-std::string_view VarlenaBytes(Datum value) {
+std::string_view VarlenaBytes(Datum value, struct varlena **copy) {
   struct varlena *bytes = reinterpret_cast<struct varlena *>(DatumGetPointer(value));
-  if (VARATT_IS_COMPRESSED(bytes) || VARATT_IS_EXTERNAL(bytes))
+  if (copy != nullptr) *copy = nullptr;
+  if (VARATT_IS_COMPRESSED(bytes) || VARATT_IS_EXTERNAL(bytes)) {
     PgGuard([&] { bytes = detoast_attr(bytes); });
+    if (copy != nullptr) *copy = bytes;
+  }
   return std::string_view(VARDATA_ANY(bytes), VARSIZE_ANY_EXHDR(bytes));
 }
 

@@ -17,8 +17,10 @@ int ExecPrepared(const char *sql, int nargs, Oid *types, Datum *args, const char
 
 // The bytes of a text or bytea datum, detoasted if need be. Detoasting may
 // raise (out of memory, a damaged TOAST value), so it runs in PgGuard; an
-// inline value, the common case, costs nothing more.
-std::string_view VarlenaBytes(Datum value);
+// inline value, the common case, costs nothing more. With `copy`, a
+// detoasted copy is handed back there (else nullptr) for the caller to
+// pfree once done with the bytes: loops over many large values use it.
+std::string_view VarlenaBytes(Datum value, struct varlena **copy = nullptr);
 
 // A text datum of `bytes` (palloc'd in PgGuard).
 Datum TextDatumOf(std::string_view bytes);

@@ -58,6 +58,16 @@ SELECT count(*) AS replica_rows,
        NOT EXISTS (SELECT * FROM s_replica() EXCEPT SELECT * FROM s) AS same_rows
   FROM s_replica();
 SELECT v FROM s_replica() WHERE id IN (100, 101);
+-- A value too large to stay in its row: its staged row keeps it out of line
+-- (TOAST), and the flush that deletes the row still reads it whole.
+INSERT INTO s SELECT 99, string_agg(md5(g::text), '') FROM generate_series(1, 3000) g;
+\set ECHO none
+SELECT format('SELECT count(*) > 0 AS staged_out_of_line FROM %s', reltoastrelid::regclass)
+  FROM pg_class WHERE oid = 'syncline_internal.pending'::regclass \gexec
+\set ECHO all
+SELECT syncline.flush() AS published;
+SELECT length(v) AS published_length, v = (SELECT v FROM s WHERE id = 99) AS same_value
+  FROM s_replica() WHERE id = 99;
 -- Checksums: the running bucket state is the sum of the published ops.
 SELECT (SELECT checksum FROM syncline.changes(0) WHERE bucket = 'all_s[]') =
        (SELECT sum(checksum) % 4294967296 FROM syncline.bucket_data('all_s[]', 0, NULL, 1000000))
