@@ -32,12 +32,17 @@ extern char *write_role_name;
 static char *claims_setting = nullptr;
 
 void Fail(const char *format, ...) {
-  char buffer[512];
-  va_list args;
+  // Measured first: messages quote whole statements, which a fixed buffer
+  // would cut.
+  va_list args, again;
   va_start(args, format);
-  vsnprintf(buffer, sizeof buffer, format, args);
+  va_copy(again, args);
+  int length = vsnprintf(nullptr, 0, format, args);
   va_end(args);
-  throw Error(ERRCODE_INTERNAL_ERROR, buffer);
+  std::string message(length > 0 ? static_cast<size_t>(length) : 0, '\0');
+  if (length > 0) vsnprintf(message.data(), message.size() + 1, format, again);
+  va_end(again);
+  throw Error(ERRCODE_INTERNAL_ERROR, std::move(message));
 }
 
 void RaiseCaught(ErrorData *pg_error, int sqlstate, const char *message, const char *detail,
