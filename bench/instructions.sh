@@ -32,10 +32,6 @@ if ! command -v valgrind >/dev/null 2>&1; then
   fi
 fi
 
-# initdb refuses root: the data directories belong to the postgres user.
-as_owner() {
-  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
 
 work=$(mktemp -d /tmp/syncline-instr.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -9,12 +9,6 @@
 set -euo pipefail
 . "$(dirname "$0")/pgenv.sh"
 
-# runuser keeps the caller's working directory, which the server's user may
-# not be allowed to enter (/root): run from / instead.
-as_owner() {
-  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
-}
-
 free_port() {
   local p
   for p in $(seq 54320 54420); do

@@ -18,3 +18,10 @@ export PGBIN
 PGXS_DIR=$(dirname "$("$PGBIN/pg_config" --pgxs)")/..
 export PGXS_DIR
 unset _pgenv_root _pgenv_sys
+
+# Runs a server binary as its owner: initdb refuses root, so as root it runs
+# as postgres (from /, which that user may enter; the caller's directory,
+# /root say, it may not).
+as_owner() {
+  if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
