@@ -862,6 +862,8 @@ void Gateway::OnClosed(Session *s) {
     if (it->second.empty()) holders_.erase(it);
   }
   if (s->powersync) ForgetPowerSyncSession(s);
+  lagging_.erase(s->id);
+  write_checkpoint_waiting_.erase(s->id);
   sessions_.erase(s->id);
   if (s->job) EndRecheck(s->job.get());  // its slot goes to the next connection waiting
   delete s;
@@ -910,6 +912,10 @@ std::string Gateway::RenderMetrics() {
                metrics_.notifications, &out);
   RenderMetric("syncline_live_rounds_total", "counter", "Shared live fan-out rounds.",
                metrics_.live_rounds, &out);
+  RenderMetric("syncline_live_round_sessions_total", "counter",
+               "Connections the live rounds looked at (those holding a changed bucket, plus the "
+               "few behind or owed a write checkpoint; all of them when sync rules change).",
+               metrics_.live_round_sessions, &out);
   RenderMetric("syncline_powersync_streams_total", "counter",
                "PowerSync sync streams (POST /sync/stream) accepted.",
                metrics_.powersync_streams_total, &out);

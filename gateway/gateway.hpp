@@ -122,8 +122,12 @@ struct Session {
   std::string close_reason;
 
   // Sync state: what the client holds once its last checkpoint completed.
-  bool live = false;      // completed a checkpoint and not in a job
-  uint64_t position = 0;  // op id the client is complete up to
+  bool live = false;  // completed a checkpoint and not in a job
+  // Op id the client is complete up to. While the session is live and idle this is a lower
+  // bound: live rounds do not visit sessions they leave alone, so the position that counts is
+  // Gateway::LivePosition() (at least the gateway's live position, unless it is lagging).
+  uint64_t position = 0;
+  uint64_t live_round_seen = 0;  // the last live round that visited it
   BucketMap buckets;
   std::unique_ptr<SyncJob> job;
   bool needs_recheck = false;                // re-run checkpoint when idle
@@ -260,6 +264,17 @@ class Gateway {
   std::string PageBytesParam() const;  // bucket_data's max_bytes for --page-bytes
   void OnLivePage(const std::string &bucket, QueryReply &reply);
   void FinishLiveRound();
+  // Where a session is complete up to: a live, idle session that is not lagging is at least at
+  // live_position_ (each round moves that, not the sessions it leaves alone).
+  uint64_t LivePosition(const Session *s) const;
+  // Writes each live session's position out and forgets live_position_, which may then go
+  // down (recomputed from the sessions by the next round).
+  void ForgetLivePosition();
+  // A live, idle session behind live_position_ (its catch-up failed or waits for a recheck):
+  // the next round visits it whatever changed, so it catches up.
+  void NoteLagging(Session *s);
+  // PowerSync sessions with a write checkpoint not yet sent are visited by every round.
+  void NoteWriteCheckpointWaiting(Session *s);
 
   Config config_;
   std::unique_ptr<JwtVerifier> verifier_;
@@ -293,6 +308,9 @@ class Gateway {
   // Live fan-out state.
   uint64_t live_position_ = 0;  // every live session at this position is up to date
   bool live_position_known_ = false;
+  std::set<uint64_t> lagging_;  // live, idle session ids that may be behind live_position_
+  std::set<uint64_t> write_checkpoint_waiting_;  // PowerSync sessions owed a write checkpoint
+  uint64_t live_round_seq_ = 0;
   uint64_t notified_upto_ = 0;  // highest last_op_id announced by NOTIFY
   std::set<std::string> pending_definitions_;
   bool pending_rules_changed_ = false;

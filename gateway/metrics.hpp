@@ -33,6 +33,7 @@ struct Metrics {
   uint64_t ops_sent = 0;
   uint64_t syncs_started = 0, syncs_completed = 0, syncs_failed = 0;
   uint64_t notifications = 0, live_rounds = 0;
+  uint64_t live_round_sessions = 0;      // sessions the live rounds looked at
   uint64_t powersync_streams_total = 0;  // POST /sync/stream accepted
   uint64_t uploads_applied = 0, uploads_rejected = 0, uploads_failed = 0;  // POST /upload
   uint64_t live_buckets_over_budget = 0;  // left out of a live round (--live-round-bytes)

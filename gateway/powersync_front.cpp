@@ -196,17 +196,23 @@ void Gateway::NotePowerSyncWriteCheckpoint(const std::string &client_id, uint64_
 // one the client already has (no op was added since), and the SDK applies a checkpoint only
 // when one arrives after its upload queue drained: so once the client asked for its write
 // checkpoint, it gets a checkpoint carrying it even if the value is not new.
+// One still owed (beyond the client's position, or the client is in a sync job) waits in
+// write_checkpoint_waiting_, which every live round visits.
 void Gateway::MaybeSendWriteCheckpoint(Session *s) {
   PowerSyncStream *p = s->powersync.get();
-  if (p == nullptr || !s->live || s->job || s->closing || !p->head_queued) return;
-  if (p->write_checkpoint > s->position) return;  // the live round that reaches it carries it
-  if (p->write_checkpoint <= p->write_checkpoint_sent && !p->write_checkpoint_asked) return;
-  uint64_t wc = std::max(p->write_checkpoint, p->write_checkpoint_sent);
-  p->write_checkpoint_asked = false;
-  SendPowerSyncLines(
-      s, ps::DiffHead(s->position, wc) + ps::DiffTail({}, {}) + ps::CompleteLine(s->position), 0,
-      /*enforce_limit=*/true);
-  p->write_checkpoint_sent = wc;
+  if (p == nullptr) return;
+  uint64_t position = LivePosition(s);
+  if (s->live && !s->job && !s->closing && p->head_queued &&
+      p->write_checkpoint <= position &&  // else the live round that reaches it carries it
+      (p->write_checkpoint > p->write_checkpoint_sent || p->write_checkpoint_asked)) {
+    uint64_t wc = std::max(p->write_checkpoint, p->write_checkpoint_sent);
+    p->write_checkpoint_asked = false;
+    SendPowerSyncLines(
+        s, ps::DiffHead(position, wc) + ps::DiffTail({}, {}) + ps::CompleteLine(position), 0,
+        /*enforce_limit=*/true);
+    p->write_checkpoint_sent = wc;
+  }
+  NoteWriteCheckpointWaiting(s);
 }
 
 void Gateway::TickPowerSync(Session *s, double now, int64_t unix_now) {

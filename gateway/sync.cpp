@@ -102,6 +102,8 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   metrics_.syncs_started++;
   job->started = MonotonicSeconds();
   job->recheck_seq = recheck_seq_;
+  s->position = LivePosition(s);  // before it stops being live
+  lagging_.erase(s->id);
   s->live = false;
   s->job = std::move(job);
   uint64_t id = s->id;
@@ -332,6 +334,7 @@ void Gateway::FinishJob(Session *s) {
     next->initial = false;
     StartSync(s, std::move(next));
   }
+  NoteLagging(s);         // live but behind (a recheck waits in the queue)
   EndRecheck(job.get());  // last: the next queued recheck may be this session's
 }
 
@@ -353,6 +356,7 @@ void Gateway::FailJob(Session *s, const std::string &why, bool retryable) {
     // A catch-up: the client still holds its last checkpoint; retry later.
     s->live = true;
     s->needs_recheck = true;
+    NoteLagging(s);
   }
   EndRecheck(job.get());
 }
@@ -476,7 +480,7 @@ void Gateway::OnListenerState(bool connected) {
   // Notifications sent while we were not listening are lost: resync everyone.
   fprintf(stderr, "syncline-gateway: LISTEN connection back; resyncing %zu connections\n",
           sessions_.size());
-  live_position_known_ = false;
+  ForgetLivePosition();
   recheck_seq_++;
   metrics_.recheck_notifications++;
   for (auto &[id, s] : sessions_) RequestRecheck(s);
@@ -594,7 +598,7 @@ void Gateway::FinishLiveRound() {
   if (round->failed) {
     // Put the work back and let each client catch up on its own once the
     // database answers again.
-    live_position_known_ = false;
+    ForgetLivePosition();
     live_retry_ = true;
     for (auto &[id, s] : sessions_)
       if (s->live && !s->job) s->needs_recheck = true;
@@ -609,14 +613,33 @@ void Gateway::FinishLiveRound() {
       list.push_back(std::make_shared<const std::string>(EncodeWithHeadroom(m, LWS_PRE)));
     shared_ops[bucket] = ops.size();
   }
-  // Which live sessions hold which changed buckets.
-  std::unordered_map<uint64_t, std::vector<const std::string *>> per_session;
+  // The sessions this round visits: those holding a changed bucket, each with the changed
+  // buckets it holds (in bucket order: the caches below are keyed by that list), then the few
+  // that are lagging or owed a write checkpoint. Every other live session is left alone: moving
+  // live_position_ to round->upto moves them all, so a round costs what it changed, not the
+  // number of connections.
+  std::vector<std::pair<uint64_t, const std::string *>> held;
+  size_t changed_held = 0;
   for (const auto &[bucket, st] : round->changed) {
     auto it = holders_.find(bucket);
     if (it == holders_.end()) continue;
-    for (uint64_t id : it->second) per_session[id].push_back(&bucket);
+    changed_held++;
+    for (uint64_t id : it->second) held.emplace_back(id, &bucket);
   }
+  if (changed_held > 1)  // one holders_ set is in id order already
+    std::stable_sort(held.begin(), held.end(),
+                     [](const auto &a, const auto &b) { return a.first < b.first; });
   bool recheck_all = round->rules_changed || !round->definitions.empty();
+  // Every session is rechecked after a rules change; and with no known live position (LISTEN
+  // came back while the round ran) each session's own position is all there is.
+  std::vector<uint64_t> others;
+  if (recheck_all || !live_position_known_) {
+    others.reserve(sessions_.size());
+    for (const auto &[id, s] : sessions_) others.push_back(id);
+  } else {
+    others.assign(lagging_.begin(), lagging_.end());
+    others.insert(others.end(), write_checkpoint_waiting_.begin(), write_checkpoint_waiting_.end());
+  }
   std::map<std::vector<const std::string *>, Bytes> diff_cache;
   struct FramedChange {
     Bytes bytes;
@@ -628,47 +651,47 @@ void Gateway::FinishLiveRound() {
   pb::ServerMessage done;
   done.mutable_checkpoint_complete()->set_last_op_id(round->upto);
   Bytes complete_bytes = std::make_shared<const std::string>(EncodeWithHeadroom(done, LWS_PRE));
-  std::vector<Session *> list;
-  list.reserve(sessions_.size());
-  for (auto &[id, s] : sessions_) list.push_back(s);
-  direct_writes_ = true;
-  for (Session *s : list) {
-    if (!s->live || s->job || s->closing) continue;
-    uint64_t q = s->position;
+  std::vector<const std::string *> mine;  // the changed buckets the visited session holds
+  auto visit = [&](Session *s) {
+    metrics_.live_round_sessions++;
+    if (!s->live || s->job || s->closing) return;
+    uint64_t q = LivePosition(s);
     if (q < round->from) {
       StartCatchUp(s);
-      continue;
+      return;
     }
-    auto mine = per_session.find(s->id);
-    if (q >= round->upto || mine == per_session.end()) {
+    s->position = q;
+    lagging_.erase(s->id);  // at the round's start or past it: it moves with the rounds again
+    if (q >= round->upto || mine.empty()) {
       s->position = std::max(q, round->upto);
       if (s->powersync) MaybeSendWriteCheckpoint(s);  // a write that changed nothing it holds
       if (recheck_all) RequestRecheck(s);
-      continue;
+      return;
     }
     bool all_fetched = true;
-    for (const std::string *bucket : mine->second) all_fetched &= round->fetched.count(*bucket) > 0;
+    for (const std::string *bucket : mine) all_fetched &= round->fetched.count(*bucket) > 0;
     if (!all_fetched) {
       // Joined while the round ran, holding a bucket nobody else held: its
       // ops were not fetched, so catch up on its own.
       StartCatchUp(s);
-      continue;
+      return;
     }
     if (s->powersync) {
-      SendLivePowerSync(s, mine->second, *round, powersync_cache);
-      if (s->closing) continue;
-      for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
+      SendLivePowerSync(s, mine, *round, powersync_cache);
+      NoteWriteCheckpointWaiting(s);
+      if (s->closing) return;
+      for (const std::string *bucket : mine) s->buckets[*bucket] = round->changed[*bucket];
       s->position = round->upto;
       if (recheck_all) RequestRecheck(s);
-      continue;
+      return;
     }
     // The diff depends only on the set of changed buckets held: build it once per set.
-    Bytes &diff_bytes = diff_cache[mine->second];
+    Bytes &diff_bytes = diff_cache[mine];
     if (!diff_bytes) {
       pb::ServerMessage diff_msg;
       auto *diff = diff_msg.mutable_checkpoint_diff();
       diff->set_last_op_id(round->upto);
-      for (const std::string *bucket : mine->second)
+      for (const std::string *bucket : mine)
         FillChecksum(diff->add_updated_buckets(), *bucket, round->changed[*bucket]);
       diff_bytes = std::make_shared<const std::string>(EncodeWithHeadroom(diff_msg, LWS_PRE));
     }
@@ -676,7 +699,7 @@ void Gateway::FinishLiveRound() {
       // The usual case: the whole change (diff, data, complete) is the same
       // for every client holding this set of buckets. Framed once, it goes
       // out in one write per client.
-      FramedChange &framed = framed_cache[mine->second];
+      FramedChange &framed = framed_cache[mine];
       if (!framed.bytes) {
         std::string buffer(LWS_PRE, '\0');
         auto append = [&](const Bytes &message) {
@@ -684,7 +707,7 @@ void Gateway::FinishLiveRound() {
           framed.messages++;
         };
         append(diff_bytes);
-        for (const std::string *bucket : mine->second) {
+        for (const std::string *bucket : mine) {
           for (const auto &bytes : shared[*bucket]) append(bytes);
           framed.ops += shared_ops[*bucket];
         }
@@ -692,37 +715,76 @@ void Gateway::FinishLiveRound() {
         framed.bytes = std::make_shared<const std::string>(std::move(buffer));
       }
       SendBytes(s, framed.bytes, framed.ops, /*enforce_limit=*/true, framed.messages);
-      if (s->closing) continue;
-      for (const std::string *bucket : mine->second) s->buckets[*bucket] = round->changed[*bucket];
+      if (s->closing) return;
+      for (const std::string *bucket : mine) s->buckets[*bucket] = round->changed[*bucket];
       s->position = round->upto;
       if (recheck_all) RequestRecheck(s);
-      continue;
+      return;
     }
+    // This client is already past round->from: only the newer ops.
     SendBytes(s, diff_bytes, 0, /*enforce_limit=*/true);
-    for (const std::string *bucket : mine->second) {
+    for (const std::string *bucket : mine) {
       if (s->closing) break;
       const auto &ops = round->ops[*bucket];
-      if (q == round->from) {
-        for (const auto &bytes : shared[*bucket]) SendBytes(s, bytes, 0, /*enforce_limit=*/true);
-        metrics_.ops_sent += shared_ops[*bucket];
-      } else {
-        // This client is already past round->from: only the newer ops.
-        auto first =
-            std::upper_bound(ops.begin(), ops.end(), q,
-                             [](uint64_t v, const pb::OplogEntry &e) { return v < e.op_id(); });
-        for (const auto &m : MakeBucketData(*bucket, 0, first, ops.end(), false)) Send(s, m);
-      }
+      auto first =
+          std::upper_bound(ops.begin(), ops.end(), q,
+                           [](uint64_t v, const pb::OplogEntry &e) { return v < e.op_id(); });
+      for (const auto &m : MakeBucketData(*bucket, 0, first, ops.end(), false)) Send(s, m);
       s->buckets[*bucket] = round->changed[*bucket];
     }
     SendBytes(s, complete_bytes, 0, /*enforce_limit=*/true);
     s->position = round->upto;
     if (recheck_all) RequestRecheck(s);
+  };
+  uint64_t seq = ++live_round_seq_;
+  direct_writes_ = true;
+  for (size_t i = 0; i < held.size();) {
+    uint64_t id = held[i].first;
+    mine.clear();
+    for (; i < held.size() && held[i].first == id; i++) mine.push_back(held[i].second);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) continue;
+    it->second->live_round_seen = seq;
+    visit(it->second);
+  }
+  mine.clear();
+  for (uint64_t id : others) {
+    auto it = sessions_.find(id);
+    if (it == sessions_.end() || it->second->live_round_seen == seq) continue;
+    it->second->live_round_seen = seq;
+    visit(it->second);
   }
   direct_writes_ = false;
   FlushFanout();
   live_position_ = std::max(live_position_, round->upto);
   metrics_.live_round_seconds.Observe(MonotonicSeconds() - round->started);
   MaybeStartLiveRound();
+}
+
+uint64_t Gateway::LivePosition(const Session *s) const {
+  if (!s->live || s->job || s->closing || !live_position_known_ || lagging_.count(s->id) > 0)
+    return s->position;
+  return std::max(s->position, live_position_);
+}
+
+void Gateway::ForgetLivePosition() {
+  if (live_position_known_)
+    for (auto &[id, s] : sessions_) s->position = LivePosition(s);
+  live_position_known_ = false;
+}
+
+void Gateway::NoteLagging(Session *s) {
+  if (s->live && !s->job && !s->closing && live_position_known_ && s->position < live_position_)
+    lagging_.insert(s->id);
+}
+
+void Gateway::NoteWriteCheckpointWaiting(Session *s) {
+  PowerSyncStream *p = s->powersync.get();
+  if (p != nullptr && !s->closing &&
+      (p->write_checkpoint > p->write_checkpoint_sent || p->write_checkpoint_asked))
+    write_checkpoint_waiting_.insert(s->id);
+  else
+    write_checkpoint_waiting_.erase(s->id);
 }
 
 }  // namespace syncline::gateway

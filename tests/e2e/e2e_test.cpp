@@ -350,6 +350,65 @@ void TestLiveUpdates(ClientContext &ctx, Db &db) {
   EXPECT(live.diffs >= 3, std::to_string(live.diffs));
 }
 
+// A live round visits the connections holding a changed bucket, not every connection: a write
+// to one user's rows among many connected users is one visit. Those left alone still move with
+// the rounds: the next shared change reaches every one of them from where they are, once.
+void TestLiveRoundVisitsOnlyHolders(ClientContext &ctx, Db &db) {
+  const int kClients = 30;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; i++) {
+    clients.push_back(std::make_unique<Client>(&ctx, g_settings.host, g_settings.port));
+    EXPECT(clients.back()->ConnectAndSync(Token("u_visit" + std::to_string(i))),
+           ErrorsOf(*clients.back()));
+  }
+  Client &writer = *clients[7];
+  double rounds0 = Metric("syncline_live_rounds_total");
+  double visits0 = Metric("syncline_live_round_sessions_total");
+  EXPECT(rounds0 >= 0 && visits0 >= 0, "live round metrics missing");
+  for (int i = 0; i < 5; i++) {
+    db.Exec("INSERT INTO e2e_items VALUES ('visit-" + std::to_string(i) + "', 'u_visit7', 'x')");
+    EXPECT(ctx.WaitFor([&] { return Objects(writer, UserBucket("u_visit7")) == size_t(i) + 1; }, 5),
+           "own-bucket change not received; " + ErrorsOf(writer));
+  }
+  ctx.Pump(0.2);
+  double rounds = Metric("syncline_live_rounds_total") - rounds0;
+  double visits = Metric("syncline_live_round_sessions_total") - visits0;
+  fprintf(stderr, "    %d connections: %.0f live rounds looked at %.0f of them\n", kClients, rounds,
+          visits);
+  EXPECT(rounds >= 1 && visits <= rounds,
+         std::to_string(visits) + " visits in " + std::to_string(rounds) + " rounds");
+  // The others were not visited, yet they are at the last round's position: a shared change
+  // reaches each of them with exactly its one op, and their checksums hold.
+  std::vector<uint64_t> ops_before;
+  size_t shared_before = Objects(*clients[0], kGlobal);
+  for (auto &c : clients) ops_before.push_back(c->ops_received);
+  db.Exec("INSERT INTO e2e_shared VALUES ('visit-news', 'for everyone')");
+  EXPECT(ctx.WaitFor(
+             [&] {
+               for (auto &c : clients)
+                 if (Objects(*c, kGlobal) != shared_before + 1) return false;
+               return true;
+             },
+             5),
+         "shared change not received by all");
+  ctx.Pump(0.2);
+  for (int i = 0; i < kClients; i++) {
+    Client &c = *clients[i];
+    EXPECT(c.ops_received == ops_before[i] + 1, "client " + std::to_string(i) + " got " +
+                                                    std::to_string(c.ops_received - ops_before[i]) +
+                                                    " ops");
+    EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  }
+  // And a resync from where each client is sends nothing again.
+  Client &c = *clients[3];
+  uint64_t ops = c.ops_received, completes = c.completes;
+  c.SendSync(true);
+  EXPECT(c.WaitComplete(completes), ErrorsOf(c));
+  EXPECT(c.ops_received == ops, std::to_string(c.ops_received - ops) + " ops sent again");
+  db.Exec("DELETE FROM e2e_items WHERE id LIKE 'visit-%'");
+  db.Exec("DELETE FROM e2e_shared WHERE id = 'visit-news'");
+}
+
 void TestBucketGainedAndLost(ClientContext &ctx, Db &db) {
   Client c(&ctx, g_settings.host, g_settings.port);
   EXPECT(c.ConnectAndSync(Token("u_lists")), ErrorsOf(c));
@@ -1113,6 +1172,7 @@ int main(int argc, char **argv) {
       {"resume_without_redownload", TestResumeWithoutRedownload},
       {"position_beyond_checkpoint_is_reset", TestPositionBeyondCheckpointIsReset},
       {"live_updates", TestLiveUpdates},
+      {"live_round_visits_only_holders", TestLiveRoundVisitsOnlyHolders},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
       {"writes", TestWrites},
       {"offline_writes_rejected_then_applied",
