@@ -352,29 +352,34 @@ SYNCLINE_FUNCTION(syncline_create_bucket) {
                       "Give one of them an alias: SELECT ... FROM " + shape.object_type +
                           " AS other_name.");
       key_columns.push_back(syncline::PrimaryKeyColumns(shape.relid));
+      // Inside the guard no C++ object that owns memory is alive while Postgres is called
+      // (an ERROR would longjmp over its destructor): names are fetched first, as palloc'd
+      // text, and only then made into the message of the exception thrown.
       syncline::PgGuard([&] {
         syncline::CheckTablePrivileges(shape.relid, true);
-        std::string table = get_rel_name(shape.relid);
-        if (key_columns.back().empty())
+        if (key_columns.back().empty()) {
+          const char *table = get_rel_name(shape.relid);
+          if (table == nullptr) syncline::Fail("cache lookup failed for relation %u", shape.relid);
           throw Error(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                      "table \"" + table + "\" has no primary key", {},
-                      "Syncline identifies rows by their primary key: ALTER TABLE " + table +
-                          " ADD PRIMARY KEY (...).");
+                      std::string("table \"") + table + "\" has no primary key", {},
+                      std::string("Syncline identifies rows by their primary key: ALTER TABLE ") +
+                          table + " ADD PRIMARY KEY (...).");
+        }
         for (size_t p = 0; p < params.names.size(); p++) {
-          syncline::ValueEncoder column, parameter;
+          syncline::ValueEncoder column, parameter;  // trivially destructible
           Oid column_type = get_atttype(shape.relid, shape.param_attnums[p]);
           column.Init(column_type, CurrentMemoryContext);
           parameter.Init(params.types[p], CurrentMemoryContext);
-          if (strcmp(column.JsonKind(), parameter.JsonKind()) != 0)
-            throw Error(ERRCODE_DATATYPE_MISMATCH,
-                        "bucket parameter \"" + params.names[p] + "\" is " +
-                            format_type_be(params.types[p]) + " but column \"" +
-                            get_attname(shape.relid, shape.param_attnums[p], false) + "\" is " +
-                            format_type_be(column_type),
-                        {},
-                        "Cast the parameter in the parameter query (SELECT x::" +
-                            std::string(format_type_be(column_type)) + " AS " + params.names[p] +
-                            ") so bucket ids match.");
+          if (strcmp(column.JsonKind(), parameter.JsonKind()) == 0) continue;
+          const char *parameter_type = format_type_be(params.types[p]);
+          const char *column_name = get_attname(shape.relid, shape.param_attnums[p], false);
+          const char *column_type_name = format_type_be(column_type);
+          throw Error(ERRCODE_DATATYPE_MISMATCH,
+                      "bucket parameter \"" + params.names[p] + "\" is " + parameter_type +
+                          " but column \"" + column_name + "\" is " + column_type_name,
+                      {},
+                      std::string("Cast the parameter in the parameter query (SELECT x::") +
+                          column_type_name + " AS " + params.names[p] + ") so bucket ids match.");
         }
       });
     } catch (Error &e) {
@@ -568,6 +573,7 @@ SYNCLINE_FUNCTION(syncline_drop_bucket) {
 // rows it holds (after a restore the op log is empty: see the install script).
 SYNCLINE_FUNCTION(syncline_attach_trigger) {
   Oid trigger_oid = PG_GETARG_OID(0);
+  std::string identity;  // out here: Postgres may raise an ERROR (a lock timeout) in the guard
   syncline::PgGuard([&] {
     if (IsBinaryUpgrade) return;  // pg_upgrade keeps the op log as it is
     Relation triggers = table_open(TriggerRelationId, AccessShareLock);
@@ -584,7 +590,7 @@ SYNCLINE_FUNCTION(syncline_attach_trigger) {
     auto *form = reinterpret_cast<Form_pg_trigger>(GETSTRUCT(tuple));
     Oid relid = form->tgrelid;
     Oid function = form->tgfoid;
-    std::string name = NameStr(form->tgname);
+    NameData name = form->tgname;  // plain data: no destructor for an ERROR to skip
     bool row = TRIGGER_FOR_ROW(form->tgtype);
     char enabled = form->tgenabled;
     systable_endscan(scan);
@@ -597,11 +603,14 @@ SYNCLINE_FUNCTION(syncline_attach_trigger) {
       if (function == syncline::TriggerFunction(k->function) && k->row == row) kind = k;
     }
     if (kind == nullptr) return;  // not one of Syncline's
-    if (name != kind->name)
+    if (strcmp(NameStr(name), kind->name) != 0) {
+      const char *table = get_rel_name(relid);  // before any C++ object of the message
+      if (table == nullptr) syncline::Fail("cache lookup failed for relation %u", relid);
       throw Error(ERRCODE_INVALID_OBJECT_DEFINITION,
-                  "Syncline's trigger on table " + std::string(get_rel_name(relid)) +
-                      " must be named \"" + kind->name + "\", not \"" + name + "\"",
+                  "Syncline's trigger on table " + std::string(table) + " must be named \"" +
+                      kind->name + "\", not \"" + NameStr(name) + "\"",
                   {}, "Syncline finds and removes its triggers by name.");
+    }
     Relation rel = table_open(relid, ShareRowExclusiveLock);
     if (enabled != TRIGGER_FIRES_ALWAYS)
       EnableDisableTrigger(rel, kind->name, TRIGGER_FIRES_ALWAYS, false, ShareRowExclusiveLock);
@@ -615,7 +624,7 @@ SYNCLINE_FUNCTION(syncline_attach_trigger) {
     // everything the original may have handed out since the dump, and the
     // rebuilt buckets start with a CLEAR, so clients that synced against the
     // original drop what they hold and converge without a checksum failure.
-    std::string identity = syncline::DatabaseIdentity();
+    identity = syncline::DatabaseIdentity();
     syncline::AsEngine([&] {
       syncline::Exec(
           "UPDATE syncline_internal.state SET last_op_id = last_op_id + $1, origin = $2 "
@@ -655,11 +664,13 @@ SYNCLINE_FUNCTION(syncline_check_parameter_queries) {
           {REGCLASSOID}, {relid ? ObjectIdGetDatum(*relid) : Datum(0)}, SPI_OK_SELECT,
           relid ? " " : "n");
       for (uint64 i = 0; i < SPI_processed; i++) {
+        // Every Postgres call first, then the C++ objects (see PgGuard).
         bool isnull;
-        rules.push_back({SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
-                         SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
-                         DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-                                                        SPI_tuptable->tupdesc, 3, &isnull))});
+        char *name = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+        char *query = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+        Oid definer = DatumGetObjectId(
+            SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3, &isnull));
+        rules.push_back({name, query, definer});
       }
     });
   });
@@ -717,13 +728,18 @@ SYNCLINE_FUNCTION(syncline_upgrade_rules_0_2) {
         HeapTuple row = SPI_tuptable->vals[i];
         TupleDesc desc = SPI_tuptable->tupdesc;
         bool isnull;
-        Definition def;
-        def.name = SPI_getvalue(row, desc, 1);
+        // Every Postgres call first, then the C++ objects (see PgGuard).
+        char *name = SPI_getvalue(row, desc, 1);
         char *query = SPI_getvalue(row, desc, 2);
+        char *search_path = SPI_getvalue(row, desc, 3);
+        Oid definer = DatumGetObjectId(SPI_getbinval(row, desc, 4, &isnull));
+        char *names_text = SPI_getvalue(row, desc, 5);
+        Definition def;
+        def.name = name;
         def.parameter_query = query ? query : "";
-        def.search_path = SPI_getvalue(row, desc, 3);
-        def.definer = DatumGetObjectId(SPI_getbinval(row, desc, 4, &isnull));
-        std::string names = SPI_getvalue(row, desc, 5);
+        def.search_path = search_path;
+        def.definer = definer;
+        std::string names = names_text ? names_text : "";
         for (size_t start = 0; !names.empty() && start <= names.size();) {
           size_t comma = names.find(',', start);
           if (comma == std::string::npos) comma = names.size();
@@ -740,9 +756,11 @@ SYNCLINE_FUNCTION(syncline_upgrade_rules_0_2) {
         HeapTuple row = SPI_tuptable->vals[i];
         TupleDesc desc = SPI_tuptable->tupdesc;
         bool isnull;
-        Query q{SPI_getvalue(row, desc, 1), SPI_getvalue(row, desc, 4),
-                DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull)),
-                DatumGetObjectId(SPI_getbinval(row, desc, 3, &isnull))};
+        char *bucket = SPI_getvalue(row, desc, 1);
+        char *text = SPI_getvalue(row, desc, 4);
+        int32 position = DatumGetInt32(SPI_getbinval(row, desc, 2, &isnull));
+        Oid relid = DatumGetObjectId(SPI_getbinval(row, desc, 3, &isnull));
+        Query q{bucket, text, position, relid};
         for (Definition &def : definitions)
           if (def.name == q.bucket) def.queries.push_back(q);
         if (std::find(data_tables.begin(), data_tables.end(), q.relid) == data_tables.end())

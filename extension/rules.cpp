@@ -226,10 +226,12 @@ DataQueryShape ParseDataQuery(const char *text, const std::vector<std::string> &
                                   : "The parameter query returns: " + known + ".");
       }
       AttrNumber attnum = get_attnum(shape.relid, column);
-      if (attnum == InvalidAttrNumber)
+      if (attnum == InvalidAttrNumber) {
+        const char *table = get_rel_name(shape.relid);  // before any C++ object of the message
         throw Error(ERRCODE_UNDEFINED_COLUMN, std::string("column \"") + column +
                                                   "\" does not exist in table \"" +
-                                                  get_rel_name(shape.relid) + "\"");
+                                                  (table ? table : "?") + "\"");
+      }
       size_t index = it - param_names.begin();
       if (shape.param_attnums[index] != InvalidAttrNumber)
         Invalid(std::string("bucket parameter \"") + param + "\" is bound twice");

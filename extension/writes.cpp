@@ -70,15 +70,16 @@ struct TableInfo {
 // write path builds name nothing unqualified.
 std::string QualifiedEquality(Oid type) {
   TypeCacheEntry *entry = lookup_type_cache(type, TYPECACHE_EQ_OPR);
-  if (!OidIsValid(entry->eq_opr))
+  if (!OidIsValid(entry->eq_opr)) {
+    const char *name = format_type_be(type);  // before any C++ object of the message
     throw Error(ERRCODE_UNDEFINED_FUNCTION,
-                std::string("type ") + format_type_be(type) + " has no equality operator");
+                std::string("type ") + name + " has no equality operator");
+  }
   HeapTuple tuple = SearchSysCache1(OPEROID, ObjectIdGetDatum(entry->eq_opr));
   if (!HeapTupleIsValid(tuple)) Fail("cache lookup failed for operator %u", entry->eq_opr);
   auto *form = reinterpret_cast<Form_pg_operator>(GETSTRUCT(tuple));
-  std::string out = std::string(" OPERATOR(") +
-                    quote_identifier(get_namespace_name(form->oprnamespace)) + "." +
-                    NameStr(form->oprname) + ") ";
+  const char *schema = quote_identifier(get_namespace_name(form->oprnamespace));
+  std::string out = std::string(" OPERATOR(") + schema + "." + NameStr(form->oprname) + ") ";
   ReleaseSysCache(tuple);
   return out;
 }
@@ -138,23 +139,31 @@ void AppendArrayLiteral(std::string &out, const json &array) {
   out.push_back('}');
 }
 
-// The input text of a JSON value for a column of `type`, or nullopt for NULL.
-std::optional<std::string> InputText(const json &value, Oid type, const std::string &column) {
+// The SQL name of a type, for messages; the Postgres call is guarded.
+std::string TypeName(Oid type) {
+  const char *name = nullptr;
+  PgGuard([&] { name = format_type_be(type); });
+  return name;
+}
+
+// The input text of a JSON value for a column of `type` (a domain over `base`, or `base`), or
+// nullopt for NULL. Called outside PgGuard: every Postgres call it makes is guarded.
+std::optional<std::string> InputText(const json &value, Oid type, Oid base,
+                                     const std::string &column) {
   if (value.is_null()) return std::nullopt;
   if (value.is_string()) return value.get<std::string>();
-  Oid base = getBaseType(type);
   if (base == JSONOID || base == JSONBOID) return value.dump();
   if (value.is_array()) {
-    if (!OidIsValid(get_element_type(base)))
-      throw Rejection{"22023",
-                      "column \"" + column + "\" is " + format_type_be(type) + ", not an array"};
+    bool is_array = false;
+    PgGuard([&] { is_array = OidIsValid(get_element_type(base)); });
+    if (!is_array)
+      throw Rejection{"22023", "column \"" + column + "\" is " + TypeName(type) + ", not an array"};
     std::string literal;
     AppendArrayLiteral(literal, value);
     return literal;
   }
   if (value.is_object())
-    throw Rejection{"22023",
-                    "column \"" + column + "\" is " + format_type_be(type) + ", not an object"};
+    throw Rejection{"22023", "column \"" + column + "\" is " + TypeName(type) + ", not an object"};
   return value.dump();  // numbers and booleans
 }
 
@@ -318,17 +327,18 @@ class BatchApplier {
   // Appends one parameter: the JSON value converted to the column's type.
   void AddValue(const TableInfo &table, AttrNumber attnum, const json &value,
                 std::vector<Oid> &types, std::vector<Datum> &values, std::string &nulls) {
-    Oid type;
+    Oid type, base;
     int32 typmod;
     Oid collation;
     std::string column;
     PgGuard([&] {
       get_atttypetypmodcoll(table.relid, attnum, &type, &typmod, &collation);
+      base = getBaseType(type);
       column = get_attname(table.relid, attnum, false);
     });
     std::optional<std::string> text;
     try {
-      text = InputText(value, type, column);
+      text = InputText(value, type, base, column);
     } catch (Rejection &r) {
       r.op_index = index_;
       throw;
@@ -437,13 +447,17 @@ class BatchApplier {
   std::optional<json> ApplyHandler(Oid handler, const json &op) {
     std::optional<json> result;
     std::string op_text = op.dump();
+    // Outside the guard that runs the handler: a handler that raises an ERROR (the usual
+    // way to refuse a write) longjmps out of it, past the destructors of its locals.
+    std::string sql;
+    PgGuard([&] {
+      const char *name = quote_qualified_identifier(get_namespace_name(get_func_namespace(handler)),
+                                                    get_func_name(handler));
+      sql = std::string("SELECT ") + name + "($1::pg_catalog.jsonb)";
+    });
     PgGuard([&] {
       Datum arg = DirectFunctionCall1(jsonb_in, CStringGetDatum(op_text.c_str()));
       Oid types[1] = {JSONBOID};
-      std::string sql = std::string("SELECT ") +
-                        quote_qualified_identifier(get_namespace_name(get_func_namespace(handler)),
-                                                   get_func_name(handler)) +
-                        "($1::pg_catalog.jsonb)";
       int rc = SPI_execute_with_args(sql.c_str(), 1, types, &arg, nullptr, false, 0);
       if (rc != SPI_OK_SELECT || SPI_processed != 1) Fail("write handler failed");
       bool isnull;
@@ -453,9 +467,12 @@ class BatchApplier {
         result = json::parse(JsonbToCString(nullptr, &jb->root, VARSIZE(jb)));
       }
     });
-    if (result && !result->is_object())
-      Reject("22023", "write handler " + std::string(format_procedure(handler)) +
+    if (result && !result->is_object()) {
+      const char *name = nullptr;
+      PgGuard([&] { name = format_procedure(handler); });
+      Reject("22023", "write handler " + std::string(name) +
                           " returned something other than an op object or NULL");
+    }
     return result;
   }
 

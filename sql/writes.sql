@@ -80,6 +80,18 @@ SELECT syncline.set_write_handler('sets', '0.9', 'sets_from_v09(jsonb)');
 SELECT syncline.set_write_handler('sets', '0.8', 'lower(text)');
 SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1', '{"seq": 18, "schema_version": "0.9", "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"repetitions": 12}}]}');
 SELECT id, reps FROM sets ORDER BY id;
+-- A handler that returns something other than an op, and one that raises an error (the way an
+-- app refuses a write): each batch is rejected with the reason, nothing applied.
+CREATE FUNCTION sets_from_v07(op jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT '[1]'::jsonb $$;
+CREATE FUNCTION sets_from_v06(op jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'version 0.6 may not write sets' USING ERRCODE = '42501'; END $$;
+SELECT syncline.set_write_handler('sets', '0.7', 'sets_from_v07(jsonb)');
+SELECT syncline.set_write_handler('sets', '0.6', 'sets_from_v06(jsonb)');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-old', '{"seq": 1, "schema_version": "0.7", "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": 13}}]}');
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-old', '{"seq": 2, "schema_version": "0.6", "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": 14}}]}');
+-- A JSON array for a column that is not an array.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-old', '{"seq": 3, "ops": [{"op": "PATCH", "type": "sets", "id": 1, "data": {"reps": [1, 2]}}]}');
+SELECT id, reps FROM sets ORDER BY id;
 
 -- Write checkpoints of many batches at once (what a gateway asks): only those
 -- already flushed, unless forced; mismatched arrays are refused.
