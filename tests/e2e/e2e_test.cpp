@@ -409,6 +409,60 @@ void TestLiveRoundVisitsOnlyHolders(ClientContext &ctx, Db &db) {
   db.Exec("DELETE FROM e2e_shared WHERE id = 'visit-news'");
 }
 
+// Live rounds, catch-ups and rechecks interleaved: parameter changes make every connection
+// re-run its checkpoint while shared and own-bucket changes keep coming, so connections finish
+// their jobs behind the live position and rejoin the rounds; each round changes two buckets of
+// one connection (its visit must carry both). Every replica ends equal to what the extension
+// says, with no checksum failure.
+void TestLiveRoundsConvergeUnderRechecks(ClientContext &ctx, Db &db) {
+  const int kClients = 12, kSteps = 40;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; i++) {
+    db.Exec("INSERT INTO e2e_members VALUES ('u_cv" + std::to_string(i) + "', 'CV0')");
+    clients.push_back(std::make_unique<Client>(&ctx, g_settings.host, g_settings.port));
+    EXPECT(clients.back()->ConnectAndSync(Token("u_cv" + std::to_string(i))),
+           ErrorsOf(*clients.back()));
+  }
+  for (int k = 0; k < kSteps; k++) {
+    std::string n = std::to_string(k);
+    // One transaction, so one round changes two buckets of the same connection.
+    db.Exec("BEGIN; INSERT INTO e2e_todos VALUES ('cv-" + n +
+            "', 'CV0', 't'); INSERT INTO e2e_items VALUES ('cv-" + n + "', 'u_cv" +
+            std::to_string(k % kClients) + "', 'x'); COMMIT");
+    if (k % 5 == 0) {
+      // A parameter change: every connection is rechecked.
+      std::string user = "u_cv" + std::to_string(k % kClients);
+      db.Exec("DELETE FROM e2e_members WHERE user_id = '" + user + "' AND list_id = 'CV1'");
+      if (k % 10 == 0) db.Exec("INSERT INTO e2e_members VALUES ('" + user + "', 'CV1')");
+      db.Exec("INSERT INTO e2e_todos VALUES ('cv1-" + n + "', 'CV1', 't')");
+    }
+    ctx.Pump(0.02);
+  }
+  auto matches = [&](Client &c, const std::string &sub) {
+    auto cp = nlohmann::json::parse(
+        db.Exec("SELECT syncline.checkpoint(jsonb_build_object('sub', '" + sub + "'))"));
+    if (cp["buckets"].size() != c.buckets.size()) return false;
+    for (const auto &b : cp["buckets"]) {
+      auto it = c.buckets.find(b["bucket"].get<std::string>());
+      if (it == c.buckets.end() || it->second.checksum != b["checksum"].get<uint64_t>())
+        return false;
+    }
+    return true;
+  };
+  for (int i = 0; i < kClients; i++) {
+    Client &c = *clients[i];
+    std::string sub = "u_cv" + std::to_string(i);
+    ctx.WaitFor([&] { return matches(c, sub); }, 20);
+    ExpectReplicaMatchesExtension(c, db, sub);
+    EXPECT(Objects(c, "e2e_list[\"CV0\"]") == size_t(kSteps),
+           sub + " holds " + std::to_string(Objects(c, "e2e_list[\"CV0\"]")) + " todos");
+    EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  }
+  db.Exec("DELETE FROM e2e_members WHERE user_id LIKE 'u_cv%'");
+  db.Exec("DELETE FROM e2e_todos WHERE id LIKE 'cv%'");
+  db.Exec("DELETE FROM e2e_items WHERE id LIKE 'cv-%'");
+}
+
 void TestBucketGainedAndLost(ClientContext &ctx, Db &db) {
   Client c(&ctx, g_settings.host, g_settings.port);
   EXPECT(c.ConnectAndSync(Token("u_lists")), ErrorsOf(c));
@@ -1173,6 +1227,7 @@ int main(int argc, char **argv) {
       {"position_beyond_checkpoint_is_reset", TestPositionBeyondCheckpointIsReset},
       {"live_updates", TestLiveUpdates},
       {"live_round_visits_only_holders", TestLiveRoundVisitsOnlyHolders},
+      {"live_rounds_converge_under_rechecks", TestLiveRoundsConvergeUnderRechecks},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
       {"writes", TestWrites},
       {"offline_writes_rejected_then_applied",
