@@ -22,5 +22,18 @@ for file in extension/*.cpp extension/*.hpp; do
     bad=1
   done < <(grep -nE '\b(elog|ereport)\((ERROR|FATAL|PANIC)\b|\bPG_RE_THROW\(\)|\bReThrowError\(' "$file")
 done
+
+# A catalog lookup or output function used as an operand of a C++ string
+# concatenation runs while the left-hand temporaries are alive: if it raises,
+# Postgres longjmps over their destructors. Fetch the name first (as palloc'd
+# text) or through a guard (writes.cpp's TypeName), then build the string.
+lookups='format_type_be|format_type_be_qualified|format_procedure|get_rel_name|get_attname|get_namespace_name|get_func_name|SPI_getvalue|text_to_cstring|TextDatumGetCString'
+while IFS= read -r hit; do
+  echo "$hit: a Postgres lookup inside a string concatenation (fetch it first)"
+  bad=1
+done < <(grep -nE "\+ *(std::string\()?($lookups)\(|($lookups)\([^()]*(\([^()]*\))*[^()]*\) *\+" \
+  extension/*.cpp extension/*.hpp)
+
 if [ "$bad" -ne 0 ]; then exit 1; fi
-echo "error rules: no Postgres ERROR raised from C++ code outside the marked helpers"
+echo "error rules: no Postgres ERROR raised from C++ code outside the marked helpers," \
+  "no Postgres lookup inside a string concatenation"
