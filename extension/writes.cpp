@@ -146,12 +146,13 @@ std::string TypeName(Oid type) {
   return name;
 }
 
-// The input text of a JSON value for a column of `type` (a domain over `base`, or `base`), or
-// nullopt for NULL. Called outside PgGuard: every Postgres call it makes is guarded.
-std::optional<std::string> InputText(const json &value, Oid type, Oid base,
-                                     const std::string &column) {
+// The input text of a JSON value for a column of `type`, or nullopt for NULL. Called outside
+// PgGuard: every Postgres call it makes is guarded (none for strings and NULLs).
+std::optional<std::string> InputText(const json &value, Oid type, const std::string &column) {
   if (value.is_null()) return std::nullopt;
   if (value.is_string()) return value.get<std::string>();
+  Oid base = InvalidOid;
+  PgGuard([&] { base = getBaseType(type); });
   if (base == JSONOID || base == JSONBOID) return value.dump();
   if (value.is_array()) {
     bool is_array = false;
@@ -327,18 +328,17 @@ class BatchApplier {
   // Appends one parameter: the JSON value converted to the column's type.
   void AddValue(const TableInfo &table, AttrNumber attnum, const json &value,
                 std::vector<Oid> &types, std::vector<Datum> &values, std::string &nulls) {
-    Oid type, base;
+    Oid type;
     int32 typmod;
     Oid collation;
     std::string column;
     PgGuard([&] {
       get_atttypetypmodcoll(table.relid, attnum, &type, &typmod, &collation);
-      base = getBaseType(type);
       column = get_attname(table.relid, attnum, false);
     });
     std::optional<std::string> text;
     try {
-      text = InputText(value, type, base, column);
+      text = InputText(value, type, column);
     } catch (Rejection &r) {
       r.op_index = index_;
       throw;
