@@ -629,9 +629,12 @@ FlushResult FlushStep(int64 copy_blocks) {
   // Client batches published by this flush: their write checkpoint is now.
   // One primary-key update each: a join would get its generic plan while
   // client_batches is still small (a hash join over a sequential scan) and
-  // keep it as the table grows.
+  // keep it as the table grows. (A join planned per call was tried: under
+  // gateway write load the stamping stayed ~40% of the flusher's time, since
+  // each row's index descent and heap update are the cost, not the statement.)
   std::vector<PublishedWrite> published;
   for (const auto &w : markers.writes) published.push_back({w.second.first, w.second.second});
+  result.writes = static_cast<int64>(published.size());
   static const char *kStampSql =
       "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
       " WHERE client_id = $1 AND seq = $2";

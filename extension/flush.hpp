@@ -11,6 +11,7 @@ namespace syncline {
 struct FlushResult {
   int64 ops = 0;           // ops made visible
   int64 markers = 0;       // parameter/rules/write markers consumed
+  int64 writes = 0;        // client batches published (their clients wait for this flush)
   bool more_copy = false;  // an initial copy has blocks left
 };
 

@@ -124,6 +124,32 @@ DROP ROLE writes_nobody;
 SELECT client_id, seq, outcome ->> 'status' AS status, write_checkpoint IS NOT NULL AS has_checkpoint
   FROM syncline_internal.client_batches ORDER BY client_id, seq;
 SELECT syncline.flush() >= 0 AS flushed;
+
+-- Several clients' batches in one statement, as the gateway sends them when batches wait:
+-- each keeps its own outcome (a rejected one rejects only itself, with nothing of it applied).
+SELECT syncline.apply_writes(e -> 'c', e ->> 'i', e -> 'b') AS outcome
+  FROM jsonb_array_elements($$[
+    {"c": {"sub": "bob"}, "i": "group-1", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 101, "data": {"user_id": "bob", "reps": 1}}]}},
+    {"c": {"sub": "bob"}, "i": "group-2", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 102, "data": {"user_id": "alice", "reps": 2}}]}},
+    {"c": {"sub": "bob"}, "i": "group-3", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 103, "data": {"user_id": "bob", "reps": 3}}]}},
+    {"c": {"sub": "bob"}, "i": "group-4", "b": {"seq": 2, "ops": [{"op": "PUT", "type": "sets", "id": 104, "data": {"user_id": "bob", "reps": 4}}]}},
+    {"c": {"sub": "bob"}, "i": "group-5", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 105, "data": {"user_id": "bob", "reps": 5}}]}},
+    {"c": {"sub": "bob"}, "i": "group-6", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 106, "data": {"user_id": "bob", "reps": 6}}]}},
+    {"c": {"sub": "bob"}, "i": "group-1", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 107, "data": {"user_id": "bob", "reps": 7}}]}}
+  ]$$::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n;
+SELECT id, reps FROM sets WHERE id > 100 ORDER BY id;
+-- One flush publishes them all: every recorded batch gets its write checkpoint ...
+SELECT syncline.flush() > 0 AS flushed;
+SELECT client_id, seq, outcome ->> 'status' AS status,
+       write_checkpoint = (SELECT max(write_checkpoint) FROM syncline_internal.client_batches) AS stamped
+  FROM syncline_internal.client_batches WHERE client_id LIKE 'group-%' ORDER BY client_id, seq;
+-- ... and so do the next ones.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'pair-' || i, jsonb_build_object('seq', 1, 'ops',
+         jsonb_build_array(jsonb_build_object('op', 'DELETE', 'type', 'sets', 'id', 100 + i)))) ->> 'status' AS status
+  FROM generate_series(1, 2) i;
+SELECT syncline.flush() > 0 AS flushed;
+SELECT client_id, write_checkpoint = (SELECT max(write_checkpoint) FROM syncline_internal.client_batches) AS stamped
+  FROM syncline_internal.client_batches WHERE client_id LIKE 'pair-%' ORDER BY client_id;
 SELECT syncline.drop_bucket('user_sets');
 SELECT syncline.drop_bucket('all_secrets');
 SELECT syncline.disallow_writes('audit');
