@@ -84,7 +84,9 @@ constexpr int64 kVacuumAfterRows = 1024;
 constexpr long kVacuumIntervalMs = 100;
 
 // A flush that published at least this many ops counts as "under load": the
-// next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs.
+// next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs, and so
+// does one that published client batches: their clients wait for its write
+// checkpoint (the WriteAck), so a longer pause would pace every client's writes.
 constexpr int64 kBusyFlushOps = 8;
 constexpr long kLightLoadPauseMs = 1;
 
@@ -92,7 +94,7 @@ constexpr long kLightLoadPauseMs = 1;
 // Adds the staged rows it consumed to *published and the ops it published to
 // *ops. An error is raised (as a Postgres ERROR) to the worker's loop, which
 // survives it.
-bool FlushOnce(int64 *published, int64 *ops) {
+bool FlushOnce(int64 *published, int64 *ops, int64 *writes) {
   bool more = false;
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
@@ -107,6 +109,7 @@ bool FlushOnce(int64 *published, int64 *ops) {
           more = result.ops > 0 || result.more_copy;
           *published += result.ops + result.markers;
           *ops = result.ops;
+          *writes = result.writes;
         });
         SPI_finish();
       });
@@ -300,8 +303,8 @@ void syncline_worker_main(Datum) {
     // Under load, wait a moment between flushes so each one publishes many
     // commits; when idle, a commit's latch wakes the next flush at once.
     for (;;) {
-      int64 ops = 0;
-      bool more = syncline::FlushOnce(&published, &ops);
+      int64 ops = 0, writes = 0;
+      bool more = syncline::FlushOnce(&published, &ops, &writes);
       failures = 0;
       MemoryContextReset(work_context);
       if (published >= syncline::kVacuumAfterRows &&
@@ -314,7 +317,7 @@ void syncline_worker_main(Datum) {
       }
       if (!more) break;
       CHECK_FOR_INTERRUPTS();
-      long pause_ms = ops >= syncline::kBusyFlushOps
+      long pause_ms = ops >= syncline::kBusyFlushOps && writes == 0
                           ? syncline::flush_delay_ms
                           : std::min<long>(syncline::flush_delay_ms, syncline::kLightLoadPauseMs);
       if (pause_ms > 0) pg_usleep(pause_ms * 1000L);
