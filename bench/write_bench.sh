@@ -8,7 +8,8 @@
 #   bench/write_bench.sh          writes build/bench/writes.md
 # Knobs: WRITE_CLIENTS (100), WRITE_SECONDS (10 per run), WRITE_REPEAT (2 runs
 #        per side), WRITE_POOL (gateway --pool-size, its default 4),
-#        PG_FSYNC (off: the disk is not what we measure; on for a real disk).
+#        PG_FSYNC (off: the disk is not what we measure; on for a real disk),
+#        WRITE_FLUSH_DELAY (syncline.flush_delay for the run, e.g. 2ms; default: the GUC's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -50,6 +51,10 @@ SELECT syncline.create_bucket('wb_user', 'SELECT syncline.user_id() AS user_id',
   ARRAY['SELECT * FROM wb_items WHERE owner = bucket.user_id']);
 SELECT syncline.flush();
 SQL
+if [ -n "${WRITE_FLUSH_DELAY:-}" ]; then
+  psql -X -q -v ON_ERROR_STOP=1 -c "ALTER SYSTEM SET syncline.flush_delay = '$WRITE_FLUSH_DELAY'" \
+    -c "SELECT pg_reload_conf()" >/dev/null
+fi
 # The flusher attaches to database "syncline" as the server starts: make sure it is up.
 for _ in $(seq 1 150); do
   [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline flusher' AND datname = 'syncline'")" -ge 1 ] && break
@@ -101,6 +106,7 @@ for r in $(seq 1 "$REPEAT"); do
   directs+=("${tps:-0}")
   settle
 done
+curl -fs "http://127.0.0.1:$port/metrics" >"$OUT/write_metrics.txt" 2>/dev/null || true
 mean() { printf '%s\n' "$@" | awk '{ s += $1; n++ } END { if (n) printf "%.0f", s / n; else print 0 }'; }
 gw=$(mean "${gws[@]}")
 direct=$(mean "${directs[@]}")

@@ -943,6 +943,18 @@ std::string Gateway::RenderMetrics() {
   RenderMetric("syncline_writes_busy_total", "counter",
                "WriteBatches answered RETRY BUSY (over --write-queue-bytes or 64 queued).",
                metrics_.writes_busy, &out);
+  RenderMetric("syncline_write_groups_total", "counter",
+               "apply_writes statements that carried the batches of several clients at once.",
+               metrics_.write_groups, &out);
+  RenderMetric("syncline_write_group_batches_total", "counter",
+               "Write batches (WriteBatch or /upload) carried by those statements.",
+               metrics_.write_group_batches, &out);
+  RenderMetric("syncline_write_group_retries_total", "counter",
+               "Groups whose statement failed and whose batches were applied one by one.",
+               metrics_.write_group_retries, &out);
+  RenderMetric("syncline_write_batches_waiting", "gauge",
+               "Write batches waiting for a free apply_writes statement.",
+               static_cast<double>(write_waiting_.size()), &out);
   RenderMetric("syncline_recheck_notifications_total", "counter",
                "Notifications naming changed sync rules or parameter data.",
                metrics_.recheck_notifications, &out);

@@ -248,6 +248,19 @@ class Gateway {
   void QueueWrite(Session *s, const syncline::v1::ClientMessage &m);
   void StartNextWrite(Session *s);
   void FinishWrite(uint64_t session_id, const syncline::v1::ServerMessage &ack);
+  // One batch for syncline.apply_writes (a WriteBatch or a PowerSync /upload). `done` gets
+  // the outcome's JSON text, or nullptr and the failed query (then nothing was applied, or
+  // the outcome is unknown: the batch is sent again with the same seq).
+  struct WriteCall {
+    std::string claims_json, client_id, body, subject;
+    std::function<void(QueryReply &reply, const char *outcome)> done;
+  };
+  // Queues a batch; batches of different clients that wait at the same time are applied
+  // together, in one statement and one transaction (DispatchWrites).
+  void SubmitWrite(WriteCall call);
+  void DispatchWrites();
+  void RunWriteGroup(std::vector<WriteCall> group);
+  void RunWriteAlone(WriteCall call, bool counted);
   struct PendingAck;
   void OnApplied(PendingAck ack);
   void AckApplied(const PendingAck &p);
@@ -369,6 +382,10 @@ class Gateway {
   std::multimap<WriteKey, PendingAck> pending_acks_;
   std::map<WriteKey, uint64_t> published_writes_;  // named by NOTIFY before their reply
   std::deque<WriteKey> published_order_;
+  // Batches waiting for apply_writes, taking turns by token subject, and the apply_writes
+  // statements running (at most one per pool connection).
+  FairQueue<WriteCall> write_waiting_;
+  size_t write_statements_ = 0;
   bool ack_query_in_flight_ = false;
   bool ack_recheck_ = false;  // asked again while the query ran
   bool ack_recheck_force_ = false;

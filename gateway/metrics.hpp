@@ -40,6 +40,9 @@ struct Metrics {
   uint64_t fanout_sends = 0;              // live changes written by the fan-out threads
   uint64_t fanout_short_writes = 0;       // ... of which the socket took only part
   uint64_t writes_busy = 0;               // WriteBatches refused over --write-queue-bytes
+  uint64_t write_groups = 0;              // apply_writes statements that carried several batches
+  uint64_t write_group_batches = 0;       // ... and the batches they carried
+  uint64_t write_group_retries = 0;       // ... that failed and were re-run one batch at a time
   uint64_t recheck_notifications = 0;     // NOTIFYs naming changed rules or parameter data
   uint64_t rechecks = 0;                  // checkpoint re-runs they caused
   uint64_t rechecks_coalesced = 0;        // requests for a session already waiting for one

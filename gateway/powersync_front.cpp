@@ -353,71 +353,73 @@ void Gateway::HandleUpload(HttpExchange *x) {
   x->waiting = true;
   uint64_t id = x->id, seq = upload.transaction_id;
   std::string subject = token.subject, client_id = upload.client_id;
-  db_->Query(
-      "SELECT syncline.apply_writes($1::jsonb, $2, $3::jsonb)",
-      {token.claims_json, client_id, upload.batch_json},
-      [this, id, seq, subject, client_id](QueryReply &reply) {
-        uploads_in_flight_--;
-        auto user = uploads_per_user_.find(subject);
-        if (user != uploads_per_user_.end() && --user->second <= 0) uploads_per_user_.erase(user);
-        HttpExchange *x = FindExchange(id);
-        if (!reply.ok()) {
-          // apply_writes raises only for transient trouble: the connector keeps the
-          // transaction and sends it again.
-          metrics_.uploads_failed++;
-          if (x)
-            RespondError(
-                x, HTTP_STATUS_SERVICE_UNAVAILABLE,
-                reply.sqlstate.empty() ? "DATABASE_UNAVAILABLE" : reply.sqlstate,
-                "could not apply the transaction now: " + reply.error + "; send it again later", 1);
-          return;
-        }
-        json outcome = json::parse(PQgetvalue(reply.result.get(), 0, 0), nullptr, false);
-        std::string status = outcome.is_object() ? outcome.value("status", "") : "";
-        if (status == "rejected") {
-          metrics_.uploads_rejected++;
-          json body = {{"status", "rejected"},
-                       {"code", outcome.value("code", "")},
-                       {"message", outcome.value("message", "")}};
-          for (const char *key : {"op_index", "hint", "type", "id"})
-            if (outcome.contains(key)) body[key] = outcome[key];
-          fprintf(stderr,
-                  "syncline-gateway: upload sub=%s client_id=%s transaction=%llu rejected: %s %s\n",
-                  subject.c_str(), client_id.c_str(), static_cast<unsigned long long>(seq),
-                  body["code"].dump().c_str(), body["message"].dump().c_str());
-          if (x) Respond(x, HTTP_STATUS_OK, body.dump() + "\n");
-          // Its write checkpoint comes with the flusher's NOTIFY like any batch's.
-          return;
-        }
-        if (status != "applied") {
-          // out_of_order cannot happen with allow_gaps; report what the database said.
-          metrics_.uploads_failed++;
-          if (x) Respond(x, HTTP_STATUS_CONFLICT, outcome.dump() + "\n");
-          return;
-        }
-        metrics_.uploads_applied++;
-        auto answer = [this, id, client_id](uint64_t wc) {
-          if (wc > 0) NotePowerSyncWriteCheckpoint(client_id, wc);
-          HttpExchange *x = FindExchange(id);
-          if (x == nullptr) return;
-          json body = {{"status", "applied"}};
-          if (wc > 0) body["write_checkpoint"] = std::to_string(wc);
-          Respond(x, HTTP_STATUS_OK, body.dump() + "\n");
-        };
-        if (outcome.contains("write_checkpoint") && outcome["write_checkpoint"].is_number()) {
-          answer(outcome["write_checkpoint"].get<uint64_t>());  // a retry, already published
-          return;
-        }
-        // Applied: its write checkpoint is the last op id of the flush that publishes it,
-        // named by the flusher's NOTIFY (the same wait as a WriteAck's).
-        PendingAck ack;
-        ack.seq = seq;
-        ack.client_id = client_id;
-        ack.since = MonotonicSeconds();
-        ack.done = answer;
-        OnApplied(std::move(ack));
-      },
-      /*urgent=*/false, subject);
+  WriteCall call;
+  call.claims_json = token.claims_json;
+  call.client_id = client_id;
+  call.body = upload.batch_json;
+  call.subject = subject;
+  call.done = [this, id, seq, subject, client_id](QueryReply &reply, const char *text) {
+    uploads_in_flight_--;
+    auto user = uploads_per_user_.find(subject);
+    if (user != uploads_per_user_.end() && --user->second <= 0) uploads_per_user_.erase(user);
+    HttpExchange *x = FindExchange(id);
+    if (text == nullptr) {
+      // apply_writes raises only for transient trouble: the connector keeps the
+      // transaction and sends it again.
+      metrics_.uploads_failed++;
+      if (x)
+        RespondError(
+            x, HTTP_STATUS_SERVICE_UNAVAILABLE,
+            reply.sqlstate.empty() ? "DATABASE_UNAVAILABLE" : reply.sqlstate,
+            "could not apply the transaction now: " + reply.error + "; send it again later", 1);
+      return;
+    }
+    json outcome = json::parse(text, nullptr, false);
+    std::string status = outcome.is_object() ? outcome.value("status", "") : "";
+    if (status == "rejected") {
+      metrics_.uploads_rejected++;
+      json body = {{"status", "rejected"},
+                   {"code", outcome.value("code", "")},
+                   {"message", outcome.value("message", "")}};
+      for (const char *key : {"op_index", "hint", "type", "id"})
+        if (outcome.contains(key)) body[key] = outcome[key];
+      fprintf(stderr,
+              "syncline-gateway: upload sub=%s client_id=%s transaction=%llu rejected: %s %s\n",
+              subject.c_str(), client_id.c_str(), static_cast<unsigned long long>(seq),
+              body["code"].dump().c_str(), body["message"].dump().c_str());
+      if (x) Respond(x, HTTP_STATUS_OK, body.dump() + "\n");
+      // Its write checkpoint comes with the flusher's NOTIFY like any batch's.
+      return;
+    }
+    if (status != "applied") {
+      // out_of_order cannot happen with allow_gaps; report what the database said.
+      metrics_.uploads_failed++;
+      if (x) Respond(x, HTTP_STATUS_CONFLICT, outcome.dump() + "\n");
+      return;
+    }
+    metrics_.uploads_applied++;
+    auto answer = [this, id, client_id](uint64_t wc) {
+      if (wc > 0) NotePowerSyncWriteCheckpoint(client_id, wc);
+      HttpExchange *x = FindExchange(id);
+      if (x == nullptr) return;
+      json body = {{"status", "applied"}};
+      if (wc > 0) body["write_checkpoint"] = std::to_string(wc);
+      Respond(x, HTTP_STATUS_OK, body.dump() + "\n");
+    };
+    if (outcome.contains("write_checkpoint") && outcome["write_checkpoint"].is_number()) {
+      answer(outcome["write_checkpoint"].get<uint64_t>());  // a retry, already published
+      return;
+    }
+    // Applied: its write checkpoint is the last op id of the flush that publishes it,
+    // named by the flusher's NOTIFY (the same wait as a WriteAck's).
+    PendingAck ack;
+    ack.seq = seq;
+    ack.client_id = client_id;
+    ack.since = MonotonicSeconds();
+    ack.done = answer;
+    OnApplied(std::move(ack));
+  };
+  SubmitWrite(std::move(call));
 }
 
 }  // namespace syncline::gateway

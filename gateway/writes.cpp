@@ -123,61 +123,177 @@ void Gateway::StartNextWrite(Session *s) {
     s->write_queue.pop_front();
     s->write_queue_bytes -= std::min(s->write_queue_bytes, m.ByteSizeLong());
     const pb::WriteBatch &batch = m.write_batch();
-    json body = BuildBatch(batch, s->client_schema_version);
     s->write_in_flight = true;
     uint64_t id = s->id, request_id = m.request_id(), seq = batch.seq();
     std::string client_id = s->client_id;
-    db_->Query(
-        "SELECT syncline.apply_writes($1::jsonb, $2, $3::jsonb)",
-        {s->claims_json, client_id, body.dump()},
-        [this, id, request_id, seq, client_id](QueryReply &reply) {
-          if (!reply.ok()) {
-            // apply_writes raises only for transient trouble: keep the batch.
-            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, RetryCode(reply),
-                                "could not apply the batch now: " + reply.error,
-                                "retry later with the same seq"));
-            return;
-          }
-          json outcome;
-          try {
-            outcome = json::parse(PQgetvalue(reply.result.get(), 0, 0));
-          } catch (const std::exception &e) {
-            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, "UNKNOWN_OUTCOME",
-                                std::string("unreadable apply_writes outcome: ") + e.what(),
-                                "retry later with the same seq"));
-            return;
-          }
-          std::string status = outcome.value("status", "");
-          std::string message = outcome.value("message", "");
-          if (outcome.contains("op_index"))
-            message = "op " + outcome["op_index"].dump() + ": " + message;
-          if (status == "rejected") {
-            FinishWrite(id, Ack(request_id, seq, pb::WriteAck::REJECTED, outcome.value("code", ""),
-                                message, outcome.value("hint", "")));
-            return;
-          }
-          if (status != "applied") {  // out_of_order, or something newer
-            FinishWrite(id,
-                        Ack(request_id, seq, pb::WriteAck::RETRY,
+    WriteCall call;
+    call.claims_json = s->claims_json;
+    call.client_id = client_id;
+    call.body = BuildBatch(batch, s->client_schema_version).dump();
+    call.subject = s->subject;
+    call.done = [this, id, request_id, seq, client_id](QueryReply &reply, const char *text) {
+      if (text == nullptr) {
+        // apply_writes raises only for transient trouble: keep the batch.
+        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, RetryCode(reply),
+                            "could not apply the batch now: " + reply.error,
+                            "retry later with the same seq"));
+        return;
+      }
+      json outcome;
+      try {
+        outcome = json::parse(text);
+      } catch (const std::exception &e) {
+        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, "UNKNOWN_OUTCOME",
+                            std::string("unreadable apply_writes outcome: ") + e.what(),
+                            "retry later with the same seq"));
+        return;
+      }
+      std::string status = outcome.value("status", "");
+      std::string message = outcome.value("message", "");
+      if (outcome.contains("op_index"))
+        message = "op " + outcome["op_index"].dump() + ": " + message;
+      if (status == "rejected") {
+        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::REJECTED, outcome.value("code", ""),
+                            message, outcome.value("hint", "")));
+        return;
+      }
+      if (status != "applied") {  // out_of_order, or something newer
+        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY,
                             status.empty() ? "UNKNOWN_OUTCOME" : status,
                             message.empty() ? "apply_writes answered " + outcome.dump() : message,
                             outcome.value("hint", "")));
-            return;
-          }
-          if (outcome.contains("write_checkpoint") && outcome["write_checkpoint"].is_number()) {
-            pb::ServerMessage ack = Ack(request_id, seq, pb::WriteAck::APPLIED);
-            ack.mutable_write_ack()->set_write_checkpoint(
-                outcome["write_checkpoint"].get<uint64_t>());
-            FinishWrite(id, ack);
-            return;
-          }
-          // Applied. Its write checkpoint is the last op id of the flush
-          // that publishes it, which the flusher's NOTIFY names (possibly
-          // before this reply arrived).
-          OnApplied({id, request_id, seq, client_id, MonotonicSeconds()});
-        },
-        /*urgent=*/false, s->subject);
+        return;
+      }
+      if (outcome.contains("write_checkpoint") && outcome["write_checkpoint"].is_number()) {
+        pb::ServerMessage ack = Ack(request_id, seq, pb::WriteAck::APPLIED);
+        ack.mutable_write_ack()->set_write_checkpoint(outcome["write_checkpoint"].get<uint64_t>());
+        FinishWrite(id, ack);
+        return;
+      }
+      // Applied. Its write checkpoint is the last op id of the flush that publishes it, which
+      // the flusher's NOTIFY names (possibly before this reply arrived).
+      OnApplied({id, request_id, seq, client_id, MonotonicSeconds()});
+    };
+    SubmitWrite(std::move(call));
   }
+}
+
+namespace {
+
+// One apply_writes statement carries at most this many batches (and stops taking more
+// once it holds this many bytes of them): a group is one transaction, so its first batch
+// waits for its last.
+constexpr size_t kMaxGroupBatches = 64;
+constexpr size_t kMaxGroupBytes = 1 << 20;
+
+constexpr const char *kApplyOne = "SELECT syncline.apply_writes($1::jsonb, $2, $3::jsonb)";
+// Several clients' batches in one statement, applied in array order. Each apply_writes call
+// keeps its own exactly-once record, claims and subtransaction, so a rejected batch rejects
+// only itself; an error that escapes one (lock timeout, deadlock, lost connection) rolls the
+// whole statement back, and RunWriteGroup then applies each batch on its own.
+constexpr const char *kApplyGroup =
+    "SELECT syncline.apply_writes(e -> 'c', e ->> 'i', e -> 'b') "
+    "FROM pg_catalog.jsonb_array_elements($1::pg_catalog.jsonb) WITH ORDINALITY AS t(e, n) "
+    "ORDER BY n";
+
+}  // namespace
+
+void Gateway::SubmitWrite(WriteCall call) {
+  std::string subject = call.subject;
+  write_waiting_.Push(subject, std::move(call));
+  DispatchWrites();
+}
+
+// Group commit for client writes: while every pool connection may be busy with an
+// apply_writes statement, the batches that arrive wait here; the next statement takes all of
+// them (up to kMaxGroupBatches), one batch per token subject in turn. A batch that finds a
+// statement free goes at once, alone.
+void Gateway::DispatchWrites() {
+  size_t limit = static_cast<size_t>(std::max(1, config_.pool_size));
+  while (write_statements_ < limit && !write_waiting_.empty()) {
+    std::vector<WriteCall> group;
+    size_t bytes = 0;
+    while (!write_waiting_.empty() && group.size() < kMaxGroupBatches && bytes < kMaxGroupBytes) {
+      group.push_back(write_waiting_.Pop());
+      bytes += group.back().body.size() + group.back().claims_json.size();
+    }
+    write_statements_++;
+    if (group.size() == 1) {
+      RunWriteAlone(std::move(group.front()), /*counted=*/true);
+    } else {
+      RunWriteGroup(std::move(group));
+    }
+  }
+}
+
+void Gateway::RunWriteAlone(WriteCall call, bool counted) {
+  std::string subject = call.subject;
+  auto shared = std::make_shared<WriteCall>(std::move(call));
+  db_->Query(
+      kApplyOne, {shared->claims_json, shared->client_id, shared->body},
+      [this, shared, counted](QueryReply &reply) {
+        if (counted) write_statements_--;
+        const char *text = nullptr;
+        if (reply.ok()) {
+          if (PQntuples(reply.result.get()) == 1 && !PQgetisnull(reply.result.get(), 0, 0)) {
+            text = PQgetvalue(reply.result.get(), 0, 0);
+          } else {
+            reply.error = "apply_writes returned no outcome";
+          }
+        }
+        shared->done(reply, text);
+        if (counted) DispatchWrites();
+      },
+      /*urgent=*/false, subject);
+}
+
+void Gateway::RunWriteGroup(std::vector<WriteCall> group) {
+  std::string array = "[";
+  for (const WriteCall &call : group) {
+    if (array.size() > 1) array.push_back(',');
+    array += "{\"c\":";
+    array += call.claims_json;
+    array += ",\"i\":";
+    array += json(call.client_id).dump();
+    array += ",\"b\":";
+    array += call.body;
+    array.push_back('}');
+  }
+  array.push_back(']');
+  metrics_.write_groups++;
+  metrics_.write_group_batches += group.size();
+  auto shared = std::make_shared<std::vector<WriteCall>>(std::move(group));
+  // The gateway's own turn in the pool's queue (""): the group is many users' batches.
+  db_->Query(kApplyGroup, {std::move(array)}, [this, shared](QueryReply &reply) {
+    write_statements_--;
+    std::vector<WriteCall> &calls = *shared;
+    if (reply.ok() && PQntuples(reply.result.get()) == static_cast<int>(calls.size())) {
+      for (size_t i = 0; i < calls.size(); i++) {
+        int row = static_cast<int>(i);
+        if (PQgetisnull(reply.result.get(), row, 0)) {
+          QueryReply none;
+          none.error = "apply_writes returned no outcome";
+          calls[i].done(none, nullptr);
+        } else {
+          calls[i].done(reply, PQgetvalue(reply.result.get(), row, 0));
+        }
+      }
+    } else if (!reply.ok() && reply.unavailable) {
+      // No connection, or it was lost: every batch is retried by its client.
+      for (WriteCall &call : calls) call.done(reply, nullptr);
+    } else {
+      // One batch's error rolled back the whole statement (nothing of the group is applied;
+      // or, for a wrong row count, all of it is, and apply_writes answers each again as a
+      // duplicate): each batch runs again on its own, so only a batch that fails is refused.
+      metrics_.write_group_retries++;
+      fprintf(stderr,
+              "syncline-gateway: a group of %zu write batches failed (%s), applying them one by "
+              "one\n",
+              calls.size(), reply.ok() ? "wrong row count" : reply.error.c_str());
+      for (WriteCall &call : calls) RunWriteAlone(std::move(call), /*counted=*/false);
+    }
+    DispatchWrites();
+  });
 }
 
 void Gateway::OnApplied(PendingAck ack) {

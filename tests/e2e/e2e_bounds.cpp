@@ -11,18 +11,24 @@
 //     its own paged catch-up, complete and with matching checksums.
 //   write_queue_bounded_in_bytes: batches past --write-queue-bytes are answered RETRY "BUSY"
 //     at once, and every batch gets an ack.
+//   write_groups_isolate_failures: batches of many clients applied in one statement; a
+//     rejected one rejects only itself, one whose error escapes makes the gateway re-run the
+//     group batch by batch, and every other batch is applied exactly once.
 //
 // Registered in e2e_test.cpp's test list; run.sh starts the second gateway and passes its
 // port and pid (SYNCLINE_GW_BOUNDED_PORT, SYNCLINE_GW_BOUNDED_PID).
 #include <libpq-fe.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tests/e2e/e2e_support.hpp"
 #include "tests/e2e/expect.hpp"
@@ -197,4 +203,145 @@ void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, i
   EXPECT(busy > 0, "no batch was refused BUSY; applied " + std::to_string(applied));
   EXPECT(applied > 0, "nothing applied");
   EXPECT(!c.closed, Describe(c));
+}
+
+namespace {
+
+pb::ClientMessage OneOpBatch(uint64_t request_id, uint64_t seq, const std::string &id,
+                             const std::string &data) {
+  pb::ClientMessage m;
+  m.set_request_id(request_id);
+  auto *batch = m.mutable_write_batch();
+  batch->set_seq(seq);
+  auto *op = batch->add_ops();
+  op->set_op(pb::WriteOp::PUT);
+  op->set_type("e2e_items");
+  op->set_id(id);
+  op->set_data(data);
+  return m;
+}
+
+std::string AckSummary(const pb::WriteAck &a) {
+  return "seq " + std::to_string(a.seq()) + " " + pb::WriteAck::Status_Name(a.status()) +
+         " code=" + a.error_code() + " message=" + a.error_message() +
+         " wc=" + std::to_string(a.write_checkpoint());
+}
+
+}  // namespace
+
+// Batches of many clients that wait at the same time are applied in one statement (the
+// bounded gateway: --db-lock-timeout 1000). A rejected batch in a group rejects only itself;
+// a batch whose error escapes (here a lock timeout on its client's lock) rolls the group back,
+// and the gateway applies the group's batches one by one: only that batch is answered RETRY,
+// every other one is applied exactly once.
+void TestWriteGroupsIsolateFailures(ClientContext &ctx) {
+  EXPECT(BoundedPort() > 0, "SYNCLINE_GW_BOUNDED_PORT not set");
+  Sql db, gate, holder;
+  db.Exec("DELETE FROM e2e_items WHERE owner LIKE 'u_group_%'");
+  db.Exec("DELETE FROM syncline_internal.client_batches WHERE client_id LIKE 'e2e-group-%'");
+  const int kClients = 12, kRejected = 5, kBlocked = 7;
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < kClients; i++) {
+    clients.push_back(std::make_unique<Client>(&ctx, "127.0.0.1", BoundedPort()));
+    clients.back()->client_id = "e2e-group-" + std::to_string(i);
+    clients.back()->keep_objects = false;
+    EXPECT(clients.back()->ConnectAndSync(Token("u_group_" + std::to_string(i))),
+           Describe(*clients.back()));
+  }
+  auto send_all = [&](uint64_t seq, int last) {
+    for (int i = 0; i < kClients; i++) {
+      if (i == last) continue;
+      std::string owner = "u_group_" + std::to_string(i);
+      std::string data = i == kRejected && seq == 1
+                             ? R"({"title": "no owner"})"
+                             : nlohmann::json{{"owner", owner}, {"title", "grouped"}}.dump();
+      clients[i]->Send(OneOpBatch(900 + seq, seq,
+                                  "group-" + std::to_string(i) + "-" + std::to_string(seq), data));
+    }
+    // Sent after the others are in: it waits with them rather than going first, alone.
+    ctx.Pump(0.2);
+    if (last >= 0) {
+      clients[last]->Send(OneOpBatch(
+          900 + seq, seq, "group-" + std::to_string(last) + "-" + std::to_string(seq),
+          nlohmann::json{{"owner", "u_group_" + std::to_string(last)}, {"title", "grouped"}}
+              .dump()));
+      ctx.Pump(0.1);
+    }
+  };
+  auto wait_acks = [&](size_t n) {
+    EXPECT(ctx.WaitFor(
+               [&] {
+                 for (auto &c : clients)
+                   if (c->acks.size() < n) return false;
+                 return true;
+               },
+               20),
+           "not every client got its WriteAck");
+  };
+
+  // 1. While client_batches is locked, the first batches (one per pool connection) wait in
+  //    the database and the rest wait in the gateway; once it is released, they go as a group.
+  double groups0 = BoundedMetric("syncline_write_groups_total");
+  double retries0 = BoundedMetric("syncline_write_group_retries_total");
+  EXPECT(groups0 >= 0 && retries0 >= 0, "write group metrics missing");
+  gate.Exec("BEGIN");
+  gate.Exec("LOCK TABLE syncline_internal.client_batches IN SHARE MODE");
+  send_all(1, -1);
+  gate.Exec("COMMIT");
+  wait_acks(1);
+  for (int i = 0; i < kClients; i++) {
+    const pb::WriteAck &a = clients[i]->acks[0];
+    if (i == kRejected) {
+      EXPECT(a.status() == pb::WriteAck::REJECTED && a.error_code() == "23502", AckSummary(a));
+    } else {
+      EXPECT(a.status() == pb::WriteAck::APPLIED && a.write_checkpoint() > 0,
+             "client " + std::to_string(i) + ": " + AckSummary(a));
+    }
+  }
+  EXPECT(BoundedMetric("syncline_write_groups_total") > groups0,
+         "no batches were applied together");
+
+  // 2. The same, with one client's lock held elsewhere: its group times out on it, is rolled
+  //    back and re-run one batch at a time.
+  std::string blocked_id = "e2e-group-" + std::to_string(kBlocked);
+  holder.Exec("SELECT pg_advisory_lock(1398361668, hashtext('" + blocked_id + "'))");
+  gate.Exec("BEGIN");
+  gate.Exec("LOCK TABLE syncline_internal.client_batches IN SHARE MODE");
+  send_all(2, kBlocked);
+  gate.Exec("COMMIT");
+  wait_acks(2);
+  for (int i = 0; i < kClients; i++) {
+    const pb::WriteAck &a = clients[i]->acks[1];
+    if (i == kBlocked) {
+      EXPECT(a.status() == pb::WriteAck::RETRY && a.error_code() == "55P03", AckSummary(a));
+    } else {
+      EXPECT(a.status() == pb::WriteAck::APPLIED && a.write_checkpoint() > 0,
+             "client " + std::to_string(i) + ": " + AckSummary(a));
+    }
+  }
+  EXPECT(BoundedMetric("syncline_write_group_retries_total") > retries0,
+         "the failed group was not re-run batch by batch");
+  holder.Exec("SELECT pg_advisory_unlock(1398361668, hashtext('" + blocked_id + "'))");
+  // The client retries the same seq, now applied.
+  size_t before = clients[kBlocked]->acks.size();
+  clients[kBlocked]->Send(OneOpBatch(
+      999, 2, "group-" + std::to_string(kBlocked) + "-2",
+      nlohmann::json{{"owner", "u_group_" + std::to_string(kBlocked)}, {"title", "retried"}}
+          .dump()));
+  EXPECT(ctx.WaitFor([&] { return clients[kBlocked]->acks.size() > before; }, 10), "no ack");
+  EXPECT(clients[kBlocked]->acks.back().status() == pb::WriteAck::APPLIED,
+         AckSummary(clients[kBlocked]->acks.back()));
+  // Every batch applied once: two rows per client, one for the client whose first was rejected.
+  std::string rows = db.Exec(
+      "SELECT string_agg(owner || '=' || n, ',' ORDER BY owner) FROM (SELECT owner, count(*) n "
+      "FROM e2e_items WHERE owner LIKE 'u_group_%' GROUP BY owner) x");
+  std::string want;
+  std::vector<std::string> owners;
+  for (int i = 0; i < kClients; i++) owners.push_back("u_group_" + std::to_string(i));
+  std::sort(owners.begin(), owners.end());
+  for (const std::string &o : owners)
+    want += (want.empty() ? "" : ",") + o + "=" + (o == "u_group_5" ? "1" : "2");
+  EXPECT(rows == want, "rows per owner: " + rows + " (want " + want + ")");
+  for (auto &c : clients) c->Close();
+  db.Exec("DELETE FROM e2e_items WHERE owner LIKE 'u_group_%'");
 }

@@ -1210,6 +1210,7 @@ void TestLargeBucketBoundedMemory(ClientContext &ctx);
 void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx);
 void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx);
 void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port);
+void TestWriteGroupsIsolateFailures(ClientContext &ctx);
 
 int main(int argc, char **argv) {
   std::string only = argc > 1 ? argv[1] : "";
@@ -1238,6 +1239,8 @@ int main(int argc, char **argv) {
        [](ClientContext &c, Db &) {
          TestWriteQueueBoundedInBytes(c, g_settings.host, g_settings.port);
        }},
+      {"write_groups_isolate_failures",
+       [](ClientContext &c, Db &) { TestWriteGroupsIsolateFailures(c); }},
       {"large_bucket_bounded_memory",
        [](ClientContext &c, Db &) { TestLargeBucketBoundedMemory(c); }},
       {"live_round_over_budget_catches_up",
