@@ -248,6 +248,10 @@ void Gateway::RunWriteAlone(WriteCall call, bool counted) {
 }
 
 void Gateway::RunWriteGroup(std::vector<WriteCall> group) {
+  // Spliced as text: each piece is exactly one JSON value. claims_json is the verified
+  // token's claims, which the verifier parsed as one object; body is a json::dump (BuildBatch,
+  // ParseUploadRequest); the client id is dumped here as a string. Nothing a client sends is
+  // spliced raw, so no batch can add claims or batches of its own to the group.
   std::string array = "[";
   for (const WriteCall &call : group) {
     if (array.size() > 1) array.push_back(',');
