@@ -567,28 +567,36 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
       Datum id = CStringGetTextDatum(client_id.c_str());
       // Batches are recorded in seq order: the newest record is the last seq,
       // and only a seq at or below it can be a retry of a recorded batch.
+      // Usually the batch is the next one (or a retry of the last): the newest
+      // record at or after seq - 1 is then the newest of all, and the index scan
+      // stops there instead of reading every record of the client on its page.
       syncline::Exec(
-          "SELECT seq, outcome::text, write_checkpoint, subject "
-          "  FROM syncline_internal.client_batches "
-          " WHERE client_id = $1 ORDER BY seq DESC LIMIT 1",
-          {TEXTOID}, {id});
-      if (SPI_processed == 0) return;  // a new client
+          "SELECT seq, subject FROM syncline_internal.client_batches "
+          " WHERE client_id = $1 AND seq >= $2 ORDER BY seq DESC LIMIT 1",
+          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq - 1)});
+      if (SPI_processed == 0) {
+        // A new client, a gap (PowerSync transaction ids), or a hole in the seqs.
+        syncline::Exec(
+            "SELECT seq, subject FROM syncline_internal.client_batches "
+            " WHERE client_id = $1 ORDER BY seq DESC LIMIT 1",
+            {TEXTOID}, {id});
+        if (SPI_processed == 0) return;  // a new client
+      }
       bool isnull;
       last_seq =
           DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-      owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4);
+      owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2);
       // Batches recorded before 0.2 have no subject: the next one binds it.
       if (!owner.empty() && owner != subject) return;
       if (seq > *last_seq) return;
-      if (seq < *last_seq) {
-        syncline::Exec(
-            "SELECT seq, outcome::text, write_checkpoint FROM syncline_internal.client_batches "
-            "WHERE client_id = $1 AND seq = $2",
-            {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
-        if (SPI_processed == 0) return;
-      }
-      previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2));
-      Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+      // A retry: its recorded outcome.
+      syncline::Exec(
+          "SELECT outcome::text, write_checkpoint FROM syncline_internal.client_batches "
+          "WHERE client_id = $1 AND seq = $2",
+          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
+      if (SPI_processed == 0) return;
+      previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+      Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
       if (!isnull) previous_checkpoint = DatumGetInt64(wc);
     });
   });
