@@ -191,9 +191,17 @@ constexpr const char *kApplyOne = "SELECT syncline.apply_writes($1::jsonb, $2, $
 // keeps its own exactly-once record, claims and subtransaction, so a rejected batch rejects
 // only itself; an error that escapes one (lock timeout, deadlock, lost connection) rolls the
 // whole statement back, and RunWriteGroup then applies each batch on its own.
+//
+// A batch that waits for a lock held elsewhere holds back its whole group, so a group waits
+// at most kGroupLockTimeoutMs for any lock (set_config(..., true): for this transaction only;
+// it runs before the first apply_writes, since every joined row whose projection calls
+// apply_writes needs its one row), then fails and is re-run batch by batch, where each batch
+// waits the full --db-lock-timeout on its own.
+constexpr int kGroupLockTimeoutMs = 1000;
 constexpr const char *kApplyGroup =
     "SELECT syncline.apply_writes(e -> 'c', e ->> 'i', e -> 'b') "
-    "FROM pg_catalog.jsonb_array_elements($1::pg_catalog.jsonb) WITH ORDINALITY AS t(e, n) "
+    "FROM (SELECT pg_catalog.set_config('lock_timeout', $2, true)) AS l(lock_timeout), "
+    "pg_catalog.jsonb_array_elements($1::pg_catalog.jsonb) WITH ORDINALITY AS t(e, n) "
     "ORDER BY n";
 
 }  // namespace
@@ -268,36 +276,42 @@ void Gateway::RunWriteGroup(std::vector<WriteCall> group) {
   metrics_.write_group_batches += group.size();
   auto shared = std::make_shared<std::vector<WriteCall>>(std::move(group));
   // The gateway's own turn in the pool's queue (""): the group is many users' batches.
-  db_->Query(kApplyGroup, {std::move(array)}, [this, shared](QueryReply &reply) {
-    write_statements_--;
-    std::vector<WriteCall> &calls = *shared;
-    if (reply.ok() && PQntuples(reply.result.get()) == static_cast<int>(calls.size())) {
-      for (size_t i = 0; i < calls.size(); i++) {
-        int row = static_cast<int>(i);
-        if (PQgetisnull(reply.result.get(), row, 0)) {
-          QueryReply none;
-          none.error = "apply_writes returned no outcome";
-          calls[i].done(none, nullptr);
+  int lock_timeout = config_.lock_timeout_ms > 0
+                         ? std::min(config_.lock_timeout_ms, kGroupLockTimeoutMs)
+                         : kGroupLockTimeoutMs;
+  db_->Query(
+      kApplyGroup, {std::move(array), std::to_string(lock_timeout)},
+      [this, shared](QueryReply &reply) {
+        write_statements_--;
+        std::vector<WriteCall> &calls = *shared;
+        if (reply.ok() && PQntuples(reply.result.get()) == static_cast<int>(calls.size())) {
+          for (size_t i = 0; i < calls.size(); i++) {
+            int row = static_cast<int>(i);
+            if (PQgetisnull(reply.result.get(), row, 0)) {
+              QueryReply none;
+              none.error = "apply_writes returned no outcome";
+              calls[i].done(none, nullptr);
+            } else {
+              calls[i].done(reply, PQgetvalue(reply.result.get(), row, 0));
+            }
+          }
+        } else if (!reply.ok() && reply.unavailable) {
+          // No connection, or it was lost: every batch is retried by its client.
+          for (WriteCall &call : calls) call.done(reply, nullptr);
         } else {
-          calls[i].done(reply, PQgetvalue(reply.result.get(), row, 0));
-        }
-      }
-    } else if (!reply.ok() && reply.unavailable) {
-      // No connection, or it was lost: every batch is retried by its client.
-      for (WriteCall &call : calls) call.done(reply, nullptr);
-    } else {
-      // One batch's error rolled back the whole statement (nothing of the group is applied;
-      // or, for a wrong row count, all of it is, and apply_writes answers each again as a
-      // duplicate): each batch runs again on its own, so only a batch that fails is refused.
-      metrics_.write_group_retries++;
-      fprintf(stderr,
+          // One batch's error rolled back the whole statement (nothing of the group is applied;
+          // or, for a wrong row count, all of it is, and apply_writes answers each again as a
+          // duplicate): each batch runs again on its own, so only a batch that fails is refused.
+          metrics_.write_group_retries++;
+          fprintf(
+              stderr,
               "syncline-gateway: a group of %zu write batches failed (%s), applying them one by "
               "one\n",
               calls.size(), reply.ok() ? "wrong row count" : reply.error.c_str());
-      for (WriteCall &call : calls) RunWriteAlone(std::move(call), /*counted=*/false);
-    }
-    DispatchWrites();
-  });
+          for (WriteCall &call : calls) RunWriteAlone(std::move(call), /*counted=*/false);
+        }
+        DispatchWrites();
+      });
 }
 
 void Gateway::OnApplied(PendingAck ack) {

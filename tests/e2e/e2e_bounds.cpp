@@ -96,10 +96,9 @@ void TestLargeBucketBoundedMemory(ClientContext &ctx) {
   db.Exec("DELETE FROM e2e_items WHERE owner = 'u_huge'");
 }
 
-// A metric of the bounded gateway (-1 when absent).
-double BoundedMetric(const std::string &name) {
-  std::string cmd =
-      "curl -s http://127.0.0.1:" + std::to_string(BoundedPort()) + "/metrics 2>/dev/null";
+// A metric of the gateway on `port` (-1 when absent).
+double MetricAt(int port, const std::string &name) {
+  std::string cmd = "curl -s http://127.0.0.1:" + std::to_string(port) + "/metrics 2>/dev/null";
   FILE *p = popen(cmd.c_str(), "r");
   if (p == nullptr) return -1;
   std::string body;
@@ -110,6 +109,9 @@ double BoundedMetric(const std::string &name) {
   size_t pos = body.find("\n" + name + " ");
   return pos == std::string::npos ? -1 : std::atof(body.c_str() + pos + name.size() + 2);
 }
+
+// A metric of the bounded gateway (-1 when absent).
+double BoundedMetric(const std::string &name) { return MetricAt(BoundedPort(), name); }
 
 void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx) {
   EXPECT(BoundedPort() > 0, "SYNCLINE_GW_BOUNDED_PORT not set");
@@ -230,19 +232,20 @@ std::string AckSummary(const pb::WriteAck &a) {
 }  // namespace
 
 // Batches of many clients that wait at the same time are applied in one statement (the
-// bounded gateway: --db-lock-timeout 1000). A rejected batch in a group rejects only itself;
-// a batch whose error escapes (here a lock timeout on its client's lock) rolls the group back,
-// and the gateway applies the group's batches one by one: only that batch is answered RETRY,
-// every other one is applied exactly once.
-void TestWriteGroupsIsolateFailures(ClientContext &ctx) {
-  EXPECT(BoundedPort() > 0, "SYNCLINE_GW_BOUNDED_PORT not set");
+// suite's ASan gateway, --db-lock-timeout at its default 5 s). A rejected batch in a group
+// rejects only itself; a batch whose error escapes (here a lock timeout on its client's lock,
+// which a group waits for at most 1 s) rolls the group back, and the gateway applies the
+// group's batches one by one: only that batch is answered RETRY (after its own 5 s), every
+// other one is applied exactly once, without waiting those 5 s.
+void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host, int port) {
+  auto metric = [&](const std::string &name) { return MetricAt(port, name); };
   Sql db, gate, holder;
   db.Exec("DELETE FROM e2e_items WHERE owner LIKE 'u_group_%'");
   db.Exec("DELETE FROM syncline_internal.client_batches WHERE client_id LIKE 'e2e-group-%'");
   const int kClients = 12, kRejected = 5, kBlocked = 7;
   std::vector<std::unique_ptr<Client>> clients;
   for (int i = 0; i < kClients; i++) {
-    clients.push_back(std::make_unique<Client>(&ctx, "127.0.0.1", BoundedPort()));
+    clients.push_back(std::make_unique<Client>(&ctx, host, port));
     clients.back()->client_id = "e2e-group-" + std::to_string(i);
     clients.back()->keep_objects = false;
     EXPECT(clients.back()->ConnectAndSync(Token("u_group_" + std::to_string(i))),
@@ -281,8 +284,8 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx) {
 
   // 1. While client_batches is locked, the first batches (one per pool connection) wait in
   //    the database and the rest wait in the gateway; once it is released, they go as a group.
-  double groups0 = BoundedMetric("syncline_write_groups_total");
-  double retries0 = BoundedMetric("syncline_write_group_retries_total");
+  double groups0 = metric("syncline_write_groups_total");
+  double retries0 = metric("syncline_write_group_retries_total");
   EXPECT(groups0 >= 0 && retries0 >= 0, "write group metrics missing");
   gate.Exec("BEGIN");
   gate.Exec("LOCK TABLE syncline_internal.client_batches IN SHARE MODE");
@@ -298,8 +301,7 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx) {
              "client " + std::to_string(i) + ": " + AckSummary(a));
     }
   }
-  EXPECT(BoundedMetric("syncline_write_groups_total") > groups0,
-         "no batches were applied together");
+  EXPECT(metric("syncline_write_groups_total") > groups0, "no batches were applied together");
 
   // 2. The same, with one client's lock held elsewhere: its group times out on it, is rolled
   //    back and re-run one batch at a time.
@@ -309,6 +311,18 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx) {
   gate.Exec("LOCK TABLE syncline_internal.client_batches IN SHARE MODE");
   send_all(2, kBlocked);
   gate.Exec("COMMIT");
+  double released = syncline::testing::NowSeconds();
+  EXPECT(ctx.WaitFor(
+             [&] {
+               for (int i = 0; i < kClients; i++)
+                 if (i != kBlocked && clients[i]->acks.size() < 2) return false;
+               return true;
+             },
+             20),
+         "not every unblocked client got its WriteAck");
+  double others = syncline::testing::NowSeconds() - released;
+  // The group gave up on the lock after 1 s, not the gateway's 5 s lock_timeout.
+  EXPECT(others < 4, "the other clients waited " + std::to_string(others) + " s for their acks");
   wait_acks(2);
   for (int i = 0; i < kClients; i++) {
     const pb::WriteAck &a = clients[i]->acks[1];
@@ -319,7 +333,7 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx) {
              "client " + std::to_string(i) + ": " + AckSummary(a));
     }
   }
-  EXPECT(BoundedMetric("syncline_write_group_retries_total") > retries0,
+  EXPECT(metric("syncline_write_group_retries_total") > retries0,
          "the failed group was not re-run batch by batch");
   holder.Exec("SELECT pg_advisory_unlock(1398361668, hashtext('" + blocked_id + "'))");
   // The client retries the same seq, now applied.

@@ -1210,7 +1210,7 @@ void TestLargeBucketBoundedMemory(ClientContext &ctx);
 void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx);
 void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx);
 void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port);
-void TestWriteGroupsIsolateFailures(ClientContext &ctx);
+void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host, int port);
 
 int main(int argc, char **argv) {
   std::string only = argc > 1 ? argv[1] : "";
@@ -1240,7 +1240,9 @@ int main(int argc, char **argv) {
          TestWriteQueueBoundedInBytes(c, g_settings.host, g_settings.port);
        }},
       {"write_groups_isolate_failures",
-       [](ClientContext &c, Db &) { TestWriteGroupsIsolateFailures(c); }},
+       [](ClientContext &c, Db &) {
+         TestWriteGroupsIsolateFailures(c, g_settings.host, g_settings.port);
+       }},
       {"large_bucket_bounded_memory",
        [](ClientContext &c, Db &) { TestLargeBucketBoundedMemory(c); }},
       {"live_round_over_budget_catches_up",
