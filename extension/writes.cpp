@@ -719,24 +719,26 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
       }
     }
   }
-  std::string outcome_text = outcome.dump();
+  // One jsonb for the record and the answer (made in SPI's context, copied out at the end).
+  Datum outcome_jsonb = syncline::JsonbFrom(outcome);
+  Datum result = 0;
   syncline::PgGuard([&] {
     syncline::AsEngine([&] {
       Datum id = CStringGetTextDatum(client_id.c_str());
       syncline::Exec(
           "INSERT INTO syncline_internal.client_batches (client_id, seq, subject, outcome) "
-          "VALUES ($1, $2, $3, $4::jsonb)",
-          {TEXTOID, INT8OID, TEXTOID, TEXTOID},
-          {id, Int64GetDatum(seq), CStringGetTextDatum(subject.c_str()),
-           CStringGetTextDatum(outcome_text.c_str())});
+          "VALUES ($1, $2, $3, $4)",
+          {TEXTOID, INT8OID, TEXTOID, JSONBOID},
+          {id, Int64GetDatum(seq), CStringGetTextDatum(subject.c_str()), outcome_jsonb});
     });
     // The flusher records the first op id that includes this batch.
     char seq_text[32];
     snprintf(seq_text, sizeof seq_text, "%lld", static_cast<long long>(seq));
     syncline::StageMarker(syncline::kStagedWriteMarker, client_id.c_str(), seq_text);
+    result = SPI_datumTransfer(outcome_jsonb, false, -1);
     SPI_finish();
   });
-  return syncline::JsonbFrom(outcome);
+  return result;
 }
 
 // Statement trigger on writable_tables and write_handlers: every backend's
