@@ -383,7 +383,7 @@ class Gateway {
   std::map<WriteKey, uint64_t> published_writes_;  // named by NOTIFY before their reply
   std::deque<WriteKey> published_order_;
   // Batches waiting for apply_writes, taking turns by token subject, and the apply_writes
-  // statements running (at most one per pool connection).
+  // statements running (on at most half the pool's connections).
   FairQueue<WriteCall> write_waiting_;
   size_t write_statements_ = 0;
   bool ack_query_in_flight_ = false;

@@ -212,12 +212,14 @@ void Gateway::SubmitWrite(WriteCall call) {
   DispatchWrites();
 }
 
-// Group commit for client writes: while every pool connection may be busy with an
-// apply_writes statement, the batches that arrive wait here; the next statement takes all of
-// them (up to kMaxGroupBatches), one batch per token subject in turn. A batch that finds a
-// statement free goes at once, alone.
+// Group commit for client writes: apply_writes statements run on at most half the pool's
+// connections (at least one), so syncs and catch-ups always have the others. While those are
+// busy, the batches that arrive wait here; the next statement takes all of them (up to
+// kMaxGroupBatches), one batch per token subject in turn. A batch that finds a statement free
+// goes at once, alone. (100 clients, pool 4: two statements gave 13.5k and 14.1k batches/s,
+// four 13.1k and 13.3k, in single alternated runs.)
 void Gateway::DispatchWrites() {
-  size_t limit = static_cast<size_t>(std::max(1, config_.pool_size));
+  size_t limit = static_cast<size_t>(std::max(1, config_.pool_size / 2));
   while (write_statements_ < limit && !write_waiting_.empty()) {
     std::vector<WriteCall> group;
     size_t bytes = 0;

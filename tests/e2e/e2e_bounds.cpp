@@ -236,7 +236,8 @@ std::string AckSummary(const pb::WriteAck &a) {
 // rejects only itself; a batch whose error escapes (here a lock timeout on its client's lock,
 // which a group waits for at most 1 s) rolls the group back, and the gateway applies the
 // group's batches one by one: only that batch is answered RETRY (after its own 5 s), every
-// other one is applied exactly once, without waiting those 5 s.
+// other one is applied exactly once, without waiting those 5 s. Writes keep to half the
+// pool, so a client syncs while they wait.
 void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host, int port) {
   auto metric = [&](const std::string &name) { return MetricAt(port, name); };
   Sql db, gate, holder;
@@ -282,7 +283,7 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
            "not every client got its WriteAck");
   };
 
-  // 1. While client_batches is locked, the first batches (one per pool connection) wait in
+  // 1. While client_batches is locked, the first batches (one per write statement) wait in
   //    the database and the rest wait in the gateway; once it is released, they go as a group.
   double groups0 = metric("syncline_write_groups_total");
   double retries0 = metric("syncline_write_group_retries_total");
@@ -290,6 +291,16 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
   gate.Exec("BEGIN");
   gate.Exec("LOCK TABLE syncline_internal.client_batches IN SHARE MODE");
   send_all(1, -1);
+  // Writes hold at most half the pool: a new connection syncs while they wait.
+  {
+    Client reader(&ctx, host, port);
+    reader.client_id = "e2e-group-reader";
+    reader.keep_objects = false;
+    bool synced = reader.ConnectAndSync(Token("u_group_reader"), 2);
+    if (!synced) gate.Exec("COMMIT");
+    EXPECT(synced, "a sync waited for the blocked writes: " + Describe(reader));
+    reader.Close();
+  }
   gate.Exec("COMMIT");
   wait_acks(1);
   for (int i = 0; i < kClients; i++) {
