@@ -9,7 +9,9 @@
 # Knobs: WRITE_CLIENTS (100), WRITE_SECONDS (10 per run), WRITE_REPEAT (2 runs
 #        per side), WRITE_POOL (gateway --pool-size, its default 4),
 #        PG_FSYNC (off: the disk is not what we measure; on for a real disk),
-#        WRITE_FLUSH_DELAY (syncline.flush_delay for the run, e.g. 2ms; default: the GUC's).
+#        WRITE_FLUSH_DELAY (syncline.flush_delay for the run, e.g. 2ms; default: the GUC's),
+#        WRITE_MIXED_TPS (0; N: direct INSERTs at N/s into the same table during the gateway
+#        runs, as an app writing alongside its clients).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -92,9 +94,20 @@ echo "== write path: $CLIENTS clients, ${SECONDS_PER_RUN} s x $REPEAT per side, 
 : >"$OUT/write_bench.log"
 gws=() directs=() lines=()
 for r in $(seq 1 "$REPEAT"); do
+  mixed_pid=""
+  if [ "${WRITE_MIXED_TPS:-0}" -gt 0 ]; then
+    # Direct writes alongside, rate-limited, into the same synced table.
+    "$PGBIN/pgbench" -n -M prepared -c 4 -j 1 -R "$WRITE_MIXED_TPS" -T $((SECONDS_PER_RUN + 2)) \
+      -f "$OUT/write_direct.sql" syncline >"$OUT/write_mixed.log" 2>&1 &
+    mixed_pid=$!
+  fi
   line=$(SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
     "$OUT/write_bench" "$CLIENTS" "$SECONDS_PER_RUN" 2 "r$r" 2>>"$OUT/write_bench.log") ||
     echo "warning: gateway run $r had errors (see $OUT/write_bench.log)" >&2
+  if [ -n "$mixed_pid" ]; then
+    wait "$mixed_pid" || true
+    line="$line mixed_direct_tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$OUT/write_mixed.log")"
+  fi
   echo "gateway run $r: $line"
   lines+=("$line")
   gws+=("$(echo "$line" | tr ' ' '\n' | sed -n 's/^per_s=//p')")

@@ -634,7 +634,6 @@ FlushResult FlushStep(int64 copy_blocks) {
   // each row's index descent and heap update are the cost, not the statement.)
   std::vector<PublishedWrite> published;
   for (const auto &w : markers.writes) published.push_back({w.second.first, w.second.second});
-  result.writes = static_cast<int64>(published.size());
   static const char *kStampSql =
       "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
       " WHERE client_id = $1 AND seq = $2";

@@ -11,7 +11,6 @@ namespace syncline {
 struct FlushResult {
   int64 ops = 0;           // ops made visible
   int64 markers = 0;       // parameter/rules/write markers consumed
-  int64 writes = 0;        // client batches published (their clients wait for this flush)
   bool more_copy = false;  // an initial copy has blocks left
 };
 
@@ -28,6 +27,10 @@ void TakeFlushLock();
 
 // Wakes the background worker (no-op when it is not running).
 void WakeFlusher();
+
+// Counts a committed transaction that staged a client write batch's marker (its client waits
+// for the flush that publishes it): the worker cuts its pause between flushes short.
+void NoteClientWriteCommitted();
 
 // True when the background worker serves the current database.
 bool FlusherAttached();

@@ -81,8 +81,8 @@ void _PG_init(void) {
         "syncline.flush_delay", "Pause between two flushes while many ops keep arriving (ms).",
         "After a flush that published a batch of ops the worker waits this long, so that under "
         "load each flush publishes more commits at once (most of a flush's cost is per flush, "
-        "not per op); after a small flush, or one that published client write batches (whose "
-        "clients wait for it), it waits only a millisecond.",
+        "not per op); after a small flush it waits only a millisecond, and a client write batch "
+        "(whose WriteAck waits for its flush) that commits during the pause cuts it short.",
         &syncline::flush_delay_ms, 10, 0, 1000, PGC_SIGHUP, GUC_UNIT_MS, nullptr, nullptr, nullptr);
     DefineCustomIntVariable(
         "syncline.compact_interval", "Pause between the worker's incremental compaction rounds.",

@@ -20,16 +20,18 @@ namespace {
 Oid pending_relid = InvalidOid;
 bool wake_registered = false;
 bool wake_at_commit = false;
+bool client_write_at_commit = false;
 
 void ResetCachedOids(Datum, Oid relid) {
   if (relid == InvalidOid || relid == pending_relid) pending_relid = InvalidOid;
 }
 
 void OnTransactionEnd(XactEvent event, void *) {
+  if (event == XACT_EVENT_COMMIT && client_write_at_commit) NoteClientWriteCommitted();
   if (event == XACT_EVENT_COMMIT && wake_at_commit) WakeFlusher();
   if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
       event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT)
-    wake_at_commit = false;
+    wake_at_commit = client_write_at_commit = false;
 }
 
 // The oid of pending. The cache may be reset by an invalidation
@@ -292,6 +294,7 @@ void StageMarker(int16 kind, const char *object_id, const char *data) {
   InsertPending(rel, row);
   table_close(rel, RowExclusiveLock);
   WakeFlusherAtCommit();
+  if (kind == kStagedWriteMarker) client_write_at_commit = true;
 }
 
 }  // namespace syncline

@@ -43,7 +43,8 @@ namespace {
 
 struct FlusherShared {
   Latch *latch;
-  Oid database;  // only commits in this database wake the worker
+  Oid database;                    // only commits in this database wake the worker
+  pg_atomic_uint32 client_writes;  // commits that staged a client write batch (wraps)
 };
 
 FlusherShared *shared = nullptr;
@@ -64,6 +65,7 @@ void StartupShmem() {
   if (!found) {
     shared->latch = nullptr;
     shared->database = InvalidOid;
+    pg_atomic_init_u32(&shared->client_writes, 0);
   }
   LWLockRelease(AddinShmemInitLock);
 }
@@ -84,17 +86,35 @@ constexpr int64 kVacuumAfterRows = 1024;
 constexpr long kVacuumIntervalMs = 100;
 
 // A flush that published at least this many ops counts as "under load": the
-// next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs, and so
-// does one that published client batches: their clients wait for its write
-// checkpoint (the WriteAck), so a longer pause would pace every client's writes.
+// next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs.
 constexpr int64 kBusyFlushOps = 8;
 constexpr long kLightLoadPauseMs = 1;
+
+uint32 ClientWritesCommitted() {
+  return shared != nullptr ? pg_atomic_read_u32(&shared->client_writes) : 0;
+}
+
+// The pause between two flushes under load, cut short (after kLightLoadPauseMs at
+// least) once a client write batch has committed since `writes_seen`, read before
+// the flush: its client waits for the flush that publishes it (the WriteAck), so
+// pacing it would pace every client's writes, also while direct writes keep the
+// flushes busy. Polled every kLightLoadPauseMs; the latch is not used, so the
+// other commits, thousands a second, do not wake a pausing worker.
+void PauseBetweenFlushes(long pause_ms, uint32 writes_seen) {
+  for (long slept = 0; slept < pause_ms;) {
+    long step = std::min(kLightLoadPauseMs, pause_ms - slept);
+    pg_usleep(step * 1000L);
+    slept += step;
+    CHECK_FOR_INTERRUPTS();
+    if (ClientWritesCommitted() != writes_seen) return;
+  }
+}
 
 // One transaction: one flush. Returns true when there may be more to do.
 // Adds the staged rows it consumed to *published and the ops it published to
 // *ops. An error is raised (as a Postgres ERROR) to the worker's loop, which
 // survives it.
-bool FlushOnce(int64 *published, int64 *ops, int64 *writes) {
+bool FlushOnce(int64 *published, int64 *ops) {
   bool more = false;
   SetCurrentStatementStartTimestamp();
   StartTransactionCommand();
@@ -109,7 +129,6 @@ bool FlushOnce(int64 *published, int64 *ops, int64 *writes) {
           more = result.ops > 0 || result.more_copy;
           *published += result.ops + result.markers;
           *ops = result.ops;
-          *writes = result.writes;
         });
         SPI_finish();
       });
@@ -224,6 +243,11 @@ bool FlusherAttached() {
   return shared != nullptr && shared->database == MyDatabaseId && shared->latch != nullptr;
 }
 
+void NoteClientWriteCommitted() {
+  if (shared != nullptr && shared->database == MyDatabaseId)
+    pg_atomic_fetch_add_u32(&shared->client_writes, 1);
+}
+
 void WakeFlusher() {
   if (shared != nullptr && shared->database == MyDatabaseId) {
     Latch *latch = shared->latch;
@@ -303,8 +327,10 @@ void syncline_worker_main(Datum) {
     // Under load, wait a moment between flushes so each one publishes many
     // commits; when idle, a commit's latch wakes the next flush at once.
     for (;;) {
-      int64 ops = 0, writes = 0;
-      bool more = syncline::FlushOnce(&published, &ops, &writes);
+      int64 ops = 0;
+      // Before the flush's snapshot: a client batch that commits after it bumps the count.
+      uint32 writes_seen = syncline::ClientWritesCommitted();
+      bool more = syncline::FlushOnce(&published, &ops);
       failures = 0;
       MemoryContextReset(work_context);
       if (published >= syncline::kVacuumAfterRows &&
@@ -317,10 +343,10 @@ void syncline_worker_main(Datum) {
       }
       if (!more) break;
       CHECK_FOR_INTERRUPTS();
-      long pause_ms = ops >= syncline::kBusyFlushOps && writes == 0
+      long pause_ms = ops >= syncline::kBusyFlushOps
                           ? syncline::flush_delay_ms
                           : std::min<long>(syncline::flush_delay_ms, syncline::kLightLoadPauseMs);
-      if (pause_ms > 0) pg_usleep(pause_ms * 1000L);
+      if (pause_ms > 0) syncline::PauseBetweenFlushes(pause_ms, writes_seen);
     }
     if (syncline::compact_interval_s > 0 &&
         TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
