@@ -283,6 +283,19 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
            "not every client got its WriteAck");
   };
 
+  // Ack `index` of every client: APPLIED with a write checkpoint, but for client `odd`.
+  auto expect_acks = [&](size_t index, int odd, pb::WriteAck::Status status, const char *code) {
+    for (int i = 0; i < kClients; i++) {
+      const pb::WriteAck &a = clients[i]->acks[index];
+      if (i == odd) {
+        EXPECT(a.status() == status && a.error_code() == code, AckSummary(a));
+      } else {
+        EXPECT(a.status() == pb::WriteAck::APPLIED && a.write_checkpoint() > 0,
+               "client " + std::to_string(i) + ": " + AckSummary(a));
+      }
+    }
+  };
+
   // 1. While client_batches is locked, the first batches (one per write statement) wait in
   //    the database and the rest wait in the gateway; once it is released, they go as a group.
   double groups0 = metric("syncline_write_groups_total");
@@ -303,15 +316,7 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
   }
   gate.Exec("COMMIT");
   wait_acks(1);
-  for (int i = 0; i < kClients; i++) {
-    const pb::WriteAck &a = clients[i]->acks[0];
-    if (i == kRejected) {
-      EXPECT(a.status() == pb::WriteAck::REJECTED && a.error_code() == "23502", AckSummary(a));
-    } else {
-      EXPECT(a.status() == pb::WriteAck::APPLIED && a.write_checkpoint() > 0,
-             "client " + std::to_string(i) + ": " + AckSummary(a));
-    }
-  }
+  expect_acks(0, kRejected, pb::WriteAck::REJECTED, "23502");
   EXPECT(metric("syncline_write_groups_total") > groups0, "no batches were applied together");
 
   // 2. The same, with one client's lock held elsewhere: its group times out on it, is rolled
@@ -335,15 +340,7 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
   // The group gave up on the lock after 1 s, not the gateway's 5 s lock_timeout.
   EXPECT(others < 4, "the other clients waited " + std::to_string(others) + " s for their acks");
   wait_acks(2);
-  for (int i = 0; i < kClients; i++) {
-    const pb::WriteAck &a = clients[i]->acks[1];
-    if (i == kBlocked) {
-      EXPECT(a.status() == pb::WriteAck::RETRY && a.error_code() == "55P03", AckSummary(a));
-    } else {
-      EXPECT(a.status() == pb::WriteAck::APPLIED && a.write_checkpoint() > 0,
-             "client " + std::to_string(i) + ": " + AckSummary(a));
-    }
-  }
+  expect_acks(1, kBlocked, pb::WriteAck::RETRY, "55P03");
   EXPECT(metric("syncline_write_group_retries_total") > retries0,
          "the failed group was not re-run batch by batch");
   holder.Exec("SELECT pg_advisory_unlock(1398361668, hashtext('" + blocked_id + "'))");
