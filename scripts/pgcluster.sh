@@ -9,10 +9,23 @@
 set -euo pipefail
 . "$(dirname "$0")/pgenv.sh"
 
+# True when a TCP socket of this host uses local port $1 in any state: a listener, or the
+# local end of a connection (54320-54420 lies in Linux's ephemeral range, so a test's
+# outgoing connection can hold one, and the server's bind would then fail).
+port_in_use() {
+  local hex f files=()
+  hex=$(printf ':%04X' "$1")
+  for f in /proc/net/tcp /proc/net/tcp6; do [ -r "$f" ] && files+=("$f"); done
+  [ ${#files[@]} -gt 0 ] || return 1
+  awk -v h="$hex" 'FNR > 1 && substr($2, length($2) - 4) == h { found = 1 } END { exit !found }' \
+    "${files[@]}"
+}
+
 free_port() {
   local p
   for p in $(seq 54320 54420); do
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [ ! -e "/tmp/.s.PGSQL.$p" ]; then
+    if ! port_in_use "$p" && ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null &&
+      [ ! -e "/tmp/.s.PGSQL.$p" ]; then
       echo "$p"; return 0
     fi
   done
