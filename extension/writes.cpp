@@ -570,18 +570,15 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
       // Usually the batch is the next one (or a retry of the last): the newest
       // record at or after seq - 1 is then the newest of all, and the index scan
       // stops there instead of reading every record of the client on its page.
-      syncline::Exec(
+      // Only a new client, a gap (PowerSync transaction ids) or a hole in the
+      // seqs needs the unbounded look.
+      static const char *kNewestSql =
           "SELECT seq, subject FROM syncline_internal.client_batches "
-          " WHERE client_id = $1 AND seq >= $2 ORDER BY seq DESC LIMIT 1",
-          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq - 1)});
-      if (SPI_processed == 0) {
-        // A new client, a gap (PowerSync transaction ids), or a hole in the seqs.
-        syncline::Exec(
-            "SELECT seq, subject FROM syncline_internal.client_batches "
-            " WHERE client_id = $1 ORDER BY seq DESC LIMIT 1",
-            {TEXTOID}, {id});
-        if (SPI_processed == 0) return;  // a new client
-      }
+          " WHERE client_id = $1 AND seq >= $2 ORDER BY seq DESC LIMIT 1";
+      syncline::Exec(kNewestSql, {TEXTOID, INT8OID}, {id, Int64GetDatum(seq - 1)});
+      if (SPI_processed == 0)
+        syncline::Exec(kNewestSql, {TEXTOID, INT8OID}, {id, Int64GetDatum(PG_INT64_MIN)});
+      if (SPI_processed == 0) return;  // a new client
       bool isnull;
       last_seq =
           DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));

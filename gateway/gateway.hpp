@@ -261,6 +261,7 @@ class Gateway {
   void DispatchWrites();
   void RunWriteGroup(std::vector<WriteCall> group);
   void RunWriteAlone(WriteCall call, bool counted);
+  static void DeliverOutcome(WriteCall &call, QueryReply &reply, int row);
   struct PendingAck;
   void OnApplied(PendingAck ack);
   void AckApplied(const PendingAck &p);

@@ -236,6 +236,18 @@ void Gateway::DispatchWrites() {
   }
 }
 
+// Row `row` of a successful apply_writes result to its batch: the outcome, or a failure
+// (sent again later) when it is NULL.
+void Gateway::DeliverOutcome(WriteCall &call, QueryReply &reply, int row) {
+  if (PQgetisnull(reply.result.get(), row, 0)) {
+    QueryReply none;
+    none.error = "apply_writes returned no outcome";
+    call.done(none, nullptr);
+    return;
+  }
+  call.done(reply, PQgetvalue(reply.result.get(), row, 0));
+}
+
 void Gateway::RunWriteAlone(WriteCall call, bool counted) {
   std::string subject = call.subject;
   auto shared = std::make_shared<WriteCall>(std::move(call));
@@ -243,15 +255,13 @@ void Gateway::RunWriteAlone(WriteCall call, bool counted) {
       kApplyOne, {shared->claims_json, shared->client_id, shared->body},
       [this, shared, counted](QueryReply &reply) {
         if (counted) write_statements_--;
-        const char *text = nullptr;
+        if (reply.ok() && PQntuples(reply.result.get()) != 1)
+          reply.error = "apply_writes returned no outcome";
         if (reply.ok()) {
-          if (PQntuples(reply.result.get()) == 1 && !PQgetisnull(reply.result.get(), 0, 0)) {
-            text = PQgetvalue(reply.result.get(), 0, 0);
-          } else {
-            reply.error = "apply_writes returned no outcome";
-          }
+          DeliverOutcome(*shared, reply, 0);
+        } else {
+          shared->done(reply, nullptr);
         }
-        shared->done(reply, text);
         if (counted) DispatchWrites();
       },
       /*urgent=*/false, subject);
@@ -287,16 +297,8 @@ void Gateway::RunWriteGroup(std::vector<WriteCall> group) {
         write_statements_--;
         std::vector<WriteCall> &calls = *shared;
         if (reply.ok() && PQntuples(reply.result.get()) == static_cast<int>(calls.size())) {
-          for (size_t i = 0; i < calls.size(); i++) {
-            int row = static_cast<int>(i);
-            if (PQgetisnull(reply.result.get(), row, 0)) {
-              QueryReply none;
-              none.error = "apply_writes returned no outcome";
-              calls[i].done(none, nullptr);
-            } else {
-              calls[i].done(reply, PQgetvalue(reply.result.get(), row, 0));
-            }
-          }
+          for (size_t i = 0; i < calls.size(); i++)
+            DeliverOutcome(calls[i], reply, static_cast<int>(i));
         } else if (!reply.ok() && reply.unavailable) {
           // No connection, or it was lost: every batch is retried by its client.
           for (WriteCall &call : calls) call.done(reply, nullptr);
