@@ -668,6 +668,12 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
         if (!ops[i].is_object())
           throw syncline::Rejection{
               "22023", "op " + std::to_string(i) + " is not an object", {}, static_cast<int>(i)};
+        if (ops[i].contains("refused") && ops[i]["refused"].is_string())
+          // The caller could not pass this op on (a value jsonb cannot hold, such as U+0000):
+          // the batch is refused here, so that is recorded under its seq like any rejection.
+          throw syncline::Rejection{"22P05", ops[i]["refused"].get<std::string>(),
+                                    "fix the value on the client and write it in a new batch",
+                                    static_cast<int>(i)};
         applier.Apply(ops[i], static_cast<int>(i));
       }
       syncline::PgGuard([&] {

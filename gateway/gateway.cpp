@@ -589,6 +589,16 @@ void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
                    false, kCloseProtocol);
     return;
   }
+  if (hello.client_id().find('\0') != std::string::npos ||
+      hello.client_schema_version().find('\0') != std::string::npos) {
+    // libpq passes text parameters as C strings: "a\0b" would be sent as "a", the client id
+    // of another installation.
+    metrics_.protocol_errors++;
+    CloseWithError(s, pb::Error::BAD_MESSAGE,
+                   "Hello.client_id and client_schema_version must not contain U+0000", false,
+                   kCloseProtocol);
+    return;
+  }
   std::string token = hello.has_token() ? hello.token() : s->header_token;
   if (token.empty()) {
     metrics_.auth_failures++;

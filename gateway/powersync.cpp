@@ -91,6 +91,10 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
       return false;
     }
     r.client_id = j["client_id"].get<std::string>();
+    if (r.client_id.find('\0') != std::string::npos) {
+      *error = "\"client_id\" must not contain U+0000";
+      return false;
+    }
   }
   if (j.contains("raw_data") && j["raw_data"].is_boolean() && !j["raw_data"].get<bool>()) {
     *error = "\"raw_data\": false is not served; op data is sent as JSON strings";
@@ -98,6 +102,27 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
   }
   *out = std::move(r);
   return true;
+}
+
+bool JsonHoldsNul(const json &value) {
+  switch (value.type()) {
+    case json::value_t::string:
+      return value.get_ref<const std::string &>().find('\0') != std::string::npos;
+    case json::value_t::array:
+      for (const auto &v : value)
+        if (JsonHoldsNul(v)) return true;
+      return false;
+    case json::value_t::object:
+      for (const auto &[k, v] : value.items())
+        if (k.find('\0') != std::string::npos || JsonHoldsNul(v)) return true;
+      return false;
+    default:
+      return false;
+  }
+}
+
+json RefusedOp(const std::string &op, const std::string &why) {
+  return {{"op", op}, {"refused", why}};
 }
 
 bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string *error) {
@@ -113,6 +138,10 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
     return false;
   }
   r.client_id = j["client_id"].get<std::string>();
+  if (r.client_id.find('\0') != std::string::npos) {
+    *error = "\"client_id\" must not contain U+0000";
+    return false;
+  }
   if (!j.contains("transaction_id") || !ReadUnsigned(j["transaction_id"], &r.transaction_id) ||
       r.transaction_id > (uint64_t{1} << 62)) {
     *error = "\"transaction_id\" must be a non-negative integer (CrudTransaction.transactionId)";
@@ -145,6 +174,13 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
       *error = where + ".id must be the row id as a non-empty string";
       return false;
     }
+    if (JsonHoldsNul(e)) {
+      // Refused under this transaction (recorded, so the SDK's queue moves on), not a 400
+      // the SDK would send again forever.
+      ops.push_back(RefusedOp(op, where + " holds U+0000 (NUL), which PostgreSQL text cannot "
+                                          "store; remove it from the row's values"));
+      continue;
+    }
     json o = {{"op", op}, {"type", e["type"]}, {"id", e["id"]}};
     const std::string &id = e["id"].get_ref<const std::string &>();
     if (id.front() == '[') {
@@ -172,7 +208,7 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
   if (j.contains("schema_version") && !j["schema_version"].is_null()) {
     const json &v = j["schema_version"];
     if (v.is_string() && !v.get_ref<const std::string &>().empty() &&
-        v.get_ref<const std::string &>().size() <= 64) {
+        v.get_ref<const std::string &>().size() <= 64 && !JsonHoldsNul(v)) {
       batch["schema_version"] = v;
     } else if (v.is_number_integer() || v.is_number_unsigned()) {
       batch["schema_version"] = v.dump();

@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "gateway/checkpoint.hpp"
 #include "proto/syncline.pb.h"
 
@@ -46,6 +48,13 @@ struct UploadRequest {
   std::string batch_json;  // {"seq": transaction_id, "allow_gaps": true, "ops": [...]}
   size_t ops = 0;
 };
+
+// Whether any string or object key in `value` holds U+0000. PostgreSQL's text and jsonb
+// cannot hold it: such a write is sent to apply_writes as an op that only names why
+// (RefusedOp), which records the batch's rejection under its seq (SQLSTATE 22P05).
+bool JsonHoldsNul(const nlohmann::json &value);
+// {"op": op, "refused": why}: apply_writes rejects the batch at this op with 22P05.
+nlohmann::json RefusedOp(const std::string &op, const std::string &why);
 
 // Parses an /upload body ({"client_id", "transaction_id", "crud": [CrudEntry JSON...],
 // "schema_version"?: the app's schema version, passed to apply_writes}); false

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.hpp"
+#include "gateway/powersync.hpp"
 
 namespace syncline::gateway {
 namespace {
@@ -67,6 +68,15 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
   json ops = json::array();
   for (int i = 0; i < batch.ops_size(); i++) {
     const pb::WriteOp &op = batch.ops(i);
+    const char *nul_in = op.type().find('\0') != std::string::npos ? "type"
+                         : op.id().find('\0') != std::string::npos ? "id"
+                                                                   : nullptr;
+    if (nul_in != nullptr) {
+      ops.push_back(powersync::RefusedOp(
+          OpName(op.op()), std::string(nul_in) + " holds U+0000 (NUL), which PostgreSQL text "
+                                                 "cannot store"));
+      continue;
+    }
     json o = {{"op", OpName(op.op())}, {"type", op.type()}, {"id", op.id()}};
     if (!op.id().empty() && op.id().front() == '[') {
       // A composite key, sent as a JSON array text.
@@ -81,11 +91,24 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
         // seq like any other and the client's seq sequence has no hole.
         o["data"] = op.data();
       }
+      if (powersync::JsonHoldsNul(o["data"])) {
+        // Sent as is, the whole statement would fail before apply_writes and the batch
+        // would be retried forever: refused, under its seq, like any bad data.
+        o = powersync::RefusedOp(OpName(op.op()),
+                                 "data holds U+0000 (NUL), which PostgreSQL "
+                                 "text cannot store; remove it from the values");
+      }
     }
     ops.push_back(std::move(o));
   }
-  json out = {{"seq", batch.seq()}, {"ops", std::move(ops)}};
   std::string schema = batch.schema_version().empty() ? default_schema : batch.schema_version();
+  if (schema.find('\0') != std::string::npos) {
+    ops = json::array({powersync::RefusedOp(
+        batch.ops_size() > 0 ? OpName(batch.ops(0).op()) : "PUT",
+        "schema_version holds U+0000 (NUL), which PostgreSQL text cannot store")});
+    schema.clear();
+  }
+  json out = {{"seq", batch.seq()}, {"ops", std::move(ops)}};
   if (!schema.empty()) out["schema_version"] = schema;
   return out;
 }

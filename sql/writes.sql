@@ -150,6 +150,15 @@ SELECT syncline.apply_writes('{"sub": "bob"}', 'pair-' || i, jsonb_build_object(
 SELECT syncline.flush() > 0 AS flushed;
 SELECT client_id, write_checkpoint = (SELECT max(write_checkpoint) FROM syncline_internal.client_batches) AS stamped
   FROM syncline_internal.client_batches WHERE client_id LIKE 'pair-%' ORDER BY client_id;
+-- An op the caller could not pass on (the gateway's stand-in for a value jsonb cannot hold,
+-- such as U+0000) refuses its batch, recorded under the seq: the client's next seq goes on.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 1, "ops": [
+  {"op": "PUT", "type": "sets", "id": 201, "data": {"user_id": "bob", "reps": 1}},
+  {"op": "PUT", "refused": "data holds U+0000 (NUL), which PostgreSQL text cannot store"}]}');
+SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 1, "ops": []}') ->> 'status' AS again;
+SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 2, "ops": [
+  {"op": "PUT", "type": "sets", "id": 202, "data": {"user_id": "bob", "reps": 2}}]}') ->> 'status' AS next;
+SELECT id FROM sets WHERE id IN (201, 202) ORDER BY id;
 SELECT syncline.drop_bucket('user_sets');
 SELECT syncline.drop_bucket('all_secrets');
 SELECT syncline.disallow_writes('audit');

@@ -549,8 +549,42 @@ void TestWrites(ClientContext &ctx, Db &db) {
   // Data that is not JSON is refused by the database under its seq.
   auto j = Write(ctx, c, 4, {{pb::WriteOp::PUT, "wr-6", "{not json"}});
   EXPECT(j.status() == pb::WriteAck::REJECTED, AckText(j));
-  // A gap in seqs: retry later (the client must upload seq 5 first).
-  auto o = Write(ctx, c, 7, {{pb::WriteOp::PUT, "wr-7", R"({"owner": "u_writer"})"}});
+  // What PostgreSQL text cannot hold (NUL, escaped in the JSON or raw, in data, key or type)
+  // is refused under its seq as well, not retried forever: the client's next batch goes on.
+  std::vector<std::tuple<std::string, std::string, std::string>> nul_cases = {
+      {"e2e_items", "wr-n1", R"({"owner": "u_writer", "title": "a\u0000b"})"},
+      {"e2e_items", "wr-n2", std::string("{\"owner\": \"u_writer\", \"title\": \"a\0b\"}", 37)},
+      {"e2e_items", std::string("wr-\0n3", 6), R"({"owner": "u_writer"})"},
+      {std::string("e2e_items\0", 10), "wr-n4", R"({"owner": "u_writer"})"},
+      {"e2e_items", "wr-n5", R"({"owner": "u_writer", "a\u0000": 1})"},
+  };
+  uint64_t seq = 5;
+  for (const auto &[type, id, data] : nul_cases) {
+    pb::ClientMessage m;
+    m.set_request_id(2000 + seq);
+    auto *b = m.mutable_write_batch();
+    b->set_seq(seq);
+    auto *op = b->add_ops();
+    op->set_op(pb::WriteOp::PUT);
+    op->set_type(type);
+    op->set_id(id);
+    op->set_data(data);
+    size_t before = c.acks.size();
+    c.Send(m);
+    EXPECT(ctx.WaitFor([&] { return c.acks.size() > before || c.closed; }, 10),
+           "no WriteAck for seq " + std::to_string(seq) + "; " + ErrorsOf(c));
+    const auto &n = c.acks.back();
+    EXPECT(n.seq() == seq && n.status() == pb::WriteAck::REJECTED && n.error_code() == "22P05" &&
+               n.error_message().find("NUL") != std::string::npos,
+           "seq " + std::to_string(seq) + ": " + AckText(n));
+    seq++;
+  }
+  auto after_nul = Write(ctx, c, seq, {{pb::WriteOp::PUT, "wr-n6", R"({"owner": "u_writer"})"}});
+  EXPECT(after_nul.status() == pb::WriteAck::APPLIED, AckText(after_nul));
+  EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE id LIKE 'wr-n%'") == "1",
+         "a batch with NUL was applied");
+  // A gap in seqs: retry later (the client must upload the next seq first).
+  auto o = Write(ctx, c, seq + 2, {{pb::WriteOp::PUT, "wr-7", R"({"owner": "u_writer"})"}});
   EXPECT(o.status() == pb::WriteAck::RETRY && o.error_code() == "out_of_order", AckText(o));
   EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
   // A new connection of the same installation learns its write checkpoint.
@@ -894,6 +928,13 @@ void TestHelloCannotChangeClientId(ClientContext &ctx, Db &) {
   EXPECT(ctx.WaitFor([&] { return c.keepalives == 1; }, 5), ErrorsOf(c));
   c.SendHello(&t, 1, "cid-second");
   ExpectClosedWith(ctx, c, 4000, pb::Error::BAD_MESSAGE, "client_id");
+  // A client_id with U+0000 would reach the database cut at it (libpq's text parameters are
+  // C strings), as another installation's id: refused before anything is written.
+  Client n(&ctx, g_settings.host, g_settings.port);
+  n.Connect();
+  EXPECT(n.WaitEstablished(), ErrorsOf(n));
+  n.SendHello(&t, 1, std::string("cid-first\0other", 15));
+  ExpectClosedWith(ctx, n, 4000, pb::Error::BAD_MESSAGE, "U+0000");
 }
 
 void TestTokenExpiryAndRefresh(ClientContext &ctx, Db &) {

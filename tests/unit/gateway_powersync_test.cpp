@@ -170,8 +170,37 @@ TEST(PowerSyncRequests, UploadBecomesABatchWithGapsAllowed) {
        R"({"client_id":"c","transaction_id":1,"crud":[{"op":"MERGE","type":"t","id":"1"}]})",
        R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":1}]})",
        R"({"client_id":"c","transaction_id":1,"schema_version":[1],"crud":[{"op":"DELETE","type":"t","id":"1"}]})",
-       R"({"client_id":"c","transaction_id":1,"schema_version":"","crud":[{"op":"DELETE","type":"t","id":"1"}]})"}) {
+       R"({"client_id":"c","transaction_id":1,"schema_version":"","crud":[{"op":"DELETE","type":"t","id":"1"}]})",
+       R"({"client_id":"c\u0000d","transaction_id":1,"crud":[{"op":"DELETE","type":"t","id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1,"schema_version":"a\u0000","crud":[{"op":"DELETE","type":"t","id":"1"}]})"}) {
     EXPECT_FALSE(ps::ParseUploadRequest(bad, &u, &error)) << bad;
     EXPECT_FALSE(error.empty());
   }
+}
+
+// U+0000 cannot be stored in PostgreSQL text or jsonb: sent as is, the whole apply_writes
+// statement would fail and the SDK would upload the transaction again forever. The entry goes
+// as an op that names why, and apply_writes records the rejection under the transaction.
+TEST(PowerSyncRequests, NulInAnEntryBecomesARefusedOp) {
+  EXPECT_FALSE(ps::JsonHoldsNul(json::parse(R"({"a":["b",{"c":1}],"d":null})")));
+  EXPECT_TRUE(ps::JsonHoldsNul(json::parse(R"({"a":["b",{"c":"x\u0000"}]})")));
+  EXPECT_TRUE(ps::JsonHoldsNul(json::parse(R"({"a\u0000":1})")));
+  EXPECT_TRUE(ps::JsonHoldsNul(json(std::string("\0", 1))));
+  ps::UploadRequest u;
+  std::string error;
+  ASSERT_TRUE(ps::ParseUploadRequest(
+      R"({"client_id":"c1","transaction_id":9,"crud":[
+          {"op":"PUT","type":"todos","id":"t1","data":{"title":"ok"}},
+          {"op":"PATCH","type":"todos","id":"t2","data":{"title":"a\u0000b"}},
+          {"op":"DELETE","type":"todos","id":"t\u00003"}]})",
+      &u, &error))
+      << error;
+  EXPECT_EQ(u.batch_json.find("\\u0000"), std::string::npos) << u.batch_json;
+  json batch = json::parse(u.batch_json);
+  EXPECT_FALSE(batch["ops"][0].contains("refused"));
+  EXPECT_EQ(batch["ops"][1]["op"], "PATCH");
+  EXPECT_NE(batch["ops"][1]["refused"].get<std::string>().find("crud[1] holds U+0000"),
+            std::string::npos);
+  EXPECT_FALSE(batch["ops"][1].contains("data"));
+  EXPECT_NE(batch["ops"][2]["refused"].get<std::string>().find("crud[2]"), std::string::npos);
 }
