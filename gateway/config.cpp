@@ -93,6 +93,9 @@ bool ApplyOption(const std::string &name, const std::string &value, Config *c, s
   } else if (name == "hello-timeout") {
     if (!ParseInt(value, 1, 3600, &n)) return bad("expected 1..3600 seconds");
     c->hello_timeout_seconds = static_cast<int>(n);
+  } else if (name == "log-level") {
+    if (value != "info" && value != "debug") return bad("expected info or debug");
+    c->log_debug = value == "debug";
   } else if (name == "cors-origin") {
     if (value.empty()) return bad("expected * or an origin such as https://app.example.com");
     c->cors_origin = value;
@@ -133,6 +136,7 @@ const std::map<std::string, const char *> &ValueOptions() {
       {"token-expiring-seconds", "SYNCLINE_TOKEN_EXPIRING_SECONDS"},
       {"hello-timeout", "SYNCLINE_HELLO_TIMEOUT"},
       {"cors-origin", "SYNCLINE_CORS_ORIGIN"},
+      {"log-level", "SYNCLINE_LOG_LEVEL"},
       {"tls-cert", "SYNCLINE_TLS_CERT"},
       {"tls-key", "SYNCLINE_TLS_KEY"},
   };
@@ -312,6 +316,10 @@ Limits
                             disconnected with a retryable error (default 8M)
   --write-queue-bytes SIZE  WriteBatch bytes waiting per connection; a batch past
                             it gets WriteAck RETRY "BUSY" (default 4M)
+Logging
+  --log-level LEVEL         info (default): connections, syncs, errors; debug: also
+                            each live round and the catch-ups and rechecks it starts
+                            (SYNCLINE_LOG_LEVEL)
   --help                    this text
 )";
 }

@@ -32,6 +32,7 @@ struct Config {
   int token_expiring_seconds = 30;     // TokenExpiring is sent this long before exp
   int hello_timeout_seconds = 30;      // a connection without Hello is closed after this
   int shutdown_grace_ms = 2000;
+  bool log_debug = false;         // --log-level debug: each live round's and catch-up's decisions
   std::string cors_origin = "*";  // Access-Control-Allow-Origin for the PowerSync endpoints
   std::string tls_cert;
   std::string tls_key;

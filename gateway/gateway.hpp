@@ -287,6 +287,8 @@ class Gateway {
   // A live, idle session behind live_position_ (its catch-up failed or waits for a recheck):
   // the next round visits it whatever changed, so it catches up.
   void NoteLagging(Session *s);
+  // One line on stderr with --log-level debug (live rounds, catch-ups, rechecks), else nothing.
+  void Debug(const char *format, ...) const __attribute__((format(printf, 2, 3)));
   // PowerSync sessions with a write checkpoint not yet sent are visited by every round.
   void NoteWriteCheckpointWaiting(Session *s);
 

@@ -1,6 +1,7 @@
 // Initial sync / catch-up runs per session, and the live fan-out shared by all
 // sessions (one syncline.changes() query and one bucket_data() fetch per
 // changed bucket, whatever the number of clients holding it).
+#include <stdarg.h>
 #include <time.h>
 
 #include <algorithm>
@@ -103,6 +104,14 @@ void Gateway::StartSync(Session *s, std::unique_ptr<SyncJob> job) {
   job->started = MonotonicSeconds();
   job->recheck_seq = recheck_seq_;
   s->position = LivePosition(s);  // before it stops being live
+  Debug("conn=%llu sync-start %s position=%llu live_position=%llu%s%s",
+        static_cast<unsigned long long>(s->id),
+        job->initial   ? "initial"
+        : job->recheck ? "recheck"
+                       : "catch-up",
+        static_cast<unsigned long long>(s->position),
+        static_cast<unsigned long long>(live_position_), live_position_known_ ? "" : "(unknown)",
+        lagging_.count(s->id) ? " was-lagging" : "");
   lagging_.erase(s->id);
   s->live = false;
   s->job = std::move(job);
@@ -334,7 +343,15 @@ void Gateway::FinishJob(Session *s) {
     next->initial = false;
     StartSync(s, std::move(next));
   }
-  NoteLagging(s);         // live but behind (a recheck waits in the queue)
+  NoteLagging(s);  // live but behind (a recheck waits in the queue)
+  Debug("conn=%llu sync-done upto=%llu position=%llu live_position=%llu next=%s%s",
+        static_cast<unsigned long long>(s->id), static_cast<unsigned long long>(job->upto),
+        static_cast<unsigned long long>(s->position),
+        static_cast<unsigned long long>(live_position_),
+        s->job              ? "sync"
+        : s->recheck_queued ? "recheck-queued"
+                            : "live",
+        lagging_.count(s->id) ? " lagging" : "");
   EndRecheck(job.get());  // last: the next queued recheck may be this session's
 }
 
@@ -504,6 +521,10 @@ void Gateway::MaybeStartLiveRound() {
   }
   if (!any_live) {
     // Nobody to push to; jobs that are running catch up at their end.
+    if (notified_upto_ > live_position_)
+      Debug("live-round skipped: no live connection; live_position=%llu -> %llu",
+            static_cast<unsigned long long>(live_position_),
+            static_cast<unsigned long long>(notified_upto_));
     live_position_ = std::max(live_position_, notified_upto_);
     pending_definitions_.clear();
     pending_rules_changed_ = false;
@@ -519,6 +540,10 @@ void Gateway::MaybeStartLiveRound() {
   round_->rules_changed = pending_rules_changed_;
   pending_rules_changed_ = false;
   live_round_running_ = true;
+  Debug("live-round start from=%llu notified=%llu definitions=%zu rules_changed=%d",
+        static_cast<unsigned long long>(round_->from),
+        static_cast<unsigned long long>(round_->upto), round_->definitions.size(),
+        round_->rules_changed ? 1 : 0);
   if (notified_upto_ <= live_position_) {
     FinishLiveRound();
     return;
@@ -657,6 +682,9 @@ void Gateway::FinishLiveRound() {
     if (!s->live || s->job || s->closing) return;
     uint64_t q = LivePosition(s);
     if (q < round->from) {
+      Debug("conn=%llu live-round behind: position=%llu from=%llu%s",
+            static_cast<unsigned long long>(s->id), static_cast<unsigned long long>(q),
+            static_cast<unsigned long long>(round->from), lagging_.count(s->id) ? " lagging" : "");
       StartCatchUp(s);
       return;
     }
@@ -673,6 +701,8 @@ void Gateway::FinishLiveRound() {
     if (!all_fetched) {
       // Joined while the round ran, holding a bucket nobody else held: its
       // ops were not fetched, so catch up on its own.
+      Debug("conn=%llu live-round holds an unfetched bucket: position=%llu",
+            static_cast<unsigned long long>(s->id), static_cast<unsigned long long>(q));
       StartCatchUp(s);
       return;
     }
@@ -758,6 +788,9 @@ void Gateway::FinishLiveRound() {
   FlushFanout();
   live_position_ = std::max(live_position_, round->upto);
   metrics_.live_round_seconds.Observe(MonotonicSeconds() - round->started);
+  Debug("live-round done from=%llu upto=%llu changed=%zu fetched=%zu held=%zu others=%zu",
+        static_cast<unsigned long long>(round->from), static_cast<unsigned long long>(round->upto),
+        round->changed.size(), round->fetched.size(), held.size(), others.size());
   MaybeStartLiveRound();
 }
 
@@ -776,6 +809,16 @@ void Gateway::ForgetLivePosition() {
 void Gateway::NoteLagging(Session *s) {
   if (s->live && !s->job && !s->closing && live_position_known_ && s->position < live_position_)
     lagging_.insert(s->id);
+}
+
+void Gateway::Debug(const char *format, ...) const {
+  if (!config_.log_debug) return;
+  char line[512];
+  va_list args;
+  va_start(args, format);
+  vsnprintf(line, sizeof line, format, args);
+  va_end(args);
+  fprintf(stderr, "syncline-gateway: debug %s\n", line);
 }
 
 void Gateway::NoteWriteCheckpointWaiting(Session *s) {

@@ -453,6 +453,10 @@ void TestLiveRoundsConvergeUnderRechecks(ClientContext &ctx, Db &db) {
     Client &c = *clients[i];
     std::string sub = "u_cv" + std::to_string(i);
     ctx.WaitFor([&] { return matches(c, sub); }, 20);
+    // Enough to tell a client never told of a change from one told wrongly, with the kept
+    // gateway log (tests/e2e/run.sh) of conn's sync and live-round decisions.
+    EXPECT(c.checksum_failures.empty(), sub + " position " + std::to_string(c.position) +
+                                            " failed checksums: " + Join(c.checksum_failures));
     ExpectReplicaMatchesExtension(c, db, sub);
     EXPECT(Objects(c, "e2e_list[\"CV0\"]") == size_t(kSteps),
            sub + " holds " + std::to_string(Objects(c, "e2e_list[\"CV0\"]")) + " todos");

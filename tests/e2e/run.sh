@@ -93,7 +93,7 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
   "$OUT/syncline-gateway-asan" --listen "127.0.0.1:$port" --jwt-hs256-secret "$secret" --jwt-leeway 5 \
   --database-url "host=$PGHOST port=$PGPORT user=$PGUSER dbname=syncline" \
   --send-queue-bytes "$send_queue" --max-connections "$max_conn" --max-connections-per-user "$max_per_user" --page-ops 1000 \
-  --write-queue-bytes 2M \
+  --write-queue-bytes 2M --log-level debug \
   >"$gw_log" 2>&1 &
 gw_pid=$!
 for _ in $(seq 1 100); do
@@ -238,7 +238,12 @@ else
   grep -A30 -E "ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:" "$gw_log" | head -60
 fi
 if [ "$failed" -ne 0 ]; then
-  echo "---- gateway log tail ($gw_log)"
+  # Kept under a name of its own: a rerun overwrites gateway.log, and a rare failure is only
+  # understood from the log of the run that failed.
+  kept="$LOG_DIR/failed-$(date +%Y%m%d-%H%M%S)-$$"
+  mkdir -p "$kept"
+  cp "$LOG_DIR"/gateway*.log "$LOG_DIR/client.out" "$kept/" 2>/dev/null
+  echo "---- gateway log tail ($gw_log; the logs of this run are kept in $kept)"
   tail -n 40 "$gw_log"
 fi
 echo "$passed passed, $failed failed"

@@ -40,6 +40,23 @@ TEST(Config, DefaultsNeedOnlyAKey) {
   EXPECT_EQ(c.fanout_threads, 0);  // one per CPU, at most 4
   EXPECT_EQ(c.jwt.hs256_secret, "s");
   EXPECT_EQ(c.jwt.leeway_seconds, 30);
+  EXPECT_FALSE(c.log_debug);
+}
+
+TEST(Config, LogLevel) {
+  Config c;
+  std::string error;
+  ASSERT_TRUE(Parse({"--jwt-hs256-secret=s", "--log-level", "debug"}, {}, &c, &error)) << error;
+  EXPECT_TRUE(c.log_debug);
+  Config e;
+  ASSERT_TRUE(Parse({"--jwt-hs256-secret=s"}, {{"SYNCLINE_LOG_LEVEL", "debug"}}, &e, &error))
+      << error;
+  EXPECT_TRUE(e.log_debug);
+  Config f;
+  ASSERT_TRUE(Parse({"--jwt-hs256-secret=s", "--log-level=info"}, {{"SYNCLINE_LOG_LEVEL", "debug"}},
+                    &f, &error))
+      << error;
+  EXPECT_FALSE(f.log_debug);  // the flag wins
 }
 
 TEST(Config, TokensAreRequiredSoSomeKeyMustBeConfigured) {
@@ -123,6 +140,7 @@ TEST(Config, BadValuesNameTheOption) {
       {{"stray"}, "unexpected argument"},
       {{"--pool-size"}, "needs a value"},
       {{"--tls-cert", "/c.pem"}, "--tls-key"},
+      {{"--log-level", "verbose"}, "--log-level"},
   };
   for (const auto &c : cases) {
     Config config;
