@@ -26,7 +26,7 @@ GW_SRCS := $(sort $(wildcard gateway/*.cpp))
 GW_LIB_SRCS := $(filter-out gateway/main.cpp,$(GW_SRCS))
 GW_HDRS := $(wildcard gateway/*.hpp)
 # Sources the unit tests link: no libwebsockets or libpq in them.
-GW_PURE_SRCS := $(filter gateway/checkpoint.cpp gateway/config.cpp gateway/fanout.cpp gateway/framing.cpp gateway/jwt.cpp gateway/jwks.cpp gateway/powersync.cpp,$(GW_SRCS))
+GW_PURE_SRCS := $(filter gateway/checkpoint.cpp gateway/config.cpp gateway/fanout.cpp gateway/framing.cpp gateway/jwt.cpp gateway/jwks.cpp gateway/pg_text.cpp gateway/powersync.cpp,$(GW_SRCS))
 UNIT_TESTS := $(sort $(wildcard tests/unit/gateway_*_test.cpp))
 
 E2E_SRCS := $(sort $(wildcard tests/e2e/*.cpp))

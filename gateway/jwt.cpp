@@ -6,6 +6,7 @@
 // would verify an HMAC keyed with the public PEM (algorithm confusion). libjwt then checks the
 // signature, and the claims it returns are checked here.
 #include "gateway/jwt.hpp"
+#include "gateway/pg_text.hpp"
 
 #include <jwt.h>
 #include <openssl/err.h>
@@ -490,6 +491,12 @@ bool JwtVerifier::Verify(std::string_view token, int64_t now_unix, VerifiedToken
   }
   if (!sub->is_string() || sub->get_ref<const std::string &>().empty()) {
     *error = "claim sub must be a non-empty string";
+    return false;
+  }
+  if (JsonHoldsNul(claims)) {
+    // The claims go to the database as jsonb, which cannot hold it: every query of the
+    // session would fail.
+    *error = "a claim holds U+0000, which PostgreSQL cannot store";
     return false;
   }
 

@@ -104,23 +104,6 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
   return true;
 }
 
-bool JsonHoldsNul(const json &value) {
-  switch (value.type()) {
-    case json::value_t::string:
-      return value.get_ref<const std::string &>().find('\0') != std::string::npos;
-    case json::value_t::array:
-      for (const auto &v : value)
-        if (JsonHoldsNul(v)) return true;
-      return false;
-    case json::value_t::object:
-      for (const auto &[k, v] : value.items())
-        if (k.find('\0') != std::string::npos || JsonHoldsNul(v)) return true;
-      return false;
-    default:
-      return false;
-  }
-}
-
 json RefusedOp(const std::string &op, const std::string &why) {
   return {{"op", op}, {"refused", why}};
 }

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/checkpoint.hpp"
+#include "gateway/pg_text.hpp"
 #include "proto/syncline.pb.h"
 
 namespace syncline::gateway::powersync {
@@ -49,11 +50,8 @@ struct UploadRequest {
   size_t ops = 0;
 };
 
-// Whether any string or object key in `value` holds U+0000. PostgreSQL's text and jsonb
-// cannot hold it: such a write is sent to apply_writes as an op that only names why
-// (RefusedOp), which records the batch's rejection under its seq (SQLSTATE 22P05).
-bool JsonHoldsNul(const nlohmann::json &value);
-// {"op": op, "refused": why}: apply_writes rejects the batch at this op with 22P05.
+// {"op": op, "refused": why}: apply_writes rejects the batch at this op with 22P05. A write
+// holding U+0000 (JsonHoldsNul) is sent so, and its rejection is recorded under its seq.
 nlohmann::json RefusedOp(const std::string &op, const std::string &why);
 
 // Parses an /upload body ({"client_id", "transaction_id", "crud": [CrudEntry JSON...],

@@ -91,7 +91,7 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
         // seq like any other and the client's seq sequence has no hole.
         o["data"] = op.data();
       }
-      if (powersync::JsonHoldsNul(o["data"])) {
+      if (JsonHoldsNul(o["data"])) {
         // Sent as is, the whole statement would fail before apply_writes and the batch
         // would be retried forever: refused, under its seq, like any bad data.
         o = powersync::RefusedOp(OpName(op.op()),

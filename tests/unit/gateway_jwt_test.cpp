@@ -7,6 +7,7 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <stdlib.h>
 
@@ -579,6 +580,33 @@ TEST_F(JwtTest, SubjectIsRequired) {
             "claim sub must be a non-empty string");
   EXPECT_EQ(ErrorOf(FullConfig(), HsToken(Claims({{"sub", 42}}))),
             "claim sub must be a non-empty string");
+}
+
+// The claims reach the database as jsonb, which cannot hold U+0000: a token holding one in any
+// claim is refused when verified, not accepted into a session whose every query would fail.
+TEST_F(JwtTest, ClaimsHoldingNulAreRejected) {
+  std::string header = Part(HsToken(Claims()), 0);
+  // Signed right (HMAC-SHA256 with the suite's secret), so only the claims can refuse it.
+  auto sign = [&](const std::string &payload) {
+    std::string input = header + "." + B64Url(payload);
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    HMAC(EVP_sha256(), kSecret, static_cast<int>(strlen(kSecret)),
+         reinterpret_cast<const unsigned char *>(input.data()), input.size(), mac, &mac_len);
+    return input + "." + B64Url(std::string(reinterpret_cast<const char *>(mac), mac_len));
+  };
+  EXPECT_EQ(ErrorOf(FullConfig(), sign(R"({"sub":"u","exp":1700003600,"role":"a\\u0000b"})")),
+            "");  // an escaped backslash, then "u0000": fine
+  for (const char *payload : {R"({"sub":"a\u0000b","exp":1700003600})",
+                              R"({"sub":"u","exp":1700003600,"lists":["L1","x\u0000"]})",
+                              R"({"sub":"u","exp":1700003600,"a\u0000":1})"}) {
+    // libjwt 1.x's jansson refuses the escape itself; Verify checks the claims again, so a
+    // libjwt that let it through would not let it into a session either.
+    std::string error = ErrorOf(FullConfig(), sign(payload));
+    EXPECT_TRUE(error.rfind("malformed token: libjwt cannot parse it", 0) == 0 ||
+                error == "a claim holds U+0000, which PostgreSQL cannot store")
+        << payload << ": " << error;
+  }
 }
 
 // ---- Malformed input ----------------------------------------------------------------------

@@ -182,10 +182,10 @@ TEST(PowerSyncRequests, UploadBecomesABatchWithGapsAllowed) {
 // statement would fail and the SDK would upload the transaction again forever. The entry goes
 // as an op that names why, and apply_writes records the rejection under the transaction.
 TEST(PowerSyncRequests, NulInAnEntryBecomesARefusedOp) {
-  EXPECT_FALSE(ps::JsonHoldsNul(json::parse(R"({"a":["b",{"c":1}],"d":null})")));
-  EXPECT_TRUE(ps::JsonHoldsNul(json::parse(R"({"a":["b",{"c":"x\u0000"}]})")));
-  EXPECT_TRUE(ps::JsonHoldsNul(json::parse(R"({"a\u0000":1})")));
-  EXPECT_TRUE(ps::JsonHoldsNul(json(std::string("\0", 1))));
+  EXPECT_FALSE(syncline::gateway::JsonHoldsNul(json::parse(R"({"a":["b",{"c":1}],"d":null})")));
+  EXPECT_TRUE(syncline::gateway::JsonHoldsNul(json::parse(R"({"a":["b",{"c":"x\u0000"}]})")));
+  EXPECT_TRUE(syncline::gateway::JsonHoldsNul(json::parse(R"({"a\u0000":1})")));
+  EXPECT_TRUE(syncline::gateway::JsonHoldsNul(json(std::string("\0", 1))));
   ps::UploadRequest u;
   std::string error;
   ASSERT_TRUE(ps::ParseUploadRequest(
