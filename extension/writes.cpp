@@ -24,6 +24,7 @@ extern "C" {
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -668,12 +669,22 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
         if (!ops[i].is_object())
           throw syncline::Rejection{
               "22023", "op " + std::to_string(i) + " is not an object", {}, static_cast<int>(i)};
-        if (ops[i].contains("refused") && ops[i]["refused"].is_string())
-          // The caller could not pass this op on (a value jsonb cannot hold, such as U+0000):
-          // the batch is refused here, so that is recorded under its seq like any rejection.
-          throw syncline::Rejection{"22P05", ops[i]["refused"].get<std::string>(),
+        if (ops[i].contains("refused") && ops[i]["refused"].is_string()) {
+          // The caller could not pass this op on (a value jsonb cannot hold, such as U+0000,
+          // or one nested too deep): the batch is refused here, so that is recorded under its
+          // seq like any rejection. The caller's SQLSTATE is kept when it is one.
+          std::string code = "22P05";
+          if (ops[i].contains("code") && ops[i]["code"].is_string()) {
+            const std::string &c = ops[i]["code"].get_ref<const std::string &>();
+            if (c.size() == 5 && std::all_of(c.begin(), c.end(), [](char ch) {
+                  return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z');
+                }))
+              code = c;
+          }
+          throw syncline::Rejection{code, ops[i]["refused"].get<std::string>(),
                                     "fix the value on the client and write it in a new batch",
                                     static_cast<int>(i)};
+        }
         applier.Apply(ops[i], static_cast<int>(i));
       }
       syncline::PgGuard([&] {

@@ -1,14 +1,38 @@
-// What PostgreSQL's text and jsonb can hold, checked before a client's values reach them.
+// What PostgreSQL's text and jsonb can hold, and what the gateway can handle safely, checked
+// before a client's JSON values are copied, dumped or sent to the database.
 // Pure C++ (no libwebsockets, no libpq), so the unit tests link it.
 #pragma once
+
+#include <cstddef>
+#include <string>
 
 #include <nlohmann/json.hpp>
 
 namespace syncline::gateway {
 
+// Nesting accepted in a client's JSON value (a row's data, a key): a parsed value nested deeper
+// would overflow the stack when copied or dumped (nlohmann's parser is iterative, but its copy
+// and dump recurse: 100,000 levels fit in a 200 KB message and crash the process), and
+// PostgreSQL refuses it past its max_stack_depth.
+constexpr size_t kMaxClientJsonDepth = 100;
+
+struct JsonScan {
+  size_t depth = 0;  // a scalar is 1, [] or {} is 1, [[]] is 2
+  bool nul = false;  // a string or object key holds U+0000
+};
+// Walks `value` without recursion (safe at any depth). It stops going deeper than
+// kMaxClientJsonDepth + 1 levels: depth is then kMaxClientJsonDepth + 1 and nul covers only
+// the levels seen.
+JsonScan ScanJson(const nlohmann::json &value);
+
 // Whether any string or object key in `value` holds U+0000. PostgreSQL's text and jsonb
 // cannot hold it, and libpq passes a text parameter cut at it: a value holding one either
-// fails the whole statement or arrives as another value.
+// fails the whole statement or arrives as another value. Safe at any depth, but looks only
+// kMaxClientJsonDepth levels deep: check the depth first (ScanJson) where it can be more.
 bool JsonHoldsNul(const nlohmann::json &value);
+
+// `value` dumped for an error message, at most max_chars; a value nested too deep to dump
+// safely is named by its depth instead.
+std::string DumpForMessage(const nlohmann::json &value, size_t max_chars = 200);
 
 }  // namespace syncline::gateway

@@ -79,7 +79,7 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
       if (!b.is_object() || !b.contains("name") || !b["name"].is_string() || !b.contains("after") ||
           !ReadUnsigned(b["after"], &after)) {
         *error = "each of \"buckets\" must be {\"name\": string, \"after\": decimal op id}, got " +
-                 b.dump().substr(0, 200);
+                 DumpForMessage(b);
         return false;
       }
       r.known[b["name"].get<std::string>()] = after;
@@ -104,8 +104,22 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
   return true;
 }
 
-json RefusedOp(const std::string &op, const std::string &why) {
-  return {{"op", op}, {"refused", why}};
+json RefusedOp(const std::string &op, const std::string &why, const std::string &sqlstate) {
+  return {{"op", op}, {"refused", why}, {"code", sqlstate}};
+}
+
+json RefusalOf(const json &value, const std::string &op, const std::string &what) {
+  JsonScan scan = ScanJson(value);
+  if (scan.depth > kMaxClientJsonDepth)
+    return RefusedOp(op,
+                     what + " is nested more than " + std::to_string(kMaxClientJsonDepth) +
+                         " levels deep; the gateway takes no deeper values",
+                     "54001");
+  if (scan.nul)
+    return RefusedOp(op, what +
+                             " holds U+0000 (NUL), which PostgreSQL text cannot store; "
+                             "remove it from the values");
+  return nullptr;
 }
 
 bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string *error) {
@@ -157,11 +171,12 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
       *error = where + ".id must be the row id as a non-empty string";
       return false;
     }
-    if (JsonHoldsNul(e)) {
-      // Refused under this transaction (recorded, so the SDK's queue moves on), not a 400
-      // the SDK would send again forever.
-      ops.push_back(RefusedOp(op, where + " holds U+0000 (NUL), which PostgreSQL text cannot "
-                                          "store; remove it from the row's values"));
+    // Checked before anything of the entry is copied (a copy of a deep value recurses):
+    // refused under this transaction (recorded, so the SDK's queue moves on), not a 400 the
+    // SDK would send again forever.
+    json refusal = RefusalOf(e, op, where);
+    if (!refusal.is_null()) {
+      ops.push_back(std::move(refusal));
       continue;
     }
     json o = {{"op", op}, {"type", e["type"]}, {"id", e["id"]}};

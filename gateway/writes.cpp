@@ -81,23 +81,31 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
     if (!op.id().empty() && op.id().front() == '[') {
       // A composite key, sent as a JSON array text.
       json key = json::parse(op.id(), nullptr, /*allow_exceptions=*/false);
+      json refusal = powersync::RefusalOf(key, OpName(op.op()), "id");
+      if (!refusal.is_null()) {
+        ops.push_back(std::move(refusal));
+        continue;
+      }
       if (key.is_array()) o["id"] = std::move(key);
     }
     if (op.op() != pb::WriteOp::DELETE) {
+      json data;
       try {
-        o["data"] = op.data().empty() ? json::object() : json::parse(op.data());
+        data = op.data().empty() ? json::object() : json::parse(op.data());
       } catch (const std::exception &) {
         // Let the database refuse it, so the rejection is recorded under this
         // seq like any other and the client's seq sequence has no hole.
-        o["data"] = op.data();
+        data = op.data();
       }
-      if (JsonHoldsNul(o["data"])) {
-        // Sent as is, the whole statement would fail before apply_writes and the batch
-        // would be retried forever: refused, under its seq, like any bad data.
-        o = powersync::RefusedOp(OpName(op.op()),
-                                 "data holds U+0000 (NUL), which PostgreSQL "
-                                 "text cannot store; remove it from the values");
+      // Sent as is, a value with U+0000 would fail the whole statement before apply_writes (the
+      // batch retried forever), and one nested 100,000 deep would crash the dump below: refused,
+      // under its seq, like any bad data. Checked before the value is copied or dumped.
+      json refusal = powersync::RefusalOf(data, OpName(op.op()), "data");
+      if (!refusal.is_null()) {
+        ops.push_back(std::move(refusal));
+        continue;
       }
+      o["data"] = std::move(data);
     }
     ops.push_back(std::move(o));
   }

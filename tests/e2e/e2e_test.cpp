@@ -553,37 +553,46 @@ void TestWrites(ClientContext &ctx, Db &db) {
   // Data that is not JSON is refused by the database under its seq.
   auto j = Write(ctx, c, 4, {{pb::WriteOp::PUT, "wr-6", "{not json"}});
   EXPECT(j.status() == pb::WriteAck::REJECTED, AckText(j));
-  // What PostgreSQL text cannot hold (NUL, escaped in the JSON or raw, in data, key or type)
+  // What PostgreSQL text cannot hold (NUL, escaped in the JSON or raw, in data, key or type),
+  // and data nested 100,000 levels deep (a 200 KB message that would crash a recursive copy),
   // is refused under its seq as well, not retried forever: the client's next batch goes on.
-  std::vector<std::tuple<std::string, std::string, std::string>> nul_cases = {
-      {"e2e_items", "wr-n1", R"({"owner": "u_writer", "title": "a\u0000b"})"},
-      {"e2e_items", "wr-n2", std::string("{\"owner\": \"u_writer\", \"title\": \"a\0b\"}", 37)},
-      {"e2e_items", std::string("wr-\0n3", 6), R"({"owner": "u_writer"})"},
-      {std::string("e2e_items\0", 10), "wr-n4", R"({"owner": "u_writer"})"},
-      {"e2e_items", "wr-n5", R"({"owner": "u_writer", "a\u0000": 1})"},
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  struct Refused {
+    std::string type, id, data, code, says;
+  };
+  std::vector<Refused> refused_cases = {
+      {"e2e_items", "wr-n1", R"({"owner": "u_writer", "title": "a\u0000b"})", "22P05", "NUL"},
+      {"e2e_items", "wr-n2", std::string("{\"owner\": \"u_writer\", \"title\": \"a\0b\"}", 37),
+       "22P05", "NUL"},
+      {"e2e_items", std::string("wr-\0n3", 6), R"({"owner": "u_writer"})", "22P05", "NUL"},
+      {std::string("e2e_items\0", 10), "wr-n4", R"({"owner": "u_writer"})", "22P05", "NUL"},
+      {"e2e_items", "wr-n5", R"({"owner": "u_writer", "a\u0000": 1})", "22P05", "NUL"},
+      {"e2e_items", "wr-n6", R"({"owner": "u_writer", "title": )" + deep + "}", "54001",
+       "levels deep"},
+      {"e2e_items", "[" + deep + "]", R"({"owner": "u_writer"})", "54001", "levels deep"},
   };
   uint64_t seq = 5;
-  for (const auto &[type, id, data] : nul_cases) {
+  for (const auto &rc : refused_cases) {
     pb::ClientMessage m;
     m.set_request_id(2000 + seq);
     auto *b = m.mutable_write_batch();
     b->set_seq(seq);
     auto *op = b->add_ops();
     op->set_op(pb::WriteOp::PUT);
-    op->set_type(type);
-    op->set_id(id);
-    op->set_data(data);
+    op->set_type(rc.type);
+    op->set_id(rc.id);
+    op->set_data(rc.data);
     size_t before = c.acks.size();
     c.Send(m);
     EXPECT(ctx.WaitFor([&] { return c.acks.size() > before || c.closed; }, 10),
            "no WriteAck for seq " + std::to_string(seq) + "; " + ErrorsOf(c));
     const auto &n = c.acks.back();
-    EXPECT(n.seq() == seq && n.status() == pb::WriteAck::REJECTED && n.error_code() == "22P05" &&
-               n.error_message().find("NUL") != std::string::npos,
+    EXPECT(n.seq() == seq && n.status() == pb::WriteAck::REJECTED && n.error_code() == rc.code &&
+               n.error_message().find(rc.says) != std::string::npos,
            "seq " + std::to_string(seq) + ": " + AckText(n));
     seq++;
   }
-  auto after_nul = Write(ctx, c, seq, {{pb::WriteOp::PUT, "wr-n6", R"({"owner": "u_writer"})"}});
+  auto after_nul = Write(ctx, c, seq, {{pb::WriteOp::PUT, "wr-n9", R"({"owner": "u_writer"})"}});
   EXPECT(after_nul.status() == pb::WriteAck::APPLIED, AckText(after_nul));
   EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE id LIKE 'wr-n%'") == "1",
          "a batch with NUL was applied");

@@ -204,3 +204,40 @@ TEST(PowerSyncRequests, NulInAnEntryBecomesARefusedOp) {
   EXPECT_FALSE(batch["ops"][1].contains("data"));
   EXPECT_NE(batch["ops"][2]["refused"].get<std::string>().find("crud[2]"), std::string::npos);
 }
+
+// A value nested 100,000 deep parses (nlohmann's parser is iterative) but its copy and dump
+// recurse and overflow the stack: the scan walks it without recursion, and an /upload entry
+// holding one is refused under its transaction (54001) before anything copies it.
+TEST(PowerSyncRequests, DeepValuesAreScannedWithoutRecursionAndRefused) {
+  std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  json value = json::parse(deep);
+  syncline::gateway::JsonScan scan = syncline::gateway::ScanJson(value);
+  EXPECT_EQ(scan.depth, syncline::gateway::kMaxClientJsonDepth + 1);
+  EXPECT_EQ(syncline::gateway::ScanJson(json::parse(R"({"a":[1,{"b":[]}]})")).depth, 4u);
+  EXPECT_EQ(syncline::gateway::ScanJson(json(1)).depth, 1u);
+  EXPECT_NE(syncline::gateway::DumpForMessage(value).find("nested more than 100"),
+            std::string::npos);
+  EXPECT_EQ(syncline::gateway::DumpForMessage(json::parse(R"({"a":1})")), R"({"a":1})");
+  std::string at_limit = std::string(99, '[') + "1" + std::string(99, ']');  // 100 levels
+  EXPECT_TRUE(ps::RefusalOf(json::parse(at_limit), "PUT", "data").is_null());
+  json over = ps::RefusalOf(json::parse("[" + at_limit + "]"), "PUT", "data");
+  EXPECT_EQ(over["code"], "54001");
+  ps::UploadRequest u;
+  std::string error;
+  ASSERT_TRUE(ps::ParseUploadRequest(
+      R"({"client_id":"c1","transaction_id":9,"crud":[
+          {"op":"PUT","type":"todos","id":"t1","data":{"title":"ok"}},
+          {"op":"PUT","type":"todos","id":"t2","data":{"title":)" +
+          deep + "}}]}",
+      &u, &error))
+      << error;
+  json batch = json::parse(u.batch_json);
+  EXPECT_FALSE(batch["ops"][0].contains("refused"));
+  EXPECT_EQ(batch["ops"][1]["code"], "54001");
+  EXPECT_NE(batch["ops"][1]["refused"].get<std::string>().find("crud[1] is nested more than"),
+            std::string::npos);
+  // A stream request's error names a deep value by its depth, not by dumping it.
+  ps::StreamRequest r;
+  EXPECT_FALSE(ps::ParseStreamRequest(R"({"buckets":[)" + deep + "]}", &r, &error));
+  EXPECT_NE(error.find("nested more than"), std::string::npos) << error.substr(0, 200);
+}
