@@ -158,6 +158,11 @@ SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 1, "ops": [
 SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 1, "ops": []}') ->> 'status' AS again;
 SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 2, "ops": [
   {"op": "PUT", "type": "sets", "id": 202, "data": {"user_id": "bob", "reps": 2}}]}') ->> 'status' AS next;
+-- The caller's SQLSTATE is kept when it is one (a value nested too deep: 54001), else 22P05.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 3, "ops": [
+  {"op": "PUT", "refused": "data is nested more than 100 levels deep", "code": "54001"}]}') ->> 'code' AS code;
+SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 4, "ops": [
+  {"op": "PUT", "refused": "not a code", "code": "54001; DROP"}]}') ->> 'code' AS code;
 SELECT id FROM sets WHERE id IN (201, 202) ORDER BY id;
 SELECT syncline.drop_bucket('user_sets');
 SELECT syncline.drop_bucket('all_secrets');
