@@ -599,6 +599,15 @@ void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
                    kCloseProtocol);
     return;
   }
+  if (hello.client_id().size() > kMaxClientIdBytes) {
+    // apply_writes takes at most this many: every write of a longer id would fail.
+    metrics_.protocol_errors++;
+    CloseWithError(
+        s, pb::Error::BAD_MESSAGE,
+        "Hello.client_id must be at most " + std::to_string(kMaxClientIdBytes) + " bytes", false,
+        kCloseProtocol);
+    return;
+  }
   std::string token = hello.has_token() ? hello.token() : s->header_token;
   if (token.empty()) {
     metrics_.auth_failures++;

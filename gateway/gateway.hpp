@@ -26,6 +26,7 @@
 #include "gateway/framing.hpp"
 #include "gateway/jwt.hpp"
 #include "gateway/metrics.hpp"
+#include "gateway/pg_text.hpp"
 
 namespace syncline::gateway {
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,11 @@ namespace syncline::gateway {
 // and dump recurse: 100,000 levels fit in a 200 KB message and crash the process), and
 // PostgreSQL refuses it past its max_stack_depth.
 constexpr size_t kMaxClientJsonDepth = 100;
+// apply_writes refuses (with an error, not a recorded rejection) a client id longer than this
+// and a seq past INT64_MAX: the gateway refuses them first, so no write of theirs is retried
+// forever. PowerSync transaction ids have the same bound.
+constexpr size_t kMaxClientIdBytes = 200;
+constexpr uint64_t kMaxWriteSeq = uint64_t{1} << 62;
 
 struct JsonScan {
   size_t depth = 0;  // a scalar is 1, [] or {} is 1, [[]] is 2

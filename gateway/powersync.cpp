@@ -135,12 +135,13 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
     return false;
   }
   r.client_id = j["client_id"].get<std::string>();
-  if (r.client_id.find('\0') != std::string::npos) {
-    *error = "\"client_id\" must not contain U+0000";
+  if (r.client_id.find('\0') != std::string::npos || r.client_id.size() > kMaxClientIdBytes) {
+    *error = "\"client_id\" must be at most " + std::to_string(kMaxClientIdBytes) +
+             " bytes, without U+0000";
     return false;
   }
   if (!j.contains("transaction_id") || !ReadUnsigned(j["transaction_id"], &r.transaction_id) ||
-      r.transaction_id > (uint64_t{1} << 62)) {
+      r.transaction_id > kMaxWriteSeq) {
     *error = "\"transaction_id\" must be a non-negative integer (CrudTransaction.transactionId)";
     return false;
   }

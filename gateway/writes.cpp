@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.hpp"
+#include "gateway/pg_text.hpp"
 #include "gateway/powersync.hpp"
 
 namespace syncline::gateway {
@@ -128,6 +129,13 @@ void Gateway::QueueWrite(Session *s, const pb::ClientMessage &m) {
     Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::REJECTED, "client_id",
                 "writes need Hello.client_id (a stable id per installation)",
                 "send Hello with client_id, then upload the batch again"));
+    return;
+  }
+  if (m.write_batch().seq() > kMaxWriteSeq) {
+    // Never reachable by seqs counted from 1; apply_writes would fail on it, not record it.
+    Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::REJECTED, "22003",
+                "seq " + std::to_string(m.write_batch().seq()) + " is past 2^62",
+                "number batches 1, 2, 3, ... per client_id"));
     return;
   }
   size_t bytes = m.ByteSizeLong();

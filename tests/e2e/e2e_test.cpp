@@ -592,6 +592,10 @@ void TestWrites(ClientContext &ctx, Db &db) {
            "seq " + std::to_string(seq) + ": " + AckText(n));
     seq++;
   }
+  // A seq past 2^62 (apply_writes' int64 would fail on it): refused at once, nothing recorded.
+  auto huge =
+      Write(ctx, c, uint64_t{1} << 63, {{pb::WriteOp::PUT, "wr-n8", R"({"owner": "u_writer"})"}});
+  EXPECT(huge.status() == pb::WriteAck::REJECTED && huge.error_code() == "22003", AckText(huge));
   auto after_nul = Write(ctx, c, seq, {{pb::WriteOp::PUT, "wr-n9", R"({"owner": "u_writer"})"}});
   EXPECT(after_nul.status() == pb::WriteAck::APPLIED, AckText(after_nul));
   EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE id LIKE 'wr-n%'") == "1",
@@ -948,6 +952,15 @@ void TestHelloCannotChangeClientId(ClientContext &ctx, Db &) {
   EXPECT(n.WaitEstablished(), ErrorsOf(n));
   n.SendHello(&t, 1, std::string("cid-first\0other", 15));
   ExpectClosedWith(ctx, n, 4000, pb::Error::BAD_MESSAGE, "U+0000");
+  // Nor one longer than apply_writes takes: each of its writes would fail, not be recorded.
+  Client l(&ctx, g_settings.host, g_settings.port);
+  l.Connect();
+  EXPECT(l.WaitEstablished(), ErrorsOf(l));
+  l.SendHello(&t, 1, std::string(201, 'c'));
+  ExpectClosedWith(ctx, l, 4000, pb::Error::BAD_MESSAGE, "at most 200 bytes");
+  Client ok(&ctx, g_settings.host, g_settings.port);
+  ok.client_id = std::string(200, 'c');
+  EXPECT(ok.ConnectAndSync(Token("u_cid")), ErrorsOf(ok));
 }
 
 void TestTokenExpiryAndRefresh(ClientContext &ctx, Db &) {
