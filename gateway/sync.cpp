@@ -323,6 +323,10 @@ void Gateway::FinishJob(Session *s) {
     s->position = std::max(job->upto, s->position);
   SetBuckets(s, std::move(job->target));
   s->live = true;
+  // Behind the live position (a round published changes of its buckets while it ran): the
+  // session holds what it was sent, up to s->position, and must not be taken to be at the live
+  // position (LivePosition) by the catch-up started below or any round before it.
+  NoteLagging(s);
   metrics_.syncs_completed++;
   if (job->initial)
     LogEvent(s, "synced",
@@ -343,7 +347,6 @@ void Gateway::FinishJob(Session *s) {
     next->initial = false;
     StartSync(s, std::move(next));
   }
-  NoteLagging(s);  // live but behind (a recheck waits in the queue)
   Debug("conn=%llu sync-done upto=%llu position=%llu live_position=%llu next=%s%s",
         static_cast<unsigned long long>(s->id), static_cast<unsigned long long>(job->upto),
         static_cast<unsigned long long>(s->position),

@@ -1022,6 +1022,42 @@ void TestSlowReaderIsPausedThenResumes(ClientContext &ctx, Db &db) {
   EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
 }
 
+// A sync that ends behind the live position (a live round published a change of its bucket
+// while it ran) catches up from where the sync ended, not from the live position: the client
+// gets the op the round published, with checksums that match. The sync is held behind its
+// checkpoint by a client that does not read.
+void TestSyncEndingBehindARoundCatchesUp(ClientContext &ctx, Db &db) {
+  db.Exec(
+      "INSERT INTO e2e_items SELECT 'lag-' || g, 'u_lagjob', repeat('x', 300) || g FROM "
+      "generate_series(1, 30000) g");
+  db.Flush();
+  Client other(&ctx, g_settings.host, g_settings.port);
+  EXPECT(other.ConnectAndSync(Token("u_lagother")), ErrorsOf(other));
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.Connect();
+  EXPECT(c.WaitEstablished(), "");
+  c.SetReading(false);
+  std::string t = Token("u_lagjob");
+  c.SendHello(&t);
+  c.SendSync(false);
+  ctx.Pump(1.5);  // its checkpoint is taken; its pages wait for it to read
+  EXPECT(c.completes == 0, "the sync was not held: " + ErrorsOf(c));
+  // One transaction, so the round that publishes it visits `other` and changes c's bucket.
+  db.Exec(
+      "BEGIN; INSERT INTO e2e_items VALUES ('lag-new', 'u_lagjob', 'after the checkpoint'); "
+      "INSERT INTO e2e_items VALUES ('lag-other', 'u_lagother', 'x'); COMMIT");
+  EXPECT(ctx.WaitFor([&] { return Objects(other, UserBucket("u_lagother")) == 1; }, 10),
+         "the live round did not run: " + ErrorsOf(other));
+  c.SetReading(true);
+  EXPECT(c.WaitComplete(0, 60), ErrorsOf(c));
+  EXPECT(ctx.WaitFor([&] { return Objects(c, UserBucket("u_lagjob")) == 30001; }, 10),
+         std::to_string(Objects(c, UserBucket("u_lagjob"))) + " objects; " +
+             Join(c.checksum_failures));
+  EXPECT(c.checksum_failures.empty(), Join(c.checksum_failures));
+  ExpectReplicaMatchesExtension(c, db, "u_lagjob");
+  db.Exec("DELETE FROM e2e_items WHERE owner IN ('u_lagjob', 'u_lagother')");
+}
+
 // Live changes go out on the fan-out path (written straight to the socket
 // during the round). A client that stops reading fills its socket: the next
 // change is taken only in part, lws keeps the rest, later changes queue behind
@@ -1329,6 +1365,7 @@ int main(int argc, char **argv) {
       {"token_expiry_and_refresh", TestTokenExpiryAndRefresh},
       {"leeway_applies_to_live_sessions", TestLeewayAppliesToLiveSessions},
       {"slow_reader_paused_then_resumes", TestSlowReaderIsPausedThenResumes},
+      {"sync_ending_behind_a_round_catches_up", TestSyncEndingBehindARoundCatchesUp},
       {"fanout_short_write_keeps_order", TestFanoutShortWriteKeepsOrder},
       {"slow_consumer_disconnected", TestSlowConsumerIsDisconnected},
       {"many_connections", TestManyConnections},
