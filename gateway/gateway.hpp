@@ -285,8 +285,9 @@ class Gateway {
   // Writes each live session's position out and forgets live_position_, which may then go
   // down (recomputed from the sessions by the next round).
   void ForgetLivePosition();
-  // A live, idle session behind live_position_ (its catch-up failed or waits for a recheck):
-  // the next round visits it whatever changed, so it catches up.
+  // A live session behind live_position_ (its sync ended behind a round, its catch-up failed
+  // or it waits for a recheck): LivePosition() is then its own position, never the live one,
+  // and the next round visits it whatever changed, so it catches up.
   void NoteLagging(Session *s);
   // One line on stderr with --log-level debug (live rounds, catch-ups, rechecks), else nothing.
   void Debug(const char *format, ...) const __attribute__((format(printf, 2, 3)));

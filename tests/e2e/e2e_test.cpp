@@ -489,7 +489,8 @@ void TestBucketGainedAndLost(ClientContext &ctx, Db &db) {
 
 // Sends one WriteBatch and waits for its WriteAck.
 pb::WriteAck Write(ClientContext &ctx, Client &c, uint64_t seq,
-                   std::vector<std::tuple<pb::WriteOp::Kind, std::string, std::string>> ops) {
+                   std::vector<std::tuple<pb::WriteOp::Kind, std::string, std::string>> ops,
+                   const std::string &type = "e2e_items") {
   pb::ClientMessage m;
   m.set_request_id(1000 + seq);
   auto *b = m.mutable_write_batch();
@@ -497,7 +498,7 @@ pb::WriteAck Write(ClientContext &ctx, Client &c, uint64_t seq,
   for (auto &[kind, id, data] : ops) {
     auto *op = b->add_ops();
     op->set_op(kind);
-    op->set_type("e2e_items");
+    op->set_type(type);
     op->set_id(id);
     op->set_data(data);
   }
@@ -573,20 +574,7 @@ void TestWrites(ClientContext &ctx, Db &db) {
   };
   uint64_t seq = 5;
   for (const auto &rc : refused_cases) {
-    pb::ClientMessage m;
-    m.set_request_id(2000 + seq);
-    auto *b = m.mutable_write_batch();
-    b->set_seq(seq);
-    auto *op = b->add_ops();
-    op->set_op(pb::WriteOp::PUT);
-    op->set_type(rc.type);
-    op->set_id(rc.id);
-    op->set_data(rc.data);
-    size_t before = c.acks.size();
-    c.Send(m);
-    EXPECT(ctx.WaitFor([&] { return c.acks.size() > before || c.closed; }, 10),
-           "no WriteAck for seq " + std::to_string(seq) + "; " + ErrorsOf(c));
-    const auto &n = c.acks.back();
+    auto n = Write(ctx, c, seq, {{pb::WriteOp::PUT, rc.id, rc.data}}, rc.type);
     EXPECT(n.seq() == seq && n.status() == pb::WriteAck::REJECTED && n.error_code() == rc.code &&
                n.error_message().find(rc.says) != std::string::npos,
            "seq " + std::to_string(seq) + ": " + AckText(n));
