@@ -589,23 +589,15 @@ void Gateway::HandleHello(Session *s, const pb::ClientMessage &m) {
                    false, kCloseProtocol);
     return;
   }
-  if (hello.client_id().find('\0') != std::string::npos ||
-      hello.client_schema_version().find('\0') != std::string::npos) {
-    // libpq passes text parameters as C strings: "a\0b" would be sent as "a", the client id
-    // of another installation.
+  std::string problem = ClientIdProblem(hello.client_id());
+  if (!problem.empty())
+    problem = "Hello.client_id " + problem;
+  else if (hello.client_schema_version().find('\0') != std::string::npos)
+    problem = "Hello.client_schema_version must not contain U+0000";
+  if (!problem.empty()) {
+    // Each write of such a client would fail, or go in under another installation's id.
     metrics_.protocol_errors++;
-    CloseWithError(s, pb::Error::BAD_MESSAGE,
-                   "Hello.client_id and client_schema_version must not contain U+0000", false,
-                   kCloseProtocol);
-    return;
-  }
-  if (hello.client_id().size() > kMaxClientIdBytes) {
-    // apply_writes takes at most this many: every write of a longer id would fail.
-    metrics_.protocol_errors++;
-    CloseWithError(
-        s, pb::Error::BAD_MESSAGE,
-        "Hello.client_id must be at most " + std::to_string(kMaxClientIdBytes) + " bytes", false,
-        kCloseProtocol);
+    CloseWithError(s, pb::Error::BAD_MESSAGE, problem, false, kCloseProtocol);
     return;
   }
   std::string token = hello.has_token() ? hello.token() : s->header_token;

@@ -37,6 +37,33 @@ JsonScan ScanJson(const nlohmann::json &value) {
 
 bool JsonHoldsNul(const nlohmann::json &value) { return ScanJson(value).nul; }
 
+std::string ClientIdProblem(const std::string &client_id) {
+  if (client_id.find('\0') != std::string::npos) return "must not contain U+0000";
+  if (client_id.size() > kMaxClientIdBytes)
+    return "must be at most " + std::to_string(kMaxClientIdBytes) + " bytes";
+  return "";
+}
+
+nlohmann::json RefusedOp(const std::string &op, const std::string &why,
+                         const std::string &sqlstate) {
+  return {{"op", op}, {"refused", why}, {"code", sqlstate}};
+}
+
+nlohmann::json RefusalOf(const nlohmann::json &value, const std::string &op,
+                         const std::string &what) {
+  JsonScan scan = ScanJson(value);
+  if (scan.depth > kMaxClientJsonDepth)
+    return RefusedOp(op,
+                     what + " is nested more than " + std::to_string(kMaxClientJsonDepth) +
+                         " levels deep; the gateway takes no deeper values",
+                     "54001");
+  if (scan.nul)
+    return RefusedOp(op, what +
+                             " holds U+0000 (NUL), which PostgreSQL text cannot store; "
+                             "remove it from the values");
+  return nullptr;
+}
+
 std::string DumpForMessage(const nlohmann::json &value, size_t max_chars) {
   if (ScanJson(value).depth > kMaxClientJsonDepth)
     return "(a value nested more than " + std::to_string(kMaxClientJsonDepth) + " levels deep)";

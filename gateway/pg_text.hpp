@@ -37,6 +37,21 @@ JsonScan ScanJson(const nlohmann::json &value);
 // kMaxClientJsonDepth levels deep: check the depth first (ScanJson) where it can be more.
 bool JsonHoldsNul(const nlohmann::json &value);
 
+// What is wrong with a client id for the database (apply_writes, client_write_checkpoint):
+// U+0000 (libpq would pass it cut there, as another installation's id) or more than
+// kMaxClientIdBytes; empty when nothing is.
+std::string ClientIdProblem(const std::string &client_id);
+
+// {"op": op, "refused": why, "code": sqlstate}: apply_writes rejects the batch at this op with
+// that SQLSTATE and records it under its seq. A write the database cannot even be handed is
+// sent so, on both write paths (WriteBatch, PowerSync /upload).
+nlohmann::json RefusedOp(const std::string &op, const std::string &why,
+                         const std::string &sqlstate = "22P05");
+// The refused op for a client's JSON value named `what` (data, id, crud[3]): nested deeper
+// than kMaxClientJsonDepth (54001) or holding U+0000 (22P05); null when it can be passed on.
+nlohmann::json RefusalOf(const nlohmann::json &value, const std::string &op,
+                         const std::string &what);
+
 // `value` dumped for an error message, at most max_chars; a value nested too deep to dump
 // safely is named by its depth instead.
 std::string DumpForMessage(const nlohmann::json &value, size_t max_chars = 200);

@@ -91,8 +91,8 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
       return false;
     }
     r.client_id = j["client_id"].get<std::string>();
-    if (r.client_id.find('\0') != std::string::npos) {
-      *error = "\"client_id\" must not contain U+0000";
+    if (std::string problem = ClientIdProblem(r.client_id); !problem.empty()) {
+      *error = "\"client_id\" " + problem;
       return false;
     }
   }
@@ -102,24 +102,6 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
   }
   *out = std::move(r);
   return true;
-}
-
-json RefusedOp(const std::string &op, const std::string &why, const std::string &sqlstate) {
-  return {{"op", op}, {"refused", why}, {"code", sqlstate}};
-}
-
-json RefusalOf(const json &value, const std::string &op, const std::string &what) {
-  JsonScan scan = ScanJson(value);
-  if (scan.depth > kMaxClientJsonDepth)
-    return RefusedOp(op,
-                     what + " is nested more than " + std::to_string(kMaxClientJsonDepth) +
-                         " levels deep; the gateway takes no deeper values",
-                     "54001");
-  if (scan.nul)
-    return RefusedOp(op, what +
-                             " holds U+0000 (NUL), which PostgreSQL text cannot store; "
-                             "remove it from the values");
-  return nullptr;
 }
 
 bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string *error) {
@@ -135,9 +117,8 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
     return false;
   }
   r.client_id = j["client_id"].get<std::string>();
-  if (r.client_id.find('\0') != std::string::npos || r.client_id.size() > kMaxClientIdBytes) {
-    *error = "\"client_id\" must be at most " + std::to_string(kMaxClientIdBytes) +
-             " bytes, without U+0000";
+  if (std::string problem = ClientIdProblem(r.client_id); !problem.empty()) {
+    *error = "\"client_id\" " + problem;
     return false;
   }
   if (!j.contains("transaction_id") || !ReadUnsigned(j["transaction_id"], &r.transaction_id) ||

@@ -50,17 +50,6 @@ struct UploadRequest {
   size_t ops = 0;
 };
 
-// {"op": op, "refused": why, "code": sqlstate}: apply_writes rejects the batch at this op with
-// that SQLSTATE and records it under its seq. A write the database could not even be handed
-// is sent so: one holding U+0000 (22P05, JsonHoldsNul), or nested deeper than
-// kMaxClientJsonDepth (54001).
-nlohmann::json RefusedOp(const std::string &op, const std::string &why,
-                         const std::string &sqlstate = "22P05");
-// The refusal of a client's JSON value named `what` (data, id, crud[3]) for its nesting or its
-// U+0000, or null when it can be passed on.
-nlohmann::json RefusalOf(const nlohmann::json &value, const std::string &op,
-                         const std::string &what);
-
 // Parses an /upload body ({"client_id", "transaction_id", "crud": [CrudEntry JSON...],
 // "schema_version"?: the app's schema version, passed to apply_writes}); false
 // with *error naming the bad member.

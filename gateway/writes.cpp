@@ -9,7 +9,6 @@
 
 #include "gateway/gateway.hpp"
 #include "gateway/pg_text.hpp"
-#include "gateway/powersync.hpp"
 
 namespace syncline::gateway {
 namespace {
@@ -69,20 +68,17 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
   json ops = json::array();
   for (int i = 0; i < batch.ops_size(); i++) {
     const pb::WriteOp &op = batch.ops(i);
-    const char *nul_in = op.type().find('\0') != std::string::npos ? "type"
-                         : op.id().find('\0') != std::string::npos ? "id"
-                                                                   : nullptr;
-    if (nul_in != nullptr) {
-      ops.push_back(powersync::RefusedOp(
-          OpName(op.op()), std::string(nul_in) + " holds U+0000 (NUL), which PostgreSQL text "
-                                                 "cannot store"));
+    json refusal = RefusalOf(json(op.type()), OpName(op.op()), "type");
+    if (refusal.is_null()) refusal = RefusalOf(json(op.id()), OpName(op.op()), "id");
+    if (!refusal.is_null()) {
+      ops.push_back(std::move(refusal));
       continue;
     }
     json o = {{"op", OpName(op.op())}, {"type", op.type()}, {"id", op.id()}};
     if (!op.id().empty() && op.id().front() == '[') {
       // A composite key, sent as a JSON array text.
       json key = json::parse(op.id(), nullptr, /*allow_exceptions=*/false);
-      json refusal = powersync::RefusalOf(key, OpName(op.op()), "id");
+      refusal = RefusalOf(key, OpName(op.op()), "id");
       if (!refusal.is_null()) {
         ops.push_back(std::move(refusal));
         continue;
@@ -101,7 +97,7 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
       // Sent as is, a value with U+0000 would fail the whole statement before apply_writes (the
       // batch retried forever), and one nested 100,000 deep would crash the dump below: refused,
       // under its seq, like any bad data. Checked before the value is copied or dumped.
-      json refusal = powersync::RefusalOf(data, OpName(op.op()), "data");
+      refusal = RefusalOf(data, OpName(op.op()), "data");
       if (!refusal.is_null()) {
         ops.push_back(std::move(refusal));
         continue;
@@ -111,10 +107,10 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
     ops.push_back(std::move(o));
   }
   std::string schema = batch.schema_version().empty() ? default_schema : batch.schema_version();
-  if (schema.find('\0') != std::string::npos) {
-    ops = json::array({powersync::RefusedOp(
-        batch.ops_size() > 0 ? OpName(batch.ops(0).op()) : "PUT",
-        "schema_version holds U+0000 (NUL), which PostgreSQL text cannot store")});
+  json refusal = RefusalOf(json(schema), batch.ops_size() > 0 ? OpName(batch.ops(0).op()) : "PUT",
+                           "schema_version");
+  if (!refusal.is_null()) {
+    ops = json::array({std::move(refusal)});
     schema.clear();
   }
   json out = {{"seq", batch.seq()}, {"ops", std::move(ops)}};

@@ -219,8 +219,8 @@ TEST(PowerSyncRequests, DeepValuesAreScannedWithoutRecursionAndRefused) {
             std::string::npos);
   EXPECT_EQ(syncline::gateway::DumpForMessage(json::parse(R"({"a":1})")), R"({"a":1})");
   std::string at_limit = std::string(99, '[') + "1" + std::string(99, ']');  // 100 levels
-  EXPECT_TRUE(ps::RefusalOf(json::parse(at_limit), "PUT", "data").is_null());
-  json over = ps::RefusalOf(json::parse("[" + at_limit + "]"), "PUT", "data");
+  EXPECT_TRUE(syncline::gateway::RefusalOf(json::parse(at_limit), "PUT", "data").is_null());
+  json over = syncline::gateway::RefusalOf(json::parse("[" + at_limit + "]"), "PUT", "data");
   EXPECT_EQ(over["code"], "54001");
   ps::UploadRequest u;
   std::string error;
