@@ -242,7 +242,9 @@ void Database::Disconnect(Conn *c, const char *why, bool listener) {
   if (was_ready) pool_connected_--;
   if (c->task) {
     pool_busy_--;
-    // Queries are read-only: retry once on another connection.
+    // Retried once on another connection. Reads are safe to repeat, and so are writes:
+    // apply_writes records each (client_id, seq) and answers a batch it already applied,
+    // whose commit may have been lost with the connection, as a duplicate.
     std::unique_ptr<Task> task = std::move(c->task);
     if (++task->attempts < 2) {
       std::lock_guard<std::mutex> lock(mutex_);

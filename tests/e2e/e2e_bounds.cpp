@@ -364,6 +364,54 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
   for (const std::string &o : owners)
     want += (want.empty() ? "" : ",") + o + "=" + (o == "u_group_5" ? "1" : "2");
   EXPECT(rows == want, "rows per owner: " + rows + " (want " + want + ")");
+
+  // 3. A group whose database connection is lost while it runs (its backend terminated while
+  //    the group waits for the lock of the client held elsewhere): the gateway sends it once
+  //    more on another connection (apply_writes answers a batch it already recorded as a
+  //    duplicate), and a batch answered RETRY is sent again by its client. Each is applied
+  //    exactly once.
+  std::vector<size_t> base;
+  for (auto &c : clients) base.push_back(c->acks.size());
+  holder.Exec("SELECT pg_advisory_lock(1398361668, hashtext('" + blocked_id + "'))");
+  gate.Exec("BEGIN");
+  gate.Exec("LOCK TABLE syncline_internal.client_batches IN SHARE MODE");
+  send_all(3, kBlocked);
+  gate.Exec("COMMIT");
+  // The group waits at most 1 s for that lock: terminated well before.
+  bool group_lost = ctx.WaitFor(
+      [&] {
+        return db.Exec(
+                   "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                   "WHERE wait_event_type = 'Lock' AND query LIKE '%jsonb_array_elements%' "
+                   "AND pid <> pg_backend_pid()") != "0";
+      },
+      5);
+  holder.Exec("SELECT pg_advisory_unlock(1398361668, hashtext('" + blocked_id + "'))");
+  EXPECT(group_lost, "no group statement was seen waiting");
+  int retried = 0;
+  for (int i = 0; i < kClients; i++) {
+    Client &c = *clients[i];
+    std::string id = "group-" + std::to_string(i) + "-3";
+    std::string data =
+        nlohmann::json{{"owner", "u_group_" + std::to_string(i)}, {"title", "grouped"}}.dump();
+    EXPECT(ctx.WaitFor([&] { return c.acks.size() > base[i]; }, 20), "no ack for seq 3");
+    for (int tries = 0; c.acks.back().status() == pb::WriteAck::RETRY && tries < 5; tries++) {
+      retried++;
+      size_t n = c.acks.size();
+      c.Send(OneOpBatch(1000 + tries, 3, id, data));
+      EXPECT(ctx.WaitFor([&] { return c.acks.size() > n; }, 20), "no ack for a resent seq 3");
+    }
+    EXPECT(c.acks.back().status() == pb::WriteAck::APPLIED,
+           "client " + std::to_string(i) + ": " + AckSummary(c.acks.back()));
+  }
+  fprintf(stderr, "    lost group: %d batches sent again by their clients\n", retried);
+  rows = db.Exec(
+      "SELECT string_agg(owner || '=' || n, ',' ORDER BY owner) FROM (SELECT owner, count(*) n "
+      "FROM e2e_items WHERE owner LIKE 'u_group_%' GROUP BY owner) x");
+  want.clear();
+  for (const std::string &o : owners)
+    want += (want.empty() ? "" : ",") + o + "=" + (o == "u_group_5" ? "2" : "3");
+  EXPECT(rows == want, "after the lost group, rows per owner: " + rows + " (want " + want + ")");
   for (auto &c : clients) c->Close();
   db.Exec("DELETE FROM e2e_items WHERE owner LIKE 'u_group_%'");
 }
