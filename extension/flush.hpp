@@ -44,9 +44,10 @@ std::string CurrentDatabaseIdentity();
 // with SPI connected.
 void ScheduleInitialCopies(Oid relid, bool reset);
 
-// Shared memory for the worker's latch (called from _PG_init when preloaded).
+// Shared memory for the flusher's latch, and the two background workers (called
+// from _PG_init when preloaded).
 void RequestFlusherSharedMemory();
-void RegisterFlusherWorker();
+void RegisterWorkers();
 extern char *worker_database;
 extern int flush_delay_ms;
 

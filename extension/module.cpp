@@ -97,7 +97,7 @@ void _PG_init(void) {
         &syncline::client_batch_retention_s, 7 * 24 * 3600, 60, INT_MAX, PGC_SIGHUP, GUC_UNIT_S,
         nullptr, nullptr, nullptr);
     syncline::RequestFlusherSharedMemory();
-    syncline::RegisterFlusherWorker();
+    syncline::RegisterWorkers();
   }
   MarkGUCPrefixReserved("syncline");
 }

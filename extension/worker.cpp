@@ -1,6 +1,10 @@
-// The background worker that flushes staged ops within milliseconds of each
-// commit (pg_cron-style: registered in _PG_init, SIGHUP reloads, SIGTERM
-// ends it, a WaitLatch loop with one transaction per flush).
+// The background workers (pg_cron-style: registered in _PG_init, SIGHUP
+// reloads, SIGTERM ends them, a WaitLatch loop with one transaction per unit
+// of work): the flusher publishes staged ops within milliseconds of each
+// commit; the maintenance worker compacts the op log and prunes bookkeeping.
+// They are two processes because a maintenance round can take seconds (its
+// compaction of a bucket reads the whole bucket: ~2.6 s for 1.2M ops), and
+// no flush may wait for it.
 #include "flush.hpp"
 
 #include <algorithm>
@@ -151,8 +155,8 @@ constexpr int kPruneBatchesPerRound = 10000;
 
 // One maintenance round: prunes old client batch records, then compacts the
 // buckets with the most ops their last compaction did not see. Each unit is
-// a short transaction of its own, so flushes (which it never blocks: it takes
-// no flush lock) and writers are not held up.
+// a transaction of its own that takes no flush lock, and it runs in its own
+// process, so flushes (and the live updates waiting for them) go on meanwhile.
 //
 // An error in one of them is raised (RunRaisingErrors) to the worker's loop,
 // a longjmp past this frame: so the bucket list is static, not a local whose
@@ -262,22 +266,61 @@ void RequestFlusherSharedMemory() {
   shmem_startup_hook = StartupShmem;
 }
 
-void RegisterFlusherWorker() {
+namespace {
+
+void RegisterWorker(const char *function, const char *name) {
   BackgroundWorker worker;
   memset(&worker, 0, sizeof worker);
   worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
   worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
   worker.bgw_restart_time = 10;  // a missing database: one FATAL per 10 s
   snprintf(worker.bgw_library_name, BGW_MAXLEN, "syncline");
-  snprintf(worker.bgw_function_name, BGW_MAXLEN, "syncline_worker_main");
-  snprintf(worker.bgw_name, BGW_MAXLEN, "syncline flusher");
-  snprintf(worker.bgw_type, BGW_MAXLEN, "syncline flusher");
+  snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function);
+  snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+  snprintf(worker.bgw_type, BGW_MAXLEN, "%s", name);
   RegisterBackgroundWorker(&worker);
+}
+
+// After an error in a worker's unit of work (the longjmp to its sigsetjmp):
+// report it, abort its transaction, and back off longer after each error in a
+// row, as pg_cron's launcher and autovacuum do, instead of exiting (which
+// would stop the op log for everyone, or restart the worker in a loop).
+void RecoverFromError(const char *who, MemoryContext work_context, int *failures) {
+  error_context_stack = nullptr;
+  HOLD_INTERRUPTS();
+  EmitErrorReport();
+  AbortCurrentTransaction();
+  FlushErrorState();
+  MemoryContextSwitchTo(TopMemoryContext);
+  MemoryContextResetAndDeleteChildren(work_context);
+  RESUME_INTERRUPTS();
+  (*failures)++;
+  long backoff_ms = std::min(100L << std::min(*failures, 7), 10000L);
+  elog(LOG, "%s: retrying in %ld ms after an error (%d in a row)", who, backoff_ms, *failures);
+  (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, backoff_ms,
+                  PG_WAIT_EXTENSION);
+  ResetLatch(MyLatch);
+  CHECK_FOR_INTERRUPTS();
+}
+
+void ReloadConfigIfAsked() {
+  if (ConfigReloadPending) {
+    ConfigReloadPending = false;
+    ProcessConfigFile(PGC_SIGHUP);
+  }
+}
+
+}  // namespace
+
+void RegisterWorkers() {
+  RegisterWorker("syncline_worker_main", "syncline flusher");
+  RegisterWorker("syncline_maintenance_main", "syncline maintenance");
 }
 
 }  // namespace syncline
 
 extern "C" PGDLLEXPORT void syncline_worker_main(Datum);
+extern "C" PGDLLEXPORT void syncline_maintenance_main(Datum);
 
 void syncline_worker_main(Datum) {
   pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -295,31 +338,11 @@ void syncline_worker_main(Datum) {
   // Static: they keep their values across the longjmp below.
   static int64 published = 0;  // staged rows consumed since the last vacuum
   static TimestampTz last_vacuum = GetCurrentTimestamp();
-  static TimestampTz last_maintenance = GetCurrentTimestamp();
   static int failures = 0;  // consecutive units of work that raised an error
 
-  // An error in a unit of work must not stop the op log for everyone (nor
-  // restart the worker in a loop): report it, abort that transaction, back
-  // off, and carry on, as pg_cron's launcher and autovacuum do.
   sigjmp_buf local_sigjmp_buf;
-  if (sigsetjmp(local_sigjmp_buf, 1) != 0) {
-    error_context_stack = nullptr;
-    HOLD_INTERRUPTS();
-    EmitErrorReport();
-    AbortCurrentTransaction();
-    FlushErrorState();
-    MemoryContextSwitchTo(TopMemoryContext);
-    MemoryContextResetAndDeleteChildren(work_context);
-    RESUME_INTERRUPTS();
-    failures++;
-    long backoff_ms = std::min(100L << std::min(failures, 7), 10000L);
-    elog(LOG, "syncline flusher: retrying in %ld ms after an error (%d in a row)", backoff_ms,
-         failures);
-    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, backoff_ms,
-                    PG_WAIT_EXTENSION);
-    ResetLatch(MyLatch);
-    CHECK_FOR_INTERRUPTS();
-  }
+  if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+    syncline::RecoverFromError("syncline flusher", work_context, &failures);
   PG_exception_stack = &local_sigjmp_buf;
 
   for (;;) {
@@ -348,20 +371,55 @@ void syncline_worker_main(Datum) {
                           : std::min<long>(syncline::flush_delay_ms, syncline::kLightLoadPauseMs);
       if (pause_ms > 0) syncline::PauseBetweenFlushes(pause_ms, writes_seen);
     }
-    if (syncline::compact_interval_s > 0 &&
-        TimestampDifferenceExceeds(last_maintenance, GetCurrentTimestamp(),
-                                   syncline::compact_interval_s * 1000)) {
-      last_maintenance = GetCurrentTimestamp();
-      syncline::MaintenanceRound();
-      MemoryContextReset(work_context);
-    }
     (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000L,
                     PG_WAIT_EXTENSION);
     ResetLatch(MyLatch);
     CHECK_FOR_INTERRUPTS();
-    if (ConfigReloadPending) {
-      ConfigReloadPending = false;
-      ProcessConfigFile(PGC_SIGHUP);
+    syncline::ReloadConfigIfAsked();
+  }
+}
+
+// The maintenance worker: a round every syncline.compact_interval (none while
+// it is 0), the first one an interval after it starts.
+void syncline_maintenance_main(Datum) {
+  pqsignal(SIGHUP, SignalHandlerForConfigReload);
+  pqsignal(SIGTERM, die);
+  BackgroundWorkerUnblockSignals();
+  BackgroundWorkerInitializeConnection(syncline::worker_database, nullptr, 0);
+  elog(LOG, "syncline maintenance started for database \"%s\"", syncline::worker_database);
+
+  MemoryContext work_context =
+      AllocSetContextCreate(TopMemoryContext, "syncline maintenance", ALLOCSET_DEFAULT_SIZES);
+  // Static: they keep their values across the longjmp below.
+  static TimestampTz last_round = GetCurrentTimestamp();
+  static int failures = 0;
+  sigjmp_buf local_sigjmp_buf;
+  if (sigsetjmp(local_sigjmp_buf, 1) != 0) {
+    // A failed round counts as done: the next comes an interval later.
+    last_round = GetCurrentTimestamp();
+    syncline::RecoverFromError("syncline maintenance", work_context, &failures);
+  }
+  PG_exception_stack = &local_sigjmp_buf;
+
+  for (;;) {
+    MemoryContextSwitchTo(work_context);
+    long wait_ms = 1000;  // while off, look at the setting again every second
+    if (syncline::compact_interval_s > 0) {
+      long since_ms = TimestampDifferenceMilliseconds(last_round, GetCurrentTimestamp());
+      long interval_ms = syncline::compact_interval_s * 1000L;
+      if (since_ms >= interval_ms) {
+        last_round = GetCurrentTimestamp();
+        syncline::MaintenanceRound();
+        failures = 0;
+        MemoryContextReset(work_context);
+        continue;
+      }
+      wait_ms = std::min(wait_ms, interval_ms - since_ms);
     }
+    (void)WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, wait_ms,
+                    PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+    syncline::ReloadConfigIfAsked();
   }
 }

@@ -227,7 +227,7 @@ if [ "$show_server_log" -eq 1 ]; then
   grep -E 'ERROR|PANIC|TRAP|terminated by signal|server process' "$CLUSTER_DIR/server.log" 2>/dev/null |
     grep -v 'database "syncline" does not exist' | tail -n 40 || true
   echo "---- server log tail"
-  grep -vE 'database "syncline" does not exist|"syncline flusher" \(PID [0-9]+\) exited with exit code 1' \
+  grep -vE 'database "syncline" does not exist|"syncline (flusher|maintenance)" \(PID [0-9]+\) exited with exit code 1' \
     "$CLUSTER_DIR/server.log" 2>/dev/null | tail -n 30 || true
 fi
 

@@ -10,6 +10,11 @@
 #                           same worker process; the op log resumes by itself.
 #   worker_compacts         the worker compacts buckets in the background
 #                           (syncline.compact_interval), checksums unchanged.
+#   flushes_go_on_during_maintenance
+#                           while a maintenance round is stuck in a compaction
+#                           (held here on the bucket's compaction lock), the
+#                           flusher still publishes other commits: maintenance
+#                           runs in a process of its own.
 #   worker_sizes_staging    the worker's vacuum of staging keeps a small table's
 #                           emptied pages for the next commits and truncates a
 #                           table grown past 256 blocks by a backlog.
@@ -212,6 +217,55 @@ SQL
   return 0
 }
 
+flushes_go_on_during_maintenance() {
+  local db=syncline visible waiting holder compacted
+  fresh_synced_table lc_maint_big || return 1
+  fresh_synced_table lc_maint_live || return 1
+  # lc_maint_big has the most ops no compaction has seen: the next round starts with it.
+  psql_q -d "$db" -c "INSERT INTO lc_maint_big SELECT g, 'x' FROM generate_series(1, 5000) g" \
+    -c "SELECT syncline.flush()" >/dev/null || return 1
+  # This session holds that bucket's compaction lock, so the round waits for it.
+  psql -X -q -d "$db" -v ON_ERROR_STOP=1 >/dev/null 2>&1 <<'SQL' &
+SET application_name = 'lc_maint_holder';
+BEGIN;
+SELECT pg_advisory_xact_lock(1398361669, hashtext('lc_maint_big[]'));
+SELECT pg_sleep(60);
+SQL
+  holder=$!
+  for _ in $(seq 1 100); do
+    [ "$(value -d "$db" -c "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'lc_maint_holder' AND l.locktype = 'advisory' AND l.granted")" = 1 ] && break
+    sleep 0.1
+  done
+  psql_q -d "$db" -c "ALTER SYSTEM SET syncline.compact_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null || return 1
+  for _ in $(seq 1 100); do
+    waiting=$(value -d "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline maintenance' AND wait_event_type = 'Lock' AND wait_event = 'advisory'")
+    [ "$waiting" = 1 ] && break
+    sleep 0.1
+  done
+  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
+  expect_eq "maintenance worker waiting for the compaction lock" "$waiting" 1 || { kill "$holder"; return 1; }
+  # A commit meanwhile reaches the op log.
+  psql_q -d "$db" -c "INSERT INTO lc_maint_live VALUES (1, 'during maintenance')" >/dev/null || return 1
+  for _ in $(seq 1 100); do
+    visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_maint_live[]', 0)")
+    [ "$visible" = 1 ] && break
+    sleep 0.1
+  done
+  expect_eq "ops published while maintenance waits" "$visible" 1 || { kill "$holder"; return 1; }
+  # Let the round go on: it compacts the bucket it waited for.
+  value -d "$db" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lc_maint_holder'" >/dev/null
+  wait "$holder" 2>/dev/null
+  for _ in $(seq 1 100); do
+    compacted=$(value -d "$db" -c "SELECT compacted_op_id = last_op_id FROM syncline_internal.bucket_state WHERE bucket = 'lc_maint_big[]'")
+    [ "$compacted" = t ] && break
+    sleep 0.1
+  done
+  expect_eq "bucket compacted once the lock was released" "$compacted" t || return 1
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_maint_big')" -c "SELECT syncline.drop_bucket('lc_maint_live')" \
+    -c "DROP TABLE lc_maint_big, lc_maint_live" >/dev/null
+  return 0
+}
+
 # Stages ROWS single-row transactions (ids from FIRST) while this session
 # holds the flush lock (so they pile up), lets the flusher publish them and
 # waits for its vacuum of staging; prints the blocks of staging before and after.
@@ -270,7 +324,8 @@ worker_sizes_staging() {
   return 0
 }
 
-for test in restore_round_trip worker_survives_errors worker_compacts worker_sizes_staging; do
+for test in restore_round_trip worker_survives_errors worker_compacts flushes_go_on_during_maintenance \
+  worker_sizes_staging; do
   if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
     detail=$("$test" 2>&1)
     rc=$?

@@ -38,6 +38,9 @@ test('sdk_initial_sync_parameterized_bucket', async () => {
   sql(`INSERT INTO pst_members VALUES ('alice', 'A1'), ('alice', 'A2');
        INSERT INTO pst_todos (id, list_id, description) VALUES
          ('a1', 'A1', 'alpha'), ('a2', 'A1', 'beta'), ('b1', 'B1', 'not alice''s'), ('c1', 'A2', 'gamma')`);
+  // Published before the client connects, so its first sync must carry them (the flusher
+  // would, within milliseconds, but the first checkpoint is taken at once).
+  sql('SELECT syncline.flush()');
   dir = mkdtempSync(join(tmpdir(), 'syncline-ps-'));
   db = new PowerSyncDatabase({ schema, database: { dbFilename: 'sdk.db', dbLocation: dir }, logger });
   await db.init();
