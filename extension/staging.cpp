@@ -215,17 +215,26 @@ void OnBufferTransactionEvent(XactEvent event, void *) {
 
 // A subtransaction that commits hands its ops to its parent; one that rolls
 // back drops them (its committed children's ops were handed to it).
+//
+// Its ops are the buffer's tail: everything buffered since it began is its
+// own or a child's (children end before it does: an aborted child's ops are
+// gone, a committed child's were handed to it), and what was buffered before
+// belongs to its ancestors. So only that tail is visited: walking the whole
+// buffer made a transaction of many subtransactions quadratic (one
+// apply_writes statement of 30,000 client batches, each in a subtransaction,
+// spent 18% of its time here).
 void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact,
                                  SubTransactionId parent, void *) {
+  if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB) return;
+  size_t first = buffer.size();
+  while (first > 0 && buffer[first - 1].subxact == subxact) first--;
   if (event == SUBXACT_EVENT_COMMIT_SUB) {
-    for (BufferedOp &b : buffer)
-      if (b.subxact == subxact) b.subxact = parent;
-  } else if (event == SUBXACT_EVENT_ABORT_SUB) {
-    auto dropped = std::remove_if(buffer.begin(), buffer.end(),
-                                  [&](const BufferedOp &b) { return b.subxact == subxact; });
-    for (auto it = dropped; it != buffer.end(); ++it)
-      buffer_bytes -= it->op.bucket.size() + it->op.object_id.size() + it->op.data.size();
-    buffer.erase(dropped, buffer.end());
+    for (size_t i = first; i < buffer.size(); i++) buffer[i].subxact = parent;
+  } else {
+    for (size_t i = first; i < buffer.size(); i++)
+      buffer_bytes -= buffer[i].op.bucket.size() + buffer[i].op.object_id.size() +
+                      buffer[i].op.data.size();
+    buffer.erase(buffer.begin() + static_cast<std::ptrdiff_t>(first), buffer.end());
   }
 }
 

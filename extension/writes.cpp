@@ -577,7 +577,8 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
           "SELECT seq, subject FROM syncline_internal.client_batches "
           " WHERE client_id = $1 AND seq >= $2 ORDER BY seq DESC LIMIT 1";
       syncline::Exec(kNewestSql, {TEXTOID, INT8OID}, {id, Int64GetDatum(seq - 1)});
-      if (SPI_processed == 0)
+      // Recorded seqs are never negative: from seq 1 down, that look was already unbounded.
+      if (SPI_processed == 0 && seq - 1 > 0)
         syncline::Exec(kNewestSql, {TEXTOID, INT8OID}, {id, Int64GetDatum(PG_INT64_MIN)});
       if (SPI_processed == 0) return;  // a new client
       bool isnull;

@@ -42,6 +42,33 @@ END $$;
 SELECT syncline.flush() AS published;
 SELECT * FROM s_replica() ORDER BY id;
 
+-- Nested subtransactions interleaved with their parents' ops: a release hands
+-- the child's ops (and those of its released children) to the parent, a
+-- rollback drops exactly its own subtree's, never an ancestor's.
+BEGIN;
+INSERT INTO s VALUES (10, 'top');
+SAVEPOINT a;
+INSERT INTO s VALUES (11, 'a, released');
+RELEASE a;
+INSERT INTO s VALUES (12, 'top after a');
+SAVEPOINT b;
+INSERT INTO s VALUES (13, 'b, rolled back');
+SAVEPOINT c;
+INSERT INTO s VALUES (14, 'c, released into b, rolled back with it');
+RELEASE c;
+INSERT INTO s VALUES (15, 'b after c, rolled back');
+ROLLBACK TO b;
+INSERT INTO s VALUES (16, 'b again, kept');
+SAVEPOINT d;
+INSERT INTO s VALUES (17, 'd, released');
+SAVEPOINT e;
+INSERT INTO s VALUES (18, 'e, rolled back');
+ROLLBACK TO e;
+RELEASE d;
+COMMIT;
+SELECT syncline.flush() AS published;
+SELECT * FROM s_replica() WHERE id >= 10 ORDER BY id;
+
 -- A bulk transaction (about 20 MB of ops) is staged as chunk rows, the first
 -- ones while it still runs; the update after it wins.
 BEGIN;
