@@ -232,8 +232,8 @@ void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact,
     for (size_t i = first; i < buffer.size(); i++) buffer[i].subxact = parent;
   } else {
     for (size_t i = first; i < buffer.size(); i++)
-      buffer_bytes -= buffer[i].op.bucket.size() + buffer[i].op.object_id.size() +
-                      buffer[i].op.data.size();
+      buffer_bytes -=
+          buffer[i].op.bucket.size() + buffer[i].op.object_id.size() + buffer[i].op.data.size();
     buffer.erase(buffer.begin() + static_cast<std::ptrdiff_t>(first), buffer.end());
   }
 }
