@@ -11,8 +11,10 @@ namespace syncline {
 // Compacts one bucket instance in the current transaction: superseded ops
 // become MOVE, the leading run of REMOVE/MOVE/CLEAR becomes one CLEAR;
 // checksums are unchanged. Returns ops turned into MOVE plus runs cleared.
+// `incremental`: only objects with ops since the bucket's last compaction are
+// looked at (the worker); otherwise every op (syncline.compact()).
 // Postgres calls: use inside PgGuard with SPI connected.
-int64 CompactBucket(const char *bucket);
+int64 CompactBucket(const char *bucket, bool incremental);
 
 // Up to `limit` bucket instances with ops their last compaction did not see,
 // most such ops first. Use inside PgGuard with SPI connected.

@@ -191,7 +191,7 @@ void MaintenanceRound() {
     RunRaisingErrors([&] {
       PgGuard([&] {
         if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
-        (void)CompactBucket(bucket.c_str());
+        (void)CompactBucket(bucket.c_str(), /*incremental=*/true);
         SPI_finish();
       });
     });

@@ -9,7 +9,8 @@
 #   worker_survives_errors  a flush that fails is reported and retried by the
 #                           same worker process; the op log resumes by itself.
 #   worker_compacts         the worker compacts buckets in the background
-#                           (syncline.compact_interval), checksums unchanged.
+#                           (syncline.compact_interval), checksums unchanged;
+#                           its next rounds look only at rows changed since.
 #   flushes_go_on_during_maintenance
 #                           while a maintenance round is stuck in a compaction
 #                           (held here on the bucket's compaction lock), the
@@ -206,13 +207,34 @@ SQL
     [ "$ops" = "$want" ] && break
     sleep 0.1
   done
-  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
   after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
   # 50 inserts, 2 x 50 updates, 10 deletes: the first 110 ops are superseded
   # (MOVE) and, leading the bucket, become one CLEAR; the last PUT or REMOVE
   # of each row stays.
-  expect_eq "ops after the worker's compaction" "$ops" "$want" || return 1
+  expect_eq "ops after the worker's compaction" "$ops" "$want" || { psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null; return 1; }
   expect_eq "bucket checksum/last op (unchanged by compaction)" "$after" "$before" || return 1
+  # The next rounds look only at rows changed since: row 50's PUT, now in the
+  # middle of the bucket, becomes a MOVE; rows 11-12's, right after the CLEAR,
+  # join the leading run, which becomes one CLEAR again.
+  psql_q -d "$db" -c "UPDATE lc_compact SET v = 3 WHERE id IN (11, 12, 50)" >/dev/null || return 1
+  for _ in $(seq 1 100); do
+    [ "$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)")" = 54 ] && break
+    sleep 0.1
+  done
+  before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  want="CLEAR:1,MOVE:1,PUT:40,REMOVE:10"
+  for _ in $(seq 1 100); do
+    ops=$(value -d "$db" -c "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
+    [ "$ops" = "$want" ] && break
+    sleep 0.1
+  done
+  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
+  after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  expect_eq "ops after the next, incremental compaction" "$ops" "$want" || return 1
+  expect_eq "bucket checksum/last op (unchanged by it)" "$after" "$before" || return 1
+  local moved
+  moved=$(value -d "$db" -c "SELECT object_id FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) WHERE op = 'MOVE'")
+  expect_eq "the row whose PUT became a MOVE" "$moved" 50 || return 1
   psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_compact')" -c "DROP TABLE lc_compact" >/dev/null
   return 0
 }
