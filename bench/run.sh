@@ -6,11 +6,11 @@
 #
 #   bench/run.sh                 every part
 #   bench/run.sh write oplog     only those parts (write, cost, oplog, checkpoint, paging, writes,
-#                                instructions)
+#                                instructions, maintenance)
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
 #        plain / PL/pgSQL-trigger / synced runs per figure, 3), BENCH_CLIENTS (8),
 #        OPLOG_ROWS (1000000), OPLOG_BATCH (10000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
-#        COST_WRITES (20000),
+#        COST_WRITES (20000), SUBXACT_ROWS (50000), MAINT_ROWS (1000000),
 #        PAGING_OPS (1000000), PAGING_PAGE (10000); the writes part (gateway vs direct
 #        write path, bench/write_bench.sh): WRITE_CLIENTS, WRITE_SECONDS, WRITE_REPEAT, WRITE_POOL.
 set -euo pipefail
@@ -30,9 +30,11 @@ CHECKPOINT_CALLS=${CHECKPOINT_CALLS:-200}
 PAGING_OPS=${PAGING_OPS:-1000000}
 PAGING_PAGE=${PAGING_PAGE:-10000}
 COST_WRITES=${COST_WRITES:-20000}
+SUBXACT_ROWS=${SUBXACT_ROWS:-50000}
+MAINT_ROWS=${MAINT_ROWS:-1000000}
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes instructions)
+[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes instructions maintenance)
 
 HARNESS=$OUT/syncline_bench
 g++ -std=c++17 -O2 -Wall -Wextra -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
@@ -379,6 +381,83 @@ part_writes() {
   bash "$ROOT/bench/write_bench.sh"
 }
 
+# A PL/pgSQL loop with an exception block (a subtransaction) per row, plain and
+# synced; and the maintenance worker's incremental compaction of a big bucket in
+# which 0.1% of the rows changed, with the latency of a commit to another bucket
+# meanwhile (the flusher and the maintenance worker are separate processes).
+part_maintenance() {
+  echo "== maintenance: $SUBXACT_ROWS rows in exception blocks; compaction of a $MAINT_ROWS-op bucket"
+  start_cluster
+  sql "CREATE TABLE plain_t (id bigint PRIMARY KEY, v text)"
+  sql "CREATE TABLE synced_t (id bigint PRIMARY KEY, v text)"
+  sql "SELECT syncline.create_bucket('all_synced', NULL, ARRAY['SELECT * FROM synced_t'])"
+  loop_ms() {  # TABLE: one transaction, one exception block per row, commit included
+    local t0 t1
+    t0=$(date +%s%N)
+    sql "DO \$\$ BEGIN FOR g IN 1..$SUBXACT_ROWS LOOP BEGIN
+           INSERT INTO $1 VALUES (g, 'payload text of a typical row');
+         EXCEPTION WHEN unique_violation THEN NULL; END; END LOOP; END \$\$" >/dev/null
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000000))
+  }
+  local plain synced plain2 synced2
+  plain=$(loop_ms plain_t); sql "TRUNCATE plain_t"
+  synced=$(loop_ms synced_t); drain; sql "TRUNCATE synced_t"; drain
+  plain2=$(loop_ms plain_t)
+  synced2=$(loop_ms synced_t); drain
+  echo "exception-block loop: plain $plain / $plain2 ms, synced $synced / $synced2 ms"
+
+  sql "CREATE TABLE big_t (id bigint PRIMARY KEY, v text)"
+  sql "CREATE TABLE live_t (id bigint PRIMARY KEY, v text)"
+  sql "SELECT syncline.create_bucket('big', NULL, ARRAY['SELECT * FROM big_t'])"
+  sql "SELECT syncline.create_bucket('live', NULL, ARRAY['SELECT * FROM live_t'])"
+  sql "INSERT INTO big_t SELECT g, 'x' FROM generate_series(1, $MAINT_ROWS) g"
+  drain
+  sql "ALTER SYSTEM SET syncline.compact_interval = '1s'" && sql "SELECT pg_reload_conf()" >/dev/null
+  local i
+  for i in $(seq 1 600); do  # the first round looks at every op
+    [ "$(sql "SELECT compacted_op_id = last_op_id FROM syncline_internal.bucket_state WHERE bucket = 'big[]'")" = t ] && break
+    sleep 0.1
+  done
+  sql "ALTER SYSTEM SET syncline.compact_interval = '60s'" && sql "SELECT pg_reload_conf()" >/dev/null
+  sql "UPDATE big_t SET v = 'y' WHERE id % 1000 = 0"
+  drain
+  local measured
+  measured=$(python3 - <<'PY'
+import subprocess, time
+def q(s):
+    return subprocess.run(['psql', '-X', '-qAt', '-c', s], capture_output=True, text=True).stdout.strip()
+q("ALTER SYSTEM SET syncline.compact_interval = '1s'"); q("SELECT pg_reload_conf()")
+# Commits to another bucket while the round runs: each waits until it is visible.
+start = time.time(); worst = 0.0; n = 0; active_since = None; round_s = None
+while time.time() - start < 20 and round_s is None:
+    state = q("SELECT state FROM pg_stat_activity WHERE backend_type = 'syncline maintenance'")
+    now = time.time()
+    if state == 'active' and active_since is None: active_since = now
+    if state != 'active' and active_since is not None: round_s = now - active_since
+    n += 1
+    t0 = time.time(); q(f"INSERT INTO live_t VALUES ({n}, 'x')")
+    while q(f"SELECT count(*) FROM syncline.bucket_data('live[]', 0) WHERE object_id = '{n}'") != '1':
+        time.sleep(0.002)
+    worst = max(worst, time.time() - t0)
+q("ALTER SYSTEM RESET syncline.compact_interval"); q("SELECT pg_reload_conf()")
+compacted = q("SELECT compacted_op_id = last_op_id FROM syncline_internal.bucket_state WHERE bucket = 'big[]'")
+print(f"round_ms={round_s * 1000 if round_s else -1:.0f} worst_commit_visible_ms={worst * 1000:.0f} commits={n} compacted={compacted}")
+PY
+)
+  echo "incremental compaction: $measured"
+  field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+  {
+    echo "### Maintenance"
+    echo
+    echo "| | figure |"
+    echo "|---|---:|"
+    echo "| $SUBXACT_ROWS single-row INSERTs, each in a PL/pgSQL exception block, one transaction: plain / synced (two runs each) | $plain, $plain2 / $synced, $synced2 ms |"
+    echo "| the worker's incremental compaction round, a $MAINT_ROWS-op bucket with 0.1% of its rows changed (pg_stat_activity, ~30 ms resolution) | $(field "$measured" round_ms) ms |"
+    echo "| meanwhile, the slowest commit to another bucket until visible (psql polling included) | $(field "$measured" worst_commit_visible_ms) ms over $(field "$measured" commits) commits |"
+  } >"$OUT/maintenance.md"
+}
+
 # Instructions per synced row under callgrind (exact between runs; its own
 # single-user data directory).
 part_instructions() {
@@ -387,8 +466,8 @@ part_instructions() {
 
 for part in "${parts[@]}"; do
   case "$part" in
-    write|cost|oplog|checkpoint|paging|writes|instructions) "part_$part"; stop_cluster ;;
-    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes, instructions)" >&2; exit 2 ;;
+    write|cost|oplog|checkpoint|paging|writes|instructions|maintenance) "part_$part"; stop_cluster ;;
+    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes, instructions, maintenance)" >&2; exit 2 ;;
   esac
 done
 
@@ -397,7 +476,7 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
-  for part in write cost oplog checkpoint paging writes instructions; do
+  for part in write cost oplog checkpoint paging writes instructions maintenance; do
     [ -f "$OUT/$part.md" ] && { cat "$OUT/$part.md"; echo; }
   done
 } >"$OUT/results.md"
