@@ -8,6 +8,9 @@
 #                           the restore reach the op log.
 #   worker_survives_errors  a flush that fails is reported and retried by the
 #                           same worker process; the op log resumes by itself.
+#   maintenance_survives_errors
+#                           a compaction that fails is reported and retried by
+#                           the same maintenance process, and flushes go on.
 #   worker_compacts         the worker compacts buckets in the background
 #                           (syncline.compact_interval), checksums unchanged;
 #                           its next rounds look only at rows changed since.
@@ -182,6 +185,51 @@ SQL
   return 0
 }
 
+maintenance_survives_errors() {
+  local db=syncline pid_before pid_after compacted visible
+  fresh_synced_table lc_maint_err || return 1
+  pid_before=$(value -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'syncline maintenance'")
+  [ -n "$pid_before" ] || { echo "  no syncline maintenance worker is running"; return 1; }
+  # Every compaction that turns an op into a MOVE now fails ...
+  psql_q -d "$db" >/dev/null <<'SQL' || return 1
+INSERT INTO lc_maint_err VALUES (1, 'v1');
+UPDATE lc_maint_err SET v = 'v2';
+SELECT syncline.flush();
+ALTER TABLE syncline_internal.ops ADD CONSTRAINT lc_no_move CHECK (op <> 3 OR bucket <> 'lc_maint_err[]') NOT VALID;
+ALTER SYSTEM SET syncline.compact_interval = '1s';
+SELECT pg_reload_conf();
+SQL
+  local log="${PGDATA:-}/../server.log" reported=""
+  for _ in $(seq 1 100); do
+    if [ -f "$log" ] && grep -q 'syncline maintenance: retrying in' "$log"; then reported=yes; break; fi
+    sleep 0.1
+  done
+  # ... while commits still become visible.
+  psql_q -d "$db" -c "INSERT INTO lc_maint_err VALUES (2, 'during failures')" >/dev/null || return 1
+  for _ in $(seq 1 100); do
+    visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_maint_err[]', 0) WHERE object_id = '2'")
+    [ "$visible" = 1 ] && break
+    sleep 0.1
+  done
+  # The cause goes away: the same process compacts the bucket on its own.
+  psql_q -d "$db" -c "ALTER TABLE syncline_internal.ops DROP CONSTRAINT lc_no_move" >/dev/null || return 1
+  for _ in $(seq 1 200); do
+    compacted=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_maint_err[]', 0) WHERE op = 'PUT' AND object_id = '1'")
+    [ "$compacted" = 1 ] && break
+    sleep 0.1
+  done
+  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
+  if [ -f "$log" ]; then
+    expect_eq "the server log reports the retries" "$reported" yes || return 1
+  fi
+  expect_eq "ops published while compactions fail" "$visible" 1 || return 1
+  expect_eq "PUTs of row 1 after the cause went away (v1 compacted)" "$compacted" 1 || return 1
+  pid_after=$(value -d "$db" -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'syncline maintenance'")
+  expect_eq "maintenance process (not restarted)" "$pid_after" "$pid_before" || return 1
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_maint_err')" -c "DROP TABLE lc_maint_err" >/dev/null
+  return 0
+}
+
 worker_compacts() {
   local db=syncline before after
   psql_q -d "$db" >/dev/null <<'SQL' || return 1
@@ -346,8 +394,8 @@ worker_sizes_staging() {
   return 0
 }
 
-for test in restore_round_trip worker_survives_errors worker_compacts flushes_go_on_during_maintenance \
-  worker_sizes_staging; do
+for test in restore_round_trip worker_survives_errors maintenance_survives_errors worker_compacts \
+  flushes_go_on_during_maintenance worker_sizes_staging; do
   if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
     detail=$("$test" 2>&1)
     rc=$?
