@@ -10,7 +10,7 @@
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
 #        plain / PL/pgSQL-trigger / synced runs per figure, 3), BENCH_CLIENTS (8),
 #        OPLOG_ROWS (1000000), OPLOG_BATCH (10000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
-#        COST_WRITES (20000), SUBXACT_ROWS (50000), MAINT_ROWS (1000000),
+#        COST_WRITES (20000), SUBXACT_ROWS (50000), SUBXACT_MEM_ROWS (1000000), MAINT_ROWS (1000000),
 #        PAGING_OPS (1000000), PAGING_PAGE (10000); the writes part (gateway vs direct
 #        write path, bench/write_bench.sh): WRITE_CLIENTS, WRITE_SECONDS, WRITE_REPEAT, WRITE_POOL.
 set -euo pipefail
@@ -31,6 +31,7 @@ PAGING_OPS=${PAGING_OPS:-1000000}
 PAGING_PAGE=${PAGING_PAGE:-10000}
 COST_WRITES=${COST_WRITES:-20000}
 SUBXACT_ROWS=${SUBXACT_ROWS:-50000}
+SUBXACT_MEM_ROWS=${SUBXACT_MEM_ROWS:-1000000}
 MAINT_ROWS=${MAINT_ROWS:-1000000}
 
 parts=("$@")
@@ -406,6 +407,22 @@ part_maintenance() {
   plain2=$(loop_ms plain_t)
   synced2=$(loop_ms synced_t); drain
   echo "exception-block loop: plain $plain / $plain2 ms, synced $synced / $synced2 ms"
+  # The backend's peak memory over SUBXACT_MEM_ROWS such rows (VmHWM), plain and synced.
+  peak_kb() {  # the backend reads its own /proc/self/status after the loop
+    psql -X -q -v ON_ERROR_STOP=1 -At <<SQL | tail -n 1
+DO \$\$ BEGIN FOR g IN 1..$SUBXACT_MEM_ROWS LOOP BEGIN
+  INSERT INTO $1 VALUES (g, 'payload text of a typical row');
+EXCEPTION WHEN unique_violation THEN NULL; END; END LOOP; END \$\$;
+SELECT (regexp_match(pg_read_file('/proc/self/status'), 'VmHWM:\s+(\d+)'))[1];
+SQL
+  }
+  sql "TRUNCATE plain_t" && sql "TRUNCATE synced_t" && drain
+  local mem_plain mem_synced
+  mem_plain=$(peak_kb plain_t)
+  mem_synced=$(peak_kb synced_t)
+  drain
+  sql "SELECT syncline.drop_bucket('all_synced')" >/dev/null  # its ops stay out of the rounds below
+  echo "peak backend memory over $SUBXACT_MEM_ROWS rows: plain $mem_plain kB, synced $mem_synced kB"
 
   sql "CREATE TABLE big_t (id bigint PRIMARY KEY, v text)"
   sql "CREATE TABLE live_t (id bigint PRIMARY KEY, v text)"
@@ -453,6 +470,7 @@ PY
     echo "| | figure |"
     echo "|---|---:|"
     echo "| $SUBXACT_ROWS single-row INSERTs, each in a PL/pgSQL exception block, one transaction: plain / synced (two runs each) | $plain, $plain2 / $synced, $synced2 ms |"
+    echo "| the backend's peak memory (VmHWM) over $SUBXACT_MEM_ROWS such rows: plain / synced | $((mem_plain / 1024)) / $((mem_synced / 1024)) MB |"
     echo "| the worker's incremental compaction round, a $MAINT_ROWS-op bucket with 0.1% of its rows changed (pg_stat_activity, ~30 ms resolution) | $(field "$measured" round_ms) ms |"
     echo "| meanwhile, the slowest commit to another bucket until visible (psql polling included) | $(field "$measured" worst_commit_visible_ms) ms over $(field "$measured" commits) commits |"
   } >"$OUT/maintenance.md"

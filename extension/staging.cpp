@@ -2,6 +2,10 @@
 
 extern "C" {
 #include "access/heapam.h"
+#include "access/xact.h"
+#include "storage/buffile.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "catalog/namespace.h"
 #include "access/xlog.h"
 #include "utils/inval.h"
@@ -10,6 +14,7 @@ extern "C" {
 }
 
 #include <algorithm>
+#include <stdexcept>
 #include <utility>
 
 #include "flush.hpp"
@@ -126,14 +131,34 @@ PendingRow OpRow(int64 seq, const RowOp &op) {
   return row;
 }
 
-// Ops of this transaction not staged yet, each with the subtransaction that
-// made it (a subtransaction that rolls back takes its ops along).
-struct BufferedOp {
-  RowOp op;
-  SubTransactionId subxact;
-};
-std::vector<BufferedOp> buffer;
+// This transaction's ops, numbered from 0 in the order they were made, go
+// three places before its commit stages the rest:
+//   [0, staged_upto)            staged early (rows of pending, written in the
+//                               subtransaction that was current then);
+//   [staged_upto, spilled_upto) spilled to a temporary file, oldest first;
+//   [spilled_upto, ...)         in `buffer`.
+// A subtransaction's ops are the tail that begins where it began (what was
+// made since is its own or a released child's; an aborted child's ops are
+// gone), so its rollback cuts the sequence back to that position, and its
+// release changes nothing. `marks` holds where each open subtransaction began.
+std::vector<RowOp> buffer;
 size_t buffer_bytes = 0;
+int64 staged_upto = 0;
+int64 spilled_upto = 0;
+
+struct SubxactMark {
+  SubTransactionId subxact;
+  int64 pos;           // ops made before it began
+  int64 spill_offset;  // where op `pos` begins in the spill file, once spilled
+};
+std::vector<SubxactMark> marks;
+
+// Records of [uint32 length][a chunk of one op], `spill_bytes` of them valid
+// (a rollback into the file moves the end back; later records overwrite).
+BufFile *spill = nullptr;
+int64 spill_bytes = 0;
+
+int64 OpsMade() { return spilled_upto + static_cast<int64>(buffer.size()); }
 
 // A transaction's single op is staged as a row of its own; two or more go
 // into chunk rows of at most kChunkOps ops / kChunkBytes bytes: one row, one
@@ -184,12 +209,97 @@ void WriteOps(It begin, It end, GetOp get_op, int64 *copy_seq) {
   table_close(rel, RowExclusiveLock);
 }
 
-void StageBuffer() {
-  WriteOps(
-      buffer.begin(), buffer.end(), [](const BufferedOp &b) -> const RowOp & { return b.op; },
-      nullptr);
+// Appends the buffered ops to the spill file and empties the buffer: a
+// transaction whose ops cannot be staged yet (an enclosing subtransaction made
+// some) keeps at most kBufferBytes of them in memory. (A PL/pgSQL loop with an
+// exception block per row held every op in memory until its commit: ~300 MB
+// per million rows.) Postgres calls: use in PgGuard.
+void SpillBuffer() {
+  if (spill == nullptr) {
+    // The transaction's own resource owner and memory: a file made under a
+    // subtransaction's owner would be closed when that one ends.
+    ResourceOwner owner = CurrentResourceOwner;
+    MemoryContext context = MemoryContextSwitchTo(TopTransactionContext);
+    CurrentResourceOwner = TopTransactionResourceOwner;
+    spill = BufFileCreateTemp(false);
+    CurrentResourceOwner = owner;
+    MemoryContextSwitchTo(context);
+    spill_bytes = 0;
+  }
+  if (BufFileSeek(spill, 0, static_cast<off_t>(spill_bytes), SEEK_SET) != 0)
+    ereport(ERROR, (errcode_for_file_access(), errmsg("could not seek in Syncline's spill file")));
+  static std::string record;  // static: a Postgres error below must not skip a destructor
+  size_t mark = 0;
+  while (mark < marks.size() && marks[mark].pos < spilled_upto) mark++;
+  for (size_t i = 0; i < buffer.size(); i++) {
+    int64 pos = spilled_upto + static_cast<int64>(i);
+    for (; mark < marks.size() && marks[mark].pos == pos; mark++)
+      marks[mark].spill_offset = spill_bytes;
+    record.clear();
+    AppendToChunk(record, buffer[i]);  // a chunk of one op
+    uint32 length = static_cast<uint32>(record.size());
+    BufFileWrite(spill, &length, 4);
+    BufFileWrite(spill, record.data(), record.size());
+    spill_bytes += 4;
+    spill_bytes += static_cast<int64>(record.size());
+  }
+  for (; mark < marks.size(); mark++) marks[mark].spill_offset = spill_bytes;  // began at the end
+  spilled_upto = OpsMade();
   buffer.clear();
   buffer_bytes = 0;
+}
+
+// Stages every op not staged yet, in order: the spill file's, then the
+// buffer's. Postgres calls: use in PgGuard.
+void StageBuffer() {
+  if (spill != nullptr && spill_bytes > 0) {
+    if (BufFileSeek(spill, 0, 0, SEEK_SET) != 0)
+      ereport(ERROR,
+              (errcode_for_file_access(), errmsg("could not seek in Syncline's spill file")));
+    static std::string record;
+    static std::vector<RowOp> batch;
+    batch.clear();
+    auto write_batch = [] {
+      WriteOps(
+          batch.begin(), batch.end(), [](const RowOp &op) -> const RowOp & { return op; }, nullptr);
+      batch.clear();
+    };
+    for (int64 read = 0; read < spill_bytes;) {
+      uint32 length;
+      if (BufFileRead(spill, &length, 4) != 4 || read + 4 + int64(length) > spill_bytes)
+        throw std::runtime_error("Syncline's spill file is cut short");
+      record.resize(length);
+      if (BufFileRead(spill, record.data(), length) != length)
+        throw std::runtime_error("Syncline's spill file is cut short");
+      read += 4 + static_cast<int64>(length);
+      batch.emplace_back();
+      ChunkReader reader(record);
+      if (!reader.Next(batch.back())) throw std::runtime_error("empty record in the spill file");
+      if (batch.size() >= kChunkOps) write_batch();
+    }
+    write_batch();
+    batch.shrink_to_fit();
+  }
+  WriteOps(
+      buffer.begin(), buffer.end(), [](const RowOp &op) -> const RowOp & { return op; }, nullptr);
+  buffer.clear();
+  buffer_bytes = 0;
+  spill_bytes = 0;
+  staged_upto = spilled_upto = OpsMade();
+  for (SubxactMark &m : marks)
+    if (m.pos >= staged_upto) m.spill_offset = 0;
+}
+
+void ForgetBuffer() {
+  buffer.clear();
+  buffer_bytes = 0;
+  staged_upto = spilled_upto = 0;
+  spill_bytes = 0;
+  marks.clear();
+  if (spill != nullptr) {
+    BufFileClose(spill);
+    spill = nullptr;
+  }
 }
 
 // Stages the buffered ops when the transaction is about to commit (or be
@@ -205,36 +315,49 @@ void OnBufferTransactionEvent(XactEvent event, void *) {
     case XACT_EVENT_PRE_COMMIT:
     case XACT_EVENT_PARALLEL_PRE_COMMIT:
     case XACT_EVENT_PRE_PREPARE:
-      if (!buffer.empty()) RunRaisingErrors([] { PgGuard([] { StageBuffer(); }); });
+      if (OpsMade() > staged_upto) RunRaisingErrors([] { PgGuard([] { StageBuffer(); }); });
       break;
     default:
-      buffer.clear();
-      buffer_bytes = 0;
+      // The spill file is still open here (temporary files close after the
+      // callbacks), and closing it frees nothing a later step needs.
+      ForgetBuffer();
   }
 }
 
-// A subtransaction that commits hands its ops to its parent; one that rolls
-// back drops them (its committed children's ops were handed to it).
-//
-// Its ops are the buffer's tail: everything buffered since it began is its
-// own or a child's (children end before it does: an aborted child's ops are
-// gone, a committed child's were handed to it), and what was buffered before
-// belongs to its ancestors. So only that tail is visited: walking the whole
-// buffer made a transaction of many subtransactions quadratic (one
-// apply_writes statement of 30,000 client batches, each in a subtransaction,
-// spent 18% of its time here).
-void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact,
-                                 SubTransactionId parent, void *) {
+// Where each subtransaction began; a rollback cuts this transaction's ops
+// back to there (staged rows it wrote roll back with it). Called from C: no
+// exception may leave it (push_back's bad_alloc becomes an ERROR).
+void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact, SubTransactionId,
+                                 void *) {
+  if (event == SUBXACT_EVENT_START_SUB) {
+    RunRaisingErrors([&] { marks.push_back(SubxactMark{subxact, OpsMade(), -1}); });
+    return;
+  }
   if (event != SUBXACT_EVENT_COMMIT_SUB && event != SUBXACT_EVENT_ABORT_SUB) return;
-  size_t first = buffer.size();
-  while (first > 0 && buffer[first - 1].subxact == subxact) first--;
-  if (event == SUBXACT_EVENT_COMMIT_SUB) {
-    for (size_t i = first; i < buffer.size(); i++) buffer[i].subxact = parent;
+  size_t at = marks.size();
+  while (at > 0 && marks[at - 1].subxact != subxact) at--;
+  // Not found: it began before this backend first buffered an op, so every
+  // op made since is its own.
+  SubxactMark mark = at > 0 ? marks[at - 1] : SubxactMark{subxact, 0, 0};
+  marks.resize(at > 0 ? at - 1 : 0);
+  if (event == SUBXACT_EVENT_COMMIT_SUB) return;
+  int64 pos = mark.pos;
+  if (pos >= spilled_upto) {
+    size_t keep = static_cast<size_t>(pos - spilled_upto);
+    for (size_t i = keep; i < buffer.size(); i++)
+      buffer_bytes -= buffer[i].bucket.size() + buffer[i].object_id.size() + buffer[i].data.size();
+    if (keep < buffer.size())
+      buffer.erase(buffer.begin() + static_cast<std::ptrdiff_t>(keep), buffer.end());
+    return;
+  }
+  buffer.clear();
+  buffer_bytes = 0;
+  if (pos >= staged_upto) {
+    spilled_upto = pos;
+    spill_bytes = mark.spill_offset >= 0 ? mark.spill_offset : 0;
   } else {
-    for (size_t i = first; i < buffer.size(); i++)
-      buffer_bytes -=
-          buffer[i].op.bucket.size() + buffer[i].op.object_id.size() + buffer[i].op.data.size();
-    buffer.erase(buffer.begin() + static_cast<std::ptrdiff_t>(first), buffer.end());
+    staged_upto = spilled_upto = pos;
+    spill_bytes = 0;
   }
 }
 
@@ -276,18 +399,22 @@ void StageOps(std::vector<RowOp> &ops, bool initial_copy) {
     RegisterSubXactCallback(OnBufferSubtransactionEvent, nullptr);
     registered = true;
   }
-  SubTransactionId subxact = GetCurrentSubTransactionId();
   for (RowOp &op : ops) {
     buffer_bytes += op.bucket.size() + op.object_id.size() + op.data.size();
-    buffer.push_back(BufferedOp{std::move(op), subxact});
+    buffer.push_back(std::move(op));
   }
-  // A big transaction stages what it has early, when every buffered op
-  // belongs to the current subtransaction (staged rows roll back with it);
-  // ops of an enclosing one wait until it is current again.
-  if (buffer_bytes > kBufferBytes &&
-      std::all_of(buffer.begin(), buffer.end(),
-                  [&](const BufferedOp &b) { return b.subxact == subxact; }))
-    StageBuffer();
+  // A big transaction stages what it has early when every op not staged yet
+  // is the current subtransaction's (staged rows roll back with it). When an
+  // enclosing one made some, they wait until it is current again, and the
+  // buffer goes to the spill file meanwhile.
+  if (buffer_bytes > kBufferBytes) {
+    int64 current_began = marks.empty() ? 0 : marks.back().pos;
+    if (current_began <= staged_upto) {
+      StageBuffer();
+    } else {
+      SpillBuffer();
+    }
+  }
   WakeFlusherAtCommit();
 }
 

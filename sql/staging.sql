@@ -100,6 +100,47 @@ SELECT (SELECT checksum FROM syncline.changes(0) WHERE bucket = 'all_s[]') =
        (SELECT sum(checksum) % 4294967296 FROM syncline.bucket_data('all_s[]', 0, NULL, 1000000))
        AS checksum_matches;
 
+
+-- Ops made inside exception blocks (PL/pgSQL subtransactions) while the
+-- transaction itself has ops cannot be staged early: past 8 MB they go to a
+-- temporary file instead of piling up in memory. Blocks that fail, and a
+-- savepoint rolled back after more of them were spilled, cut the file back;
+-- once the transaction is at its top level again, an UPDATE stages the file
+-- and the buffer early, in order, and the commit stages the rest.
+TRUNCATE s;
+SELECT syncline.flush() >= 0 AS flushed;
+BEGIN;
+INSERT INTO s VALUES (0, 'top');
+DO $$ BEGIN FOR g IN 1..20000 LOOP BEGIN
+  INSERT INTO s VALUES (g, repeat('a', 600));
+  IF g % 7 = 0 THEN RAISE EXCEPTION 'undo %', g; END IF;
+EXCEPTION WHEN raise_exception THEN NULL; END; END LOOP; END $$;
+SELECT count(*) > 0 AS spilled, (SELECT count(*) FROM syncline_internal.pending WHERE op <> 12) AS staged
+  FROM pg_ls_tmpdir() WHERE name LIKE 'pgsql_tmp' || pg_backend_pid() || '.%';
+SAVEPOINT s1;
+DO $$ BEGIN FOR g IN 20001..35000 LOOP BEGIN
+  INSERT INTO s VALUES (g, repeat('b', 600));
+EXCEPTION WHEN raise_exception THEN NULL; END; END LOOP; END $$;
+UPDATE s SET v = 'changed in s1, rolled back' WHERE id = 1;
+ROLLBACK TO s1;
+RELEASE s1;
+DO $$ BEGIN FOR g IN 1..20000 LOOP BEGIN
+  UPDATE s SET v = repeat('c', 600) WHERE id = g AND g % 3 = 0;
+  IF g % 11 = 0 THEN RAISE EXCEPTION 'undo %', g; END IF;
+EXCEPTION WHEN raise_exception THEN NULL; END; END LOOP; END $$;
+UPDATE s SET v = repeat('d', 1000) WHERE id % 2 = 0;
+SELECT count(*) > 0 AS staged_early FROM syncline_internal.pending WHERE op <> 12;
+UPDATE s SET v = 'last' WHERE id IN (2, 3, 4);
+DELETE FROM s WHERE id % 5 = 0;
+COMMIT;
+SELECT syncline.flush() > 0 AS published;
+SELECT count(*) AS replica_rows,
+       (SELECT count(*) FROM s) AS table_rows,
+       NOT EXISTS (SELECT * FROM s_replica() EXCEPT SELECT * FROM s) AS same_rows,
+       NOT EXISTS (SELECT * FROM s EXCEPT SELECT * FROM s_replica()) AS no_row_missing
+  FROM s_replica();
+SELECT id, left(v, 4) AS v FROM s_replica() WHERE id <= 7 ORDER BY id;
+
 SELECT syncline.drop_bucket('all_s');
 DROP TABLE s;
 DROP FUNCTION s_replica();
