@@ -227,7 +227,7 @@ void SpillBuffer() {
     spill_bytes = 0;
   }
   if (BufFileSeek(spill, 0, static_cast<off_t>(spill_bytes), SEEK_SET) != 0)
-    ereport(ERROR, (errcode_for_file_access(), errmsg("could not seek in Syncline's spill file")));
+    Fail("could not seek in Syncline's spill file");
   static std::string record;  // static: a Postgres error below must not skip a destructor
   size_t mark = 0;
   while (mark < marks.size() && marks[mark].pos < spilled_upto) mark++;
@@ -253,9 +253,7 @@ void SpillBuffer() {
 // buffer's. Postgres calls: use in PgGuard.
 void StageBuffer() {
   if (spill != nullptr && spill_bytes > 0) {
-    if (BufFileSeek(spill, 0, 0, SEEK_SET) != 0)
-      ereport(ERROR,
-              (errcode_for_file_access(), errmsg("could not seek in Syncline's spill file")));
+    if (BufFileSeek(spill, 0, 0, SEEK_SET) != 0) Fail("could not seek in Syncline's spill file");
     static std::string record;
     static std::vector<RowOp> batch;
     batch.clear();
