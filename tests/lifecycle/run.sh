@@ -45,6 +45,17 @@ result() {  # NAME OK(0/1) [DETAIL]
 expect_eq() {  # WHAT GOT WANT
   if [ "$2" != "$3" ]; then echo "  $1: got '$2', want '$3'"; return 1; fi
 }
+# poll WANT QUERY [TRIES]: runs QUERY in database syncline every 0.1 s until it
+# prints WANT (at most TRIES times, 100 by default); prints the last value.
+poll() {
+  local want=$1 query=$2 tries=${3:-100} got=""
+  for _ in $(seq 1 "$tries"); do
+    got=$(value -d syncline -c "$query")
+    [ "$got" = "$want" ] && break
+    sleep 0.1
+  done
+  echo "$got"
+}
 
 restore_round_trip() {
   local src=lc_src dst=lc_dst
@@ -206,18 +217,10 @@ SQL
   done
   # ... while commits still become visible.
   psql_q -d "$db" -c "INSERT INTO lc_maint_err VALUES (2, 'during failures')" >/dev/null || return 1
-  for _ in $(seq 1 100); do
-    visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_maint_err[]', 0) WHERE object_id = '2'")
-    [ "$visible" = 1 ] && break
-    sleep 0.1
-  done
+  visible=$(poll 1 "SELECT count(*) FROM syncline.bucket_data('lc_maint_err[]', 0) WHERE object_id = '2'")
   # The cause goes away: the same process compacts the bucket on its own.
   psql_q -d "$db" -c "ALTER TABLE syncline_internal.ops DROP CONSTRAINT lc_no_move" >/dev/null || return 1
-  for _ in $(seq 1 200); do
-    compacted=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_maint_err[]', 0) WHERE op = 'PUT' AND object_id = '1'")
-    [ "$compacted" = 1 ] && break
-    sleep 0.1
-  done
+  compacted=$(poll 1 "SELECT count(*) FROM syncline.bucket_data('lc_maint_err[]', 0) WHERE op = 'PUT' AND object_id = '1'" 200)
   psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
   if [ -f "$log" ]; then
     expect_eq "the server log reports the retries" "$reported" yes || return 1
@@ -265,17 +268,10 @@ SQL
   # middle of the bucket, becomes a MOVE; rows 11-12's, right after the CLEAR,
   # join the leading run, which becomes one CLEAR again.
   psql_q -d "$db" -c "UPDATE lc_compact SET v = 3 WHERE id IN (11, 12, 50)" >/dev/null || return 1
-  for _ in $(seq 1 100); do
-    [ "$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)")" = 54 ] && break
-    sleep 0.1
-  done
+  poll 54 "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)" >/dev/null
   before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
   want="CLEAR:1,MOVE:1,PUT:40,REMOVE:10"
-  for _ in $(seq 1 100); do
-    ops=$(value -d "$db" -c "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
-    [ "$ops" = "$want" ] && break
-    sleep 0.1
-  done
+  ops=$(poll "$want" "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
   psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
   after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
   expect_eq "ops after the next, incremental compaction" "$ops" "$want" || return 1
@@ -302,34 +298,19 @@ SELECT pg_advisory_xact_lock(1398361669, hashtext('lc_maint_big[]'));
 SELECT pg_sleep(60);
 SQL
   holder=$!
-  for _ in $(seq 1 100); do
-    [ "$(value -d "$db" -c "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'lc_maint_holder' AND l.locktype = 'advisory' AND l.granted")" = 1 ] && break
-    sleep 0.1
-  done
+  poll 1 "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'lc_maint_holder' AND l.locktype = 'advisory' AND l.granted" >/dev/null
   psql_q -d "$db" -c "ALTER SYSTEM SET syncline.compact_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null || return 1
-  for _ in $(seq 1 100); do
-    waiting=$(value -d "$db" -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline maintenance' AND wait_event_type = 'Lock' AND wait_event = 'advisory'")
-    [ "$waiting" = 1 ] && break
-    sleep 0.1
-  done
+  waiting=$(poll 1 "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'syncline maintenance' AND wait_event_type = 'Lock' AND wait_event = 'advisory'")
   psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
   expect_eq "maintenance worker waiting for the compaction lock" "$waiting" 1 || { kill "$holder"; return 1; }
   # A commit meanwhile reaches the op log.
   psql_q -d "$db" -c "INSERT INTO lc_maint_live VALUES (1, 'during maintenance')" >/dev/null || return 1
-  for _ in $(seq 1 100); do
-    visible=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_maint_live[]', 0)")
-    [ "$visible" = 1 ] && break
-    sleep 0.1
-  done
+  visible=$(poll 1 "SELECT count(*) FROM syncline.bucket_data('lc_maint_live[]', 0)")
   expect_eq "ops published while maintenance waits" "$visible" 1 || { kill "$holder"; return 1; }
   # Let the round go on: it compacts the bucket it waited for.
   value -d "$db" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'lc_maint_holder'" >/dev/null
   wait "$holder" 2>/dev/null
-  for _ in $(seq 1 100); do
-    compacted=$(value -d "$db" -c "SELECT compacted_op_id = last_op_id FROM syncline_internal.bucket_state WHERE bucket = 'lc_maint_big[]'")
-    [ "$compacted" = t ] && break
-    sleep 0.1
-  done
+  compacted=$(poll t "SELECT compacted_op_id = last_op_id FROM syncline_internal.bucket_state WHERE bucket = 'lc_maint_big[]'")
   expect_eq "bucket compacted once the lock was released" "$compacted" t || return 1
   psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_maint_big')" -c "SELECT syncline.drop_bucket('lc_maint_live')" \
     -c "DROP TABLE lc_maint_big, lc_maint_live" >/dev/null
