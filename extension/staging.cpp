@@ -280,10 +280,10 @@ void StageBuffer() {
   }
   WriteOps(
       buffer.begin(), buffer.end(), [](const RowOp &op) -> const RowOp & { return op; }, nullptr);
+  staged_upto = spilled_upto = OpsMade();
   buffer.clear();
   buffer_bytes = 0;
   spill_bytes = 0;
-  staged_upto = spilled_upto = OpsMade();
   for (SubxactMark &m : marks)
     if (m.pos >= staged_upto) m.spill_offset = 0;
 }
