@@ -19,6 +19,12 @@
 #                           (held here on the bucket's compaction lock), the
 #                           flusher still publishes other commits: maintenance
 #                           runs in a process of its own.
+#   compaction_beside_writes
+#                           pgbench writers churn a bucket while the flusher and
+#                           the maintenance worker (a round a second) run side
+#                           by side; a client syncing all along, and one from
+#                           scratch at the end, see every checksum match and
+#                           end equal to the table.
 #   worker_sizes_staging    the worker's vacuum of staging keeps a small table's
 #                           emptied pages for the next commits and truncates a
 #                           table grown past 256 blocks by a backlog.
@@ -317,6 +323,54 @@ SQL
   return 0
 }
 
+compaction_beside_writes() {
+  local db=syncline mismatches=0 m rounds=0 moves diff
+  fresh_synced_table lc_churn || return 1
+  psql_q -d "$db" -f tests/lifecycle/client.sql >/dev/null || return 1
+  psql_q -d "$db" -c "TRUNCATE client.objects, client.buckets" >/dev/null || return 1
+  cat >"$OUT/churn_upsert.sql" <<'SQL'
+\set id random(1, 300)
+\set r random(1, 1000)
+INSERT INTO lc_churn VALUES (:id, 'v' || :r) ON CONFLICT (id) DO UPDATE SET v = excluded.v;
+SQL
+  cat >"$OUT/churn_delete.sql" <<'SQL'
+\set id random(1, 300)
+DELETE FROM lc_churn WHERE id = :id;
+SQL
+  psql_q -d "$db" -c "ALTER SYSTEM SET syncline.compact_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null || return 1
+  "$PGBIN/pgbench" -n -c 4 -j 2 -T 8 -f "$OUT/churn_upsert.sql@8" -f "$OUT/churn_delete.sql@2" "$db" \
+    >"$OUT/churn_pgbench.log" 2>&1 &
+  local bench=$!
+  # A client that keeps syncing while ops are written, flushed and compacted.
+  while kill -0 "$bench" 2>/dev/null; do
+    m=$(value -d "$db" -c "SELECT count(*) FROM client.sync('{\"sub\": \"lc\"}')") || { kill "$bench"; return 1; }
+    mismatches=$((mismatches + m))
+    rounds=$((rounds + 1))
+    sleep 0.2
+  done
+  wait "$bench" || { tail -n 5 "$OUT/churn_pgbench.log"; return 1; }
+  psql_q -d "$db" -c "SELECT syncline.flush()" >/dev/null
+  # A round after the last write.
+  poll t "SELECT compacted_op_id = last_op_id FROM syncline_internal.bucket_state WHERE bucket = 'lc_churn[]'" 100 >/dev/null
+  psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
+  moves=$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_churn[]', 0, NULL, 1000000) WHERE op IN ('MOVE', 'CLEAR')")
+  echo "  $rounds syncs while writing; $moves MOVE/CLEAR ops left by compaction"
+  expect_eq "checksum mismatches while writing" "$mismatches" 0 || return 1
+  [ "$moves" -gt 0 ] || { echo "  compaction did not run"; return 1; }
+  local equal="SELECT count(*) FROM lc_churn t FULL JOIN (SELECT * FROM client.objects WHERE bucket = 'lc_churn[]') o
+                ON o.object_id = t.id::text
+               WHERE t.id IS NULL OR o.object_id IS NULL OR (o.data::jsonb ->> 'v') IS DISTINCT FROM t.v"
+  expect_eq "mismatches at the end" "$(value -d "$db" -c "SELECT count(*) FROM client.sync('{\"sub\": \"lc\"}')")" 0 || return 1
+  expect_eq "rows differing from the table" "$(value -d "$db" -c "$equal")" 0 || return 1
+  # A client from scratch reads what compaction left.
+  psql_q -d "$db" -c "TRUNCATE client.objects, client.buckets" >/dev/null
+  expect_eq "mismatches from scratch" "$(value -d "$db" -c "SELECT count(*) FROM client.sync('{\"sub\": \"lc\"}')")" 0 || return 1
+  expect_eq "rows differing from the table, from scratch" "$(value -d "$db" -c "$equal")" 0 || return 1
+  psql_q -d "$db" -c "SELECT syncline.drop_bucket('lc_churn')" -c "DROP TABLE lc_churn" \
+    -c "DROP SCHEMA client CASCADE" >/dev/null
+  return 0
+}
+
 # Stages ROWS single-row transactions (ids from FIRST) while this session
 # holds the flush lock (so they pile up), lets the flusher publish them and
 # waits for its vacuum of staging; prints the blocks of staging before and after.
@@ -376,7 +430,7 @@ worker_sizes_staging() {
 }
 
 for test in restore_round_trip worker_survives_errors maintenance_survives_errors worker_compacts \
-  flushes_go_on_during_maintenance worker_sizes_staging; do
+  flushes_go_on_during_maintenance compaction_beside_writes worker_sizes_staging; do
   if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
     detail=$("$test" 2>&1)
     rc=$?
