@@ -351,8 +351,11 @@ void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact, S
   buffer.clear();
   buffer_bytes = 0;
   if (pos >= staged_upto) {
+    // Set when op `pos` was spilled (SpillBuffer gives every mark at or past the spilled
+    // range's start its offset).
+    Assert(mark.spill_offset >= 0);
     spilled_upto = pos;
-    spill_bytes = mark.spill_offset >= 0 ? mark.spill_offset : 0;
+    spill_bytes = mark.spill_offset;
   } else {
     staged_upto = spilled_upto = pos;
     spill_bytes = 0;

@@ -988,12 +988,7 @@ void TestSlowReaderIsPausedThenResumes(ClientContext &ctx, Db &db) {
       "generate_series(1, 30000) g");
   db.Flush();
   Client c(&ctx, g_settings.host, g_settings.port);
-  c.Connect();
-  EXPECT(c.WaitEstablished(), "");
-  c.SetReading(false);
-  std::string t = Token("u_bigsync");
-  c.SendHello(&t);
-  c.SendSync(false);
+  EXPECT(c.StartSyncNotReading(Token("u_bigsync")), "");
   ctx.Pump(3);
   double queued = Metric("syncline_send_queue_bytes");
   double ops_sent = Metric("syncline_ops_sent_total");
@@ -1022,12 +1017,7 @@ void TestSyncEndingBehindARoundCatchesUp(ClientContext &ctx, Db &db) {
   Client other(&ctx, g_settings.host, g_settings.port);
   EXPECT(other.ConnectAndSync(Token("u_lagother")), ErrorsOf(other));
   Client c(&ctx, g_settings.host, g_settings.port);
-  c.Connect();
-  EXPECT(c.WaitEstablished(), "");
-  c.SetReading(false);
-  std::string t = Token("u_lagjob");
-  c.SendHello(&t);
-  c.SendSync(false);
+  EXPECT(c.StartSyncNotReading(Token("u_lagjob")), "");
   ctx.Pump(1.5);  // its checkpoint is taken; its pages wait for it to read
   EXPECT(c.completes == 0, "the sync was not held: " + ErrorsOf(c));
   // One transaction, so the round that publishes it visits `other` and changes c's bucket.

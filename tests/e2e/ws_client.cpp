@@ -241,6 +241,15 @@ bool Client::ConnectAndSync(const std::string &token, double timeout) {
   return WaitComplete(before, timeout);
 }
 
+bool Client::StartSyncNotReading(const std::string &token) {
+  Connect();
+  if (!WaitEstablished(5)) return false;
+  SetReading(false);
+  SendHello(&token, 1, client_id);
+  SendSync(false);
+  return true;
+}
+
 void Client::SetReading(bool on) {
   if (wsi_ && !closed) lws_rx_flow_control(wsi_, on ? 1 : 0);
 }

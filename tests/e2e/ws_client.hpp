@@ -86,6 +86,9 @@ class Client {
   bool WaitComplete(uint64_t previous, double timeout = 10);
   // Connect + Hello + Sync + wait for the first CheckpointComplete.
   bool ConnectAndSync(const std::string &token, double timeout = 20);
+  // Connect, stop reading, then Hello + Sync (nothing known): the sync's pages wait behind
+  // its checkpoint until SetReading(true). False when the connection was not established.
+  bool StartSyncNotReading(const std::string &token);
 
   // Stops (0) or resumes (1) reading from the socket.
   void SetReading(bool on);
