@@ -429,8 +429,12 @@ worker_sizes_staging() {
   return 0
 }
 
+# compaction_beside_writes runs last: run before worker_sizes_staging, that test's vacuum
+# left staging untruncated in 2 of ~10 runs (462 blocks: its pages not emptied), most likely
+# because the churn's aftermath (autovacuum of the tables it wrote) held back the vacuum
+# horizon; not confirmed. In this order: 6 of 6 passed.
 for test in restore_round_trip worker_survives_errors maintenance_survives_errors worker_compacts \
-  flushes_go_on_during_maintenance compaction_beside_writes worker_sizes_staging; do
+  flushes_go_on_during_maintenance worker_sizes_staging compaction_beside_writes; do
   if [ -z "${1:-}" ] || [[ "$test" == *"$1"* ]]; then
     detail=$("$test" 2>&1)
     rc=$?
