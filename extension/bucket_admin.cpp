@@ -625,6 +625,7 @@ SYNCLINE_FUNCTION(syncline_attach_trigger) {
     // rebuilt buckets start with a CLEAR, so clients that synced against the
     // original drop what they hold and converge without a checksum failure.
     identity = syncline::DatabaseIdentity();
+    bool resolves = syncline::ResolvesWriteCheckpoints();
     syncline::AsEngine([&] {
       syncline::Exec(
           "UPDATE syncline_internal.state SET last_op_id = last_op_id + $1, origin = $2 "
@@ -632,6 +633,19 @@ SYNCLINE_FUNCTION(syncline_attach_trigger) {
           {INT8OID, TEXTOID},
           {Int64GetDatum(syncline::kRestoreOpIdGap), CStringGetTextDatum(identity.c_str())},
           SPI_OK_UPDATE);
+      if (SPI_processed > 0 && resolves) {
+        // The restored records and the last flush's snapshot name transaction
+        // ids of the original database (of another cluster, maybe): every
+        // batch not yet known published gets this transaction's, and is
+        // published by the first flush that sees it committed. Their staged
+        // markers were not dumped; the rebuild republishes their rows.
+        syncline::Exec("UPDATE syncline_internal.state SET flushed_snapshot = NULL", {}, {},
+                       SPI_OK_UPDATE);
+        syncline::Exec(
+            "UPDATE syncline_internal.client_batches SET txid = pg_catalog.pg_current_xact_id() "
+            " WHERE write_checkpoint IS NULL",
+            {}, {}, SPI_OK_UPDATE);
+      }
     });
     syncline::ScheduleInitialCopies(relid, true);
     SPI_finish();

@@ -17,6 +17,7 @@ extern "C" {
 #include "datum_json.hpp"
 #include "json_text.hpp"
 #include "rule_cache.hpp"
+#include "flush.hpp"
 #include "spi_util.hpp"
 
 namespace syncline {
@@ -168,11 +169,19 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
               ",\"last_op_id\":" + std::to_string(bucket_last) + "}";
     }
     json += "]";
-    // checkpoint(claims, client_id): the write checkpoint of that client (if
-    // it belongs to the claims' subject) as recorded in this same snapshot,
-    // so it never names an op id past last_op_id.
+    // checkpoint(claims, client_id): the write checkpoint of that client's
+    // newest published batch (if the client belongs to the claims' subject)
+    // in this same snapshot, so it never names an op id past last_op_id.
     if (PG_NARGS() > 1 && !PG_ARGISNULL(1)) {
       static const char *kWriteCheckpointSql =
+          "SELECT n.w FROM (SELECT syncline_internal.published_write_checkpoint("
+          "                          b.write_checkpoint, b.txid) AS w "
+          "                   FROM syncline_internal.client_batches b "
+          "                  WHERE b.client_id = $1 AND b.subject IN ($2, '') "
+          "                  ORDER BY b.seq DESC) n "
+          " WHERE n.w IS NOT NULL LIMIT 1";
+      // 0.2's SQL (until ALTER EXTENSION syncline UPDATE): stamped records only.
+      static const char *kStampedWriteCheckpointSql =
           "SELECT b.write_checkpoint FROM syncline_internal.client_batches b "
           " WHERE b.client_id = $1 AND b.write_checkpoint IS NOT NULL "
           "   AND b.subject IN ($2, '') "
@@ -192,7 +201,9 @@ SYNCLINE_FUNCTION(syncline_checkpoint) {
       int64 write_checkpoint = 0;
       if (subject != nullptr && *subject != '\0') {
         Datum wc_args[2] = {PG_GETARG_DATUM(1), CStringGetTextDatum(subject)};
-        rc = SPI_execute_with_args(kWriteCheckpointSql, 2, wc_types, wc_args, nullptr, true, 1);
+        rc = SPI_execute_with_args(
+            syncline::ResolvesWriteCheckpoints() ? kWriteCheckpointSql : kStampedWriteCheckpointSql,
+            2, wc_types, wc_args, nullptr, true, 1);
         if (rc != SPI_OK_SELECT) syncline::Fail("reading the write checkpoint failed");
         if (SPI_processed == 1)
           write_checkpoint = DatumGetInt64(

@@ -68,8 +68,11 @@ std::string TextOf(Datum value) { return std::string(VarlenaBytes(value)); }
 // (bench/instructions.sh). Nothing else deletes or updates staged rows while
 // the flush lock is held (drop_bucket rewrites chunks under it), so a
 // concurrent change is an error, as it would be for the statement.
+//
+// *taken_in gets the snapshot the rows were taken in, as a pg_snapshot: every
+// transaction it sees as committed has had its staged rows taken by now.
 void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<StagedOp> &ops,
-                StagedMarkers &markers) {
+                StagedMarkers &markers, Datum *taken_in) {
   auto live = [&](const std::string &bucket) {
     return definitions.count(bucket.substr(0, bucket.find('['))) > 0;
   };
@@ -84,6 +87,11 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     if (RelationGetDescr(rel)->natts != 8)
       Fail("syncline_internal.pending has an unexpected shape");
     snapshot = RegisterSnapshot(GetLatestSnapshot());
+    // pg_current_snapshot() of exactly this snapshot (it reads the active one
+    // and takes no argument; Postgres 15 has no zero-argument direct call).
+    PushActiveSnapshot(snapshot);
+    *taken_in = DirectFunctionCall1(pg_current_snapshot, (Datum)0);
+    PopActiveSnapshot();
     scan = table_beginscan(rel, snapshot, 0, nullptr);
   });
   enum { kSeq, kKind, kBucket, kObjectType, kObjectId, kData, kChecksum, kChunk };
@@ -529,6 +537,10 @@ void AppendWrites(std::string &payload, const std::vector<PublishedWrite> &write
 
 }  // namespace
 
+bool ResolvesWriteCheckpoints() {
+  return get_attnum(InternalRelid("state"), "flushed_snapshot") != InvalidAttrNumber;
+}
+
 // Unlike a row lock it writes nothing, so a flush that finds nothing commits
 // without a WAL flush.
 void TakeFlushLock() {
@@ -584,7 +596,8 @@ FlushResult FlushStep(int64 copy_blocks) {
   // last op id: op ids therefore grow in the order ops became visible.
   std::vector<StagedOp> staged;
   StagedMarkers markers;
-  TakeStaged(definitions, staged, markers);
+  Datum taken_in = 0;
+  TakeStaged(definitions, staged, markers, &taken_in);
   if (resetting) AddRebuildClears(staged);
   std::vector<StagedOp *> order;
   order.reserve(staged.size());
@@ -607,42 +620,61 @@ FlushResult FlushStep(int64 copy_blocks) {
   }
   last_op_id += result.ops;
 
-  if (result.ops > 0) {
-    // The first op ever published creates the counter, recording which
-    // database it belongs to (a restore into another one is told apart).
+  // 0.3 on: the state row records this flush's snapshot, and a client
+  // batch's write checkpoint is resolved from it when asked (see
+  // syncline_internal.published_write_checkpoint). 0.2's SQL has no column
+  // for it: each published batch's record is stamped, one primary-key update
+  // each (a join would get its generic plan while client_batches is still
+  // small, a hash join over a sequential scan, and keep it as the table
+  // grows). The stamping was ~40% of the flusher's time under gateway write
+  // load.
+  bool resolves = false;
+  PgGuard([&] { resolves = ResolvesWriteCheckpoints(); });
+  if (result.ops > 0 || (resolves && !markers.writes.empty())) {
+    // The first op or client batch ever published creates the counter,
+    // recording which database it belongs to (a restore into another one is
+    // told apart).
     static std::string identity = CurrentDatabaseIdentity();
-    Oid advance_types[2] = {INT8OID, TEXTOID};
-    Datum advance_args[2] = {Int64GetDatum(last_op_id), TextDatumOf(identity)};
+    Oid advance_types[3] = {INT8OID, TEXTOID, PG_SNAPSHOTOID};
+    Datum advance_args[3] = {Int64GetDatum(last_op_id), TextDatumOf(identity), taken_in};
     // An UPDATE, not an upsert: ON CONFLICT DO UPDATE WAL-logs a row lock
     // before the update, in every flush.
     static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
-    rc = ExecPrepared(kAdvanceSql, 1, advance_types, advance_args);
+    static const char *kAdvanceRecordingSql =
+        "UPDATE syncline_internal.state SET last_op_id = $1, flushed_snapshot = $2";
+    if (resolves) {
+      Oid types[2] = {INT8OID, PG_SNAPSHOTOID};
+      Datum args[2] = {advance_args[0], taken_in};
+      rc = ExecPrepared(kAdvanceRecordingSql, 2, types, args);
+    } else {
+      rc = ExecPrepared(kAdvanceSql, 1, advance_types, advance_args);
+    }
     if (rc != SPI_OK_UPDATE) Fail("updating syncline state failed");
     if (SPI_processed == 0) {
       static const char *kCreateSql =
           "INSERT INTO syncline_internal.state (singleton, last_op_id, origin) "
           "VALUES (true, $1, $2)";
-      rc = ExecPrepared(kCreateSql, 2, advance_types, advance_args);
+      static const char *kCreateRecordingSql =
+          "INSERT INTO syncline_internal.state (singleton, last_op_id, origin, flushed_snapshot) "
+          "VALUES (true, $1, $2, $3)";
+      rc = resolves ? ExecPrepared(kCreateRecordingSql, 3, advance_types, advance_args)
+                    : ExecPrepared(kCreateSql, 2, advance_types, advance_args);
       if (rc != SPI_OK_INSERT) Fail("creating syncline state failed");
     }
   }
-  // Client batches published by this flush: their write checkpoint is now.
-  // One primary-key update each: a join would get its generic plan while
-  // client_batches is still small (a hash join over a sequential scan) and
-  // keep it as the table grows. (A join planned per call was tried: under
-  // gateway write load the stamping stayed ~40% of the flusher's time, since
-  // each row's index descent and heap update are the cost, not the statement.)
   std::vector<PublishedWrite> published;
   for (const auto &w : markers.writes) published.push_back({w.second.first, w.second.second});
-  static const char *kStampSql =
-      "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
-      " WHERE client_id = $1 AND seq = $2";
-  Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
-  for (const PublishedWrite &w : published) {
-    Datum stamp_args[3] = {TextDatumOf(w.client_id), Int64GetDatum(w.seq),
-                           Int64GetDatum(last_op_id)};
-    rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
-    if (rc != SPI_OK_UPDATE) Fail("recording write checkpoints failed");
+  if (!resolves) {
+    static const char *kStampSql =
+        "UPDATE syncline_internal.client_batches SET write_checkpoint = $3 "
+        " WHERE client_id = $1 AND seq = $2";
+    Oid stamp_types[3] = {TEXTOID, INT8OID, INT8OID};
+    for (const PublishedWrite &w : published) {
+      Datum stamp_args[3] = {TextDatumOf(w.client_id), Int64GetDatum(w.seq),
+                             Int64GetDatum(last_op_id)};
+      rc = ExecPrepared(kStampSql, 3, stamp_types, stamp_args);
+      if (rc != SPI_OK_UPDATE) Fail("recording write checkpoints failed");
+    }
   }
 
   // Definitions whose parameter queries read a table that changed.

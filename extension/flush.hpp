@@ -35,6 +35,12 @@ void NoteClientWriteCommitted();
 // True when the background worker serves the current database.
 bool FlusherAttached();
 
+// True when the installed SQL (0.3 on) resolves a client batch's write
+// checkpoint from syncline_internal.state.flushed_snapshot, which each flush
+// records, rather than from the op id a flusher stamps on its record (0.2,
+// until ALTER EXTENSION syncline UPDATE). Postgres calls: inside PgGuard.
+bool ResolvesWriteCheckpoints();
+
 // "<system identifier>:<database oid>", recorded with the op id counter so a
 // restored counter can be told from the original.
 std::string CurrentDatabaseIdentity();

@@ -31,6 +31,7 @@ extern "C" {
 #include <unordered_map>
 #include <vector>
 
+#include "flush.hpp"
 #include "rule_cache.hpp"
 #include "spi_util.hpp"
 #include "staging.hpp"
@@ -589,10 +590,15 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
       if (!owner.empty() && owner != subject) return;
       if (seq > *last_seq) return;
       // A retry: its recorded outcome.
-      syncline::Exec(
-          "SELECT outcome::text, write_checkpoint FROM syncline_internal.client_batches "
-          "WHERE client_id = $1 AND seq = $2",
-          {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
+      syncline::Exec(syncline::ResolvesWriteCheckpoints()
+                         ? "SELECT outcome::text, syncline_internal.published_write_checkpoint("
+                           "         write_checkpoint, txid) "
+                           "  FROM syncline_internal.client_batches "
+                           " WHERE client_id = $1 AND seq = $2"
+                         : "SELECT outcome::text, write_checkpoint "
+                           "  FROM syncline_internal.client_batches "
+                           " WHERE client_id = $1 AND seq = $2",
+                     {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
       if (SPI_processed == 0) return;
       previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
       Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
@@ -746,7 +752,8 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
           {TEXTOID, INT8OID, TEXTOID, JSONBOID},
           {id, Int64GetDatum(seq), CStringGetTextDatum(subject.c_str()), outcome_jsonb});
     });
-    // The flusher records the first op id that includes this batch.
+    // The flush that takes this marker publishes the batch (its record's txid,
+    // a column default, tells readers which flush: published_write_checkpoint).
     char seq_text[32];
     snprintf(seq_text, sizeof seq_text, "%lld", static_cast<long long>(seq));
     syncline::StageMarker(syncline::kStagedWriteMarker, client_id.c_str(), seq_text);

@@ -1,6 +1,7 @@
--- ALTER EXTENSION syncline UPDATE from 0.1 gives exactly what a fresh 0.2
--- install has, and carries a 0.1 database's rules, triggers and write
--- bookkeeping over into 0.2's form.
+-- ALTER EXTENSION syncline UPDATE from 0.1 through 0.2 to 0.3 gives exactly
+-- what a fresh 0.3 install has, and carries a 0.1 database's rules, triggers
+-- and write bookkeeping over into 0.2's form, then 0.3's. In between, this
+-- build's library serves the 0.2 SQL (as it does until a database is updated).
 CREATE FUNCTION pg_temp.extension_shape() RETURNS TABLE (kind text, name text, detail text)
 LANGUAGE sql AS $$
   SELECT 'member', pg_describe_object(d.classid, d.objid, 0), NULL
@@ -78,11 +79,6 @@ VALUES ('phone-1', 1, '{"status": "applied", "seq": 1, "ops": 1}', 2);
 
 ALTER EXTENSION syncline UPDATE TO '0.2';
 SELECT extversion FROM pg_extension WHERE extname = 'syncline';
--- Exactly a fresh install's objects, columns, grants, owners and bodies.
-SELECT 'only after a fresh install' AS "where", * FROM (TABLE fresh EXCEPT SELECT * FROM pg_temp.extension_shape()) f
-UNION ALL
-SELECT 'only after the upgrade', * FROM (SELECT * FROM pg_temp.extension_shape() EXCEPT TABLE fresh) u
-ORDER BY 1, 2, 3;
 
 -- The rule, resolved under the search_path it was declared with, now stored
 -- schema-qualified; the triggers in 0.2's form.
@@ -103,6 +99,38 @@ SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1',
   '{"seq": 2, "ops": [{"op": "PUT", "type": "todos", "id": 5, "data": {"list_id": "L1", "title": "jam"}}]}') ->> 'status' AS status;
 SELECT syncline.apply_writes('{"sub": "bob"}', 'phone-1',
   '{"seq": 3, "ops": [{"op": "PUT", "type": "todos", "id": 6, "data": {"list_id": "L2", "title": "x"}}]}') ->> 'code' AS bob_code;
+-- Under 0.2's SQL the flusher stamps each published batch on its record.
+SELECT syncline.flush() > 0 AS published;
+SELECT seq, write_checkpoint, (SELECT last_op_id FROM syncline_internal.state) AS head
+  FROM syncline_internal.client_batches WHERE client_id = 'phone-1' ORDER BY seq;
+-- A batch applied but not yet published when the database is updated.
+SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1',
+  '{"seq": 3, "ops": [{"op": "PUT", "type": "todos", "id": 7, "data": {"list_id": "L1", "title": "tea"}}]}') ->> 'status' AS status;
+SELECT syncline.write_checkpoint('phone-1') AS newest_stamped;
+
+ALTER EXTENSION syncline UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'syncline';
+-- Exactly a fresh install's objects, columns, grants, owners and bodies.
+SELECT 'only after a fresh install' AS "where", * FROM (TABLE fresh EXCEPT SELECT * FROM pg_temp.extension_shape()) f
+UNION ALL
+SELECT 'only after the upgrade', * FROM (SELECT * FROM pg_temp.extension_shape() EXCEPT TABLE fresh) u
+ORDER BY 1, 2, 3;
+
+-- The stamped batch keeps its op id; the one still staged has none until the
+-- flush that publishes it, and then resolves to the op log's head (no stamp).
+SELECT syncline.write_checkpoint('phone-1', 2) = syncline.write_checkpoint('phone-1') AS newest_is_stamped,
+       syncline.write_checkpoint('phone-1', 2) IS NOT NULL AS stamped_kept;
+SELECT write_checkpoint IS NULL AS unstamped,
+       syncline_internal.published_write_checkpoint(write_checkpoint, txid) AS before_flush
+  FROM syncline_internal.client_batches WHERE client_id = 'phone-1' AND seq = 3;
+SELECT syncline.flush() > 0 AS published;
+SELECT write_checkpoint IS NULL AS unstamped,
+       syncline_internal.published_write_checkpoint(write_checkpoint, txid)
+         = (SELECT last_op_id FROM syncline_internal.state) AS at_head,
+       syncline.write_checkpoint('phone-1') = (SELECT last_op_id FROM syncline_internal.state) AS newest
+  FROM syncline_internal.client_batches WHERE client_id = 'phone-1' AND seq = 3;
+SELECT (syncline.checkpoint('{"sub": "alice"}', 'phone-1') ->> 'write_checkpoint')::bigint
+         = (SELECT last_op_id FROM syncline_internal.state) AS checkpoint_carries_it;
 
 SELECT syncline.drop_bucket('by_list');
 DROP SCHEMA app CASCADE;

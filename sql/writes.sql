@@ -121,7 +121,8 @@ SELECT syncline.apply_writes('{"sub": "bob"}', 'tablet-7', '{"seq": 2, "ops": []
 RESET ROLE;
 DROP ROLE writes_nobody;
 
-SELECT client_id, seq, outcome ->> 'status' AS status, write_checkpoint IS NOT NULL AS has_checkpoint
+SELECT client_id, seq, outcome ->> 'status' AS status,
+       syncline_internal.published_write_checkpoint(write_checkpoint, txid) IS NOT NULL AS has_checkpoint
   FROM syncline_internal.client_batches ORDER BY client_id, seq;
 SELECT syncline.flush() >= 0 AS flushed;
 
@@ -138,17 +139,21 @@ SELECT syncline.apply_writes(e -> 'c', e ->> 'i', e -> 'b') AS outcome
     {"c": {"sub": "bob"}, "i": "group-1", "b": {"seq": 1, "ops": [{"op": "PUT", "type": "sets", "id": 107, "data": {"user_id": "bob", "reps": 7}}]}}
   ]$$::jsonb) WITH ORDINALITY AS t(e, n) ORDER BY n;
 SELECT id, reps FROM sets WHERE id > 100 ORDER BY id;
--- One flush publishes them all: every recorded batch gets its write checkpoint ...
+-- One flush publishes them all: every recorded batch has a write checkpoint, the op log's
+-- head, and the flush wrote nothing per batch (no record is stamped) ...
 SELECT syncline.flush() > 0 AS flushed;
 SELECT client_id, seq, outcome ->> 'status' AS status,
-       write_checkpoint = (SELECT max(write_checkpoint) FROM syncline_internal.client_batches) AS stamped
+       syncline_internal.published_write_checkpoint(write_checkpoint, txid)
+         = (SELECT last_op_id FROM syncline_internal.state) AS at_head,
+       write_checkpoint IS NULL AS unstamped
   FROM syncline_internal.client_batches WHERE client_id LIKE 'group-%' ORDER BY client_id, seq;
 -- ... and so do the next ones.
 SELECT syncline.apply_writes('{"sub": "bob"}', 'pair-' || i, jsonb_build_object('seq', 1, 'ops',
          jsonb_build_array(jsonb_build_object('op', 'DELETE', 'type', 'sets', 'id', 100 + i)))) ->> 'status' AS status
   FROM generate_series(1, 2) i;
 SELECT syncline.flush() > 0 AS flushed;
-SELECT client_id, write_checkpoint = (SELECT max(write_checkpoint) FROM syncline_internal.client_batches) AS stamped
+SELECT client_id, syncline_internal.published_write_checkpoint(write_checkpoint, txid)
+         = (SELECT last_op_id FROM syncline_internal.state) AS at_head
   FROM syncline_internal.client_batches WHERE client_id LIKE 'pair-%' ORDER BY client_id;
 -- An op the caller could not pass on (the gateway's stand-in for a value jsonb cannot hold,
 -- such as U+0000) refuses its batch, recorded under the seq: the client's next seq goes on.

@@ -88,6 +88,8 @@ SELECT syncline.apply_writes('{"sub": "alice"}', 'phone-1',
   '{"seq": 1, "ops": [{"op": "PUT", "type": "todos", "id": 1000, "data": {"list_id": "L1", "title": "from the phone"}}]}');
 SELECT syncline.flush();
 SQL
+  # A batch applied but not yet published when the dump is taken.
+  psql_q -d "$src" >/dev/null -c "SELECT syncline.apply_writes('{\"sub\": \"alice\"}', 'phone-1', '{\"seq\": 2, \"ops\": [{\"op\": \"PUT\", \"type\": \"todos\", \"id\": 1001, \"data\": {\"list_id\": \"L1\", \"title\": \"unpublished at the dump\"}}]}')" || return 1
   psql_q -d "$src" -f tests/lifecycle/client.sql >/dev/null || return 1
   local mismatches
   mismatches=$(value -d "$src" -c "SELECT count(*) FROM client.sync('{\"sub\": \"alice\"}')") || return 1
@@ -157,6 +159,20 @@ SQL
   expect_eq "the write after the restore in alice's replica" "$found" 1 || return 1
   duplicate=$(value -d "$dst" -c "SELECT syncline.apply_writes('{\"sub\": \"alice\"}', 'phone-1', '{\"seq\": 1, \"ops\": [{\"op\": \"PUT\", \"type\": \"todos\", \"id\": 1000, \"data\": {\"list_id\": \"L1\", \"title\": \"again\"}}]}') ->> 'duplicate'") || return 1
   expect_eq "retried batch after the restore" "$duplicate" true || return 1
+  # The batch unpublished at the dump: its record named a transaction of the
+  # original database (of another cluster, maybe), so the restore gave it its
+  # own; flushed since, it resolves to the op log's head, and its row is in the
+  # rebuilt op log.
+  local src_txid dst_txid resolved
+  src_txid=$(value -d "$src" -c "SELECT txid FROM syncline_internal.client_batches WHERE client_id = 'phone-1' AND seq = 2") || return 1
+  dst_txid=$(value -d "$dst" -c "SELECT txid FROM syncline_internal.client_batches WHERE client_id = 'phone-1' AND seq = 2") || return 1
+  if [ -z "$dst_txid" ] || [ "$dst_txid" = "$src_txid" ]; then
+    echo "  the restored batch kept the original's transaction id $src_txid"; return 1
+  fi
+  resolved=$(value -d "$dst" -c "SELECT syncline_internal.published_write_checkpoint(write_checkpoint, txid) = (SELECT last_op_id FROM syncline_internal.state) FROM syncline_internal.client_batches WHERE client_id = 'phone-1' AND seq = 2") || return 1
+  expect_eq "the restored batch's write checkpoint is the head" "$resolved" t || return 1
+  found=$(value -d "$dst" -c "SELECT count(*) FROM client.objects WHERE object_id = '1001'") || return 1
+  expect_eq "the restored batch's row in alice's replica" "$found" 1 || return 1
   dropdb "$src"; dropdb "$dst"
   return 0
 }
