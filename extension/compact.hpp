@@ -13,8 +13,12 @@ namespace syncline {
 // checksums are unchanged. Returns ops turned into MOVE plus runs cleared.
 // `incremental`: only objects with ops since the bucket's last compaction are
 // looked at (the worker); otherwise every op (syncline.compact()).
+// `window` > 0 (incremental only): only the next `window` ops after the last
+// compaction are looked at, and *more says whether ops are left beyond them:
+// the caller compacts a backlog in bounded transactions, each holding back
+// the vacuum horizon (staging's dead rows) for a bounded time.
 // Postgres calls: use inside PgGuard with SPI connected.
-int64 CompactBucket(const char *bucket, bool incremental);
+int64 CompactBucket(const char *bucket, bool incremental, int64 window = 0, bool *more = nullptr);
 
 // Up to `limit` bucket instances with ops their last compaction did not see,
 // most such ops first. Use inside PgGuard with SPI connected.

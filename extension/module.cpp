@@ -18,6 +18,7 @@ namespace syncline {
 
 int max_buckets_per_user = 10000;
 int compact_interval_s = 60;
+int compact_window_ops = 250000;
 int client_batch_retention_s = 7 * 24 * 3600;
 
 Oid EngineRole() {
@@ -89,6 +90,13 @@ void _PG_init(void) {
         "Each round compacts a bounded number of buckets that received ops since their last "
         "compaction, and prunes old client batch records; 0 turns it off.",
         &syncline::compact_interval_s, 60, 0, 86400, PGC_SIGHUP, GUC_UNIT_S, nullptr, nullptr,
+        nullptr);
+    DefineCustomIntVariable(
+        "syncline.compact_window", "Ops of a bucket the worker compacts in one transaction.",
+        "A bucket's ops since its last compaction (a bulk load, a first compaction) are "
+        "compacted this many at a time, each a transaction of its own, so none holds back "
+        "vacuum for long.",
+        &syncline::compact_window_ops, 250000, 100, INT_MAX, PGC_SIGHUP, 0, nullptr, nullptr,
         nullptr);
     DefineCustomIntVariable(
         "syncline.client_batch_retention", "How long the outcome of a client write batch is kept.",

@@ -42,6 +42,7 @@ namespace syncline {
 char *worker_database = nullptr;
 int flush_delay_ms = 10;
 extern int compact_interval_s;
+extern int compact_window_ops;
 extern int client_batch_retention_s;
 
 namespace {
@@ -184,20 +185,26 @@ void MaintenanceRound() {
   }
   PopActiveSnapshot();
   CommitTransactionCommand();
+  // A bucket's backlog is compacted syncline.compact_window ops at a time,
+  // each window a transaction of its own: one statement over a bucket of
+  // millions of new ops held back the vacuum horizon for its whole run (12 s
+  // for 2M ops here), and staging's dead rows, which every flush reads, with it.
   for (const std::string &bucket : buckets) {
-    CHECK_FOR_INTERRUPTS();
-    SetCurrentStatementStartTimestamp();
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
-    RunRaisingErrors([&] {
-      PgGuard([&] {
-        if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
-        (void)CompactBucket(bucket.c_str(), /*incremental=*/true);
-        SPI_finish();
+    for (bool more = true; more;) {
+      CHECK_FOR_INTERRUPTS();
+      SetCurrentStatementStartTimestamp();
+      StartTransactionCommand();
+      PushActiveSnapshot(GetTransactionSnapshot());
+      RunRaisingErrors([&] {
+        PgGuard([&] {
+          if (SPI_connect() != SPI_OK_CONNECT) Fail("SPI_connect failed");
+          (void)CompactBucket(bucket.c_str(), /*incremental=*/true, compact_window_ops, &more);
+          SPI_finish();
+        });
       });
-    });
-    PopActiveSnapshot();
-    CommitTransactionCommand();
+      PopActiveSnapshot();
+      CommitTransactionCommand();
+    }
   }
   pgstat_report_stat(false);
   pgstat_report_activity(STATE_IDLE, nullptr);
