@@ -6,11 +6,12 @@
 #
 #   bench/run.sh                 every part
 #   bench/run.sh write oplog     only those parts (write, cost, oplog, checkpoint, paging, writes,
-#                                instructions, maintenance)
+#                                instructions, maintenance, backlog)
 # Knobs: BENCH_SECONDS (pgbench run length, 10), BENCH_REPEAT (alternating
 #        plain / PL/pgSQL-trigger / synced runs per figure, 3), BENCH_CLIENTS (8),
 #        OPLOG_ROWS (1000000), OPLOG_BATCH (10000), CHECKPOINT_BUCKETS (1000), CHECKPOINT_CALLS (200),
 #        COST_WRITES (20000), SUBXACT_ROWS (50000), SUBXACT_MEM_ROWS (1000000), MAINT_ROWS (1000000),
+#        BACKLOG_ROWS (1000000),
 #        PAGING_OPS (1000000), PAGING_PAGE (10000); the writes part (gateway vs direct
 #        write path, bench/write_bench.sh): WRITE_CLIENTS, WRITE_SECONDS, WRITE_REPEAT, WRITE_POOL.
 set -euo pipefail
@@ -33,9 +34,10 @@ COST_WRITES=${COST_WRITES:-20000}
 SUBXACT_ROWS=${SUBXACT_ROWS:-50000}
 SUBXACT_MEM_ROWS=${SUBXACT_MEM_ROWS:-1000000}
 MAINT_ROWS=${MAINT_ROWS:-1000000}
+BACKLOG_ROWS=${BACKLOG_ROWS:-1000000}
 
 parts=("$@")
-[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes instructions maintenance)
+[ ${#parts[@]} -eq 0 ] && parts=(write cost oplog checkpoint paging writes instructions maintenance backlog)
 
 HARNESS=$OUT/syncline_bench
 g++ -std=c++17 -O2 -Wall -Wextra -I"$(pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)" \
@@ -476,6 +478,71 @@ PY
   } >"$OUT/maintenance.md"
 }
 
+# The maintenance worker compacting a backlog (every row of a BACKLOG_ROWS-row
+# bucket updated once) while pgbench writers insert into another bucket: in
+# one transaction (syncline.compact_window past the backlog) and in windows of
+# the default size, alternated twice. Per run: the longest compaction
+# transaction, staging's largest size (its dead rows wait for the oldest
+# snapshot, and every flush reads them) and the writers' tps while it ran.
+part_backlog() {
+  echo "== backlog: compacting $BACKLOG_ROWS updated rows beside pgbench writers"
+  start_cluster
+  sql "ALTER SYSTEM SET syncline.compact_interval = 0" && sql "SELECT pg_reload_conf()" >/dev/null
+  sql "CREATE TABLE big_t (id bigint PRIMARY KEY, v text)"
+  sql "CREATE TABLE live_t (id bigserial PRIMARY KEY, owner int, v text)"
+  sql "SELECT syncline.create_bucket('big', NULL, ARRAY['SELECT * FROM big_t'])" >/dev/null
+  sql "SELECT syncline.create_bucket('live', 'SELECT 1 AS owner', ARRAY['SELECT * FROM live_t WHERE owner = bucket.owner'])" >/dev/null
+  sql "INSERT INTO big_t SELECT g, 'x' FROM generate_series(1, $BACKLOG_ROWS) g"
+  drain
+  sql "SELECT syncline.compact()" >/dev/null
+  echo "INSERT INTO live_t (owner, v) VALUES (1, 'x');" >"$OUT/backlog_insert.sql"
+  local rows=() label window run
+  for run in 1 2; do
+    for label in one windows; do
+      window=2147483647
+      [ "$label" = windows ] && window=250000
+      sql "UPDATE big_t SET v = '$label$run'"
+      drain
+      sql "VACUUM syncline_internal.ops" && sql "VACUUM syncline_internal.pending"
+      sql "ALTER SYSTEM SET syncline.compact_window = $window" && sql "SELECT pg_reload_conf()" >/dev/null
+      "$PGBIN/pgbench" -n -c 4 -j 2 -T 40 -P 1 -f "$OUT/backlog_insert.sql" syncline \
+        >"$OUT/backlog_pgbench.log" 2>&1 &
+      local pb=$! t started="" ended="" longest=0 blocks=0 b x left
+      for t in $(seq 1 80); do  # every 0.5 s; compaction on from 5 s
+        sleep 0.5
+        if [ "$t" = 10 ]; then
+          sql "ALTER SYSTEM SET syncline.compact_interval = '1s'" && sql "SELECT pg_reload_conf()" >/dev/null
+        fi
+        b=$(sql "SELECT pg_relation_size('syncline_internal.pending') / 8192")
+        x=$(sql "SELECT coalesce(max(extract(epoch FROM now() - xact_start)), 0)::numeric(6,1) FROM pg_stat_activity WHERE backend_type = 'syncline maintenance' AND state = 'active'")
+        left=$(sql "SELECT last_op_id > compacted_op_id FROM syncline_internal.bucket_state WHERE bucket = 'big[]'")
+        [ "$b" -gt "$blocks" ] && blocks=$b
+        awk -v a="$x" -v b="$longest" 'BEGIN { exit !(a > b) }' && longest=$x
+        [ "$t" -ge 10 ] && [ -z "$started" ] && started=$((t / 2))
+        [ -n "$started" ] && [ -z "$ended" ] && [ "$left" = f ] && ended=$(((t + 1) / 2))
+      done
+      wait $pb
+      sql "ALTER SYSTEM SET syncline.compact_interval = 0" && sql "SELECT pg_reload_conf()" >/dev/null
+      # pgbench -P 1: "progress: N.0 s, TPS tps, ..." for each second N.
+      local during before
+      during=$(awk -v s="$started" -v e="${ended:-40}" '/^progress/ { n = $2 + 0; if (n > s && n <= e) { t += $4; c++ } } END { printf "%.0f", c ? t / c : 0 }' "$OUT/backlog_pgbench.log")
+      before=$(awk -v s="$started" '/^progress/ { n = $2 + 0; if (n <= s) { t += $4; c++ } } END { printf "%.0f", c ? t / c : 0 }' "$OUT/backlog_pgbench.log")
+      echo "$label (window $window): compaction ${started}-${ended:-?} s, longest transaction ${longest} s, staging up to $blocks blocks, writers $before tps before / $during tps during"
+      rows+=("| $label, run $run | $((${ended:-40} - started)) s | $longest s | $blocks | $before / $during |")
+    done
+  done
+  {
+    echo "### Compacting a backlog beside writers"
+    echo
+    echo "Every row of a $BACKLOG_ROWS-row bucket updated once, compacted by the maintenance worker while pgbench (-c 4) inserts into another bucket; \`one\`: one transaction (syncline.compact_window past the backlog), \`windows\`: the default 250,000 ops per transaction."
+    echo
+    echo "| run | compaction took (0.5 s samples) | longest compaction transaction | staging's largest size (blocks) | writers' tps before / during |"
+    echo "|---|---:|---:|---:|---:|"
+    printf '%s\n' "${rows[@]}"
+  } >"$OUT/backlog.md"
+  cat "$OUT/backlog.md"
+}
+
 # Instructions per synced row under callgrind (exact between runs; its own
 # single-user data directory).
 part_instructions() {
@@ -484,8 +551,8 @@ part_instructions() {
 
 for part in "${parts[@]}"; do
   case "$part" in
-    write|cost|oplog|checkpoint|paging|writes|instructions|maintenance) "part_$part"; stop_cluster ;;
-    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes, instructions, maintenance)" >&2; exit 2 ;;
+    write|cost|oplog|checkpoint|paging|writes|instructions|maintenance|backlog) "part_$part"; stop_cluster ;;
+    *) echo "unknown part $part (write, cost, oplog, checkpoint, paging, writes, instructions, maintenance, backlog)" >&2; exit 2 ;;
   esac
 done
 
@@ -494,7 +561,7 @@ done
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, PostgreSQL $(pg_config --version 2>/dev/null | awk '{print $2}'), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
   echo
-  for part in write cost oplog checkpoint paging writes instructions maintenance; do
+  for part in write cost oplog checkpoint paging writes instructions maintenance backlog; do
     [ -f "$OUT/$part.md" ] && { cat "$OUT/$part.md"; echo; }
   done
 } >"$OUT/results.md"
