@@ -2,7 +2,8 @@
 CREATE EXTENSION syncline;
 SELECT nspname FROM pg_namespace WHERE nspname LIKE 'syncline%' ORDER BY 1;
 SELECT p.oid::regprocedure AS function FROM pg_proc p
- WHERE p.pronamespace = 'syncline'::regnamespace ORDER BY p.proname;
+ WHERE p.pronamespace = 'syncline'::regnamespace
+ ORDER BY p.proname, pg_get_function_identity_arguments(p.oid) COLLATE "C";
 -- Every public function is documented.
 SELECT p.oid::regprocedure AS undocumented FROM pg_proc p
  WHERE p.pronamespace = 'syncline'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL;

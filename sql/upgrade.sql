@@ -1,7 +1,9 @@
 -- ALTER EXTENSION syncline UPDATE from 0.1 through 0.2 to 0.3 gives exactly
--- what a fresh 0.3 install has, and carries a 0.1 database's rules, triggers
--- and write bookkeeping over into 0.2's form, then 0.3's. In between, this
--- build's library serves the 0.2 SQL (as it does until a database is updated).
+-- what a fresh install has (which, as in contrib modules, runs 0.2's script
+-- and then the 0.2 -> 0.3 update), and carries a 0.1 database's rules,
+-- triggers and write bookkeeping over into 0.2's form, then 0.3's. In
+-- between, this build's library serves the 0.2 SQL (as it does until a
+-- database is updated).
 CREATE FUNCTION pg_temp.extension_shape() RETURNS TABLE (kind text, name text, detail text)
 LANGUAGE sql AS $$
   SELECT 'member', pg_describe_object(d.classid, d.objid, 0), NULL
