@@ -59,6 +59,47 @@ struct StagedMarkers {
 
 std::string TextOf(Datum value) { return std::string(VarlenaBytes(value)); }
 
+// A snapshot leaves its own transaction out of its running list, so a
+// reader would see this transaction as committed before the flush. It is
+// not: syncline.flush() called in a transaction that applied a client batch
+// publishes none of the ops it keeps until its commit, so its batches must
+// wait for a later flush. `snapshot` (a pg_snapshot) with this transaction's
+// id, when it has one below xmax, added to the running ones. Postgres calls
+// inside: call it outside PgGuard (its strings must not be longjmp'd over).
+Datum WithOwnTransactionRunning(Datum snapshot) {
+  FullTransactionId own = GetTopFullTransactionIdIfAny();
+  if (!FullTransactionIdIsValid(own)) return snapshot;
+  const char *out_text = nullptr;
+  PgGuard([&] { out_text = DatumGetCString(DirectFunctionCall1(pg_snapshot_out, snapshot)); });
+  std::string text = out_text;
+  // "xmin:xmax:xip,xip,..." (the list may be empty), ids ascending.
+  size_t first = text.find(':'), second = text.find(':', first + 1);
+  if (first == std::string::npos || second == std::string::npos)
+    Fail("unexpected pg_snapshot \"%s\"", text.c_str());
+  uint64 xmin = strtoull(text.c_str(), nullptr, 10);
+  uint64 xmax = strtoull(text.c_str() + first + 1, nullptr, 10);
+  uint64 id = U64FromFullTransactionId(own);
+  if (id < xmin || id >= xmax)
+    return snapshot;  // already not visible in it (or, below xmin, impossible)
+  std::vector<uint64> running;
+  for (size_t at = second + 1; at < text.size();) {
+    size_t comma = text.find(',', at);
+    if (comma == std::string::npos) comma = text.size();
+    running.push_back(strtoull(text.c_str() + at, nullptr, 10));
+    at = comma + 1;
+  }
+  if (std::binary_search(running.begin(), running.end(), id)) return snapshot;
+  running.insert(std::upper_bound(running.begin(), running.end(), id), id);
+  std::string out = std::to_string(xmin) + ":" + std::to_string(xmax) + ":";
+  for (size_t i = 0; i < running.size(); i++) {
+    if (i > 0) out.push_back(',');
+    out += std::to_string(running[i]);
+  }
+  Datum with_own = 0;
+  PgGuard([&] { with_own = DirectFunctionCall1(pg_snapshot_in, CStringGetDatum(out.c_str())); });
+  return with_own;
+}
+
 // Takes (deletes) every staged row visible now and returns the ops of live
 // bucket definitions in them, chunk rows expanded, and the markers. Ops
 // staged for a bucket dropped meanwhile are discarded.
@@ -94,6 +135,7 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     PopActiveSnapshot();
     scan = table_beginscan(rel, snapshot, 0, nullptr);
   });
+  *taken_in = WithOwnTransactionRunning(*taken_in);
   enum { kSeq, kKind, kBucket, kObjectType, kObjectId, kData, kChecksum, kChunk };
   Datum values[8];
   bool nulls[8];

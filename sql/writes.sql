@@ -155,6 +155,20 @@ SELECT syncline.flush() > 0 AS flushed;
 SELECT client_id, syncline_internal.published_write_checkpoint(write_checkpoint, txid)
          = (SELECT last_op_id FROM syncline_internal.state) AS at_head
   FROM syncline_internal.client_batches WHERE client_id LIKE 'pair-%' ORDER BY client_id;
+-- A flush in the transaction that applied a batch publishes none of its ops (they are
+-- staged at its commit): the batch is not published by it, only by the next flush, and its
+-- write checkpoint then covers its op.
+BEGIN;
+SELECT syncline.apply_writes('{"sub": "bob"}', 'same-xact', '{"seq": 1, "ops": [
+  {"op": "PUT", "type": "sets", "id": 301, "data": {"user_id": "bob", "reps": 3}}]}') ->> 'status' AS status;
+SELECT syncline.flush() >= 0 AS flushed;
+COMMIT;
+SELECT syncline_internal.published_write_checkpoint(write_checkpoint, txid) IS NULL AS not_yet
+  FROM syncline_internal.client_batches WHERE client_id = 'same-xact';
+SELECT syncline.flush() > 0 AS flushed;
+SELECT syncline_internal.published_write_checkpoint(b.write_checkpoint, b.txid)
+         >= (SELECT max(o.op_id) FROM syncline_internal.ops o WHERE o.object_id = '301') AS covers_its_op
+  FROM syncline_internal.client_batches b WHERE b.client_id = 'same-xact';
 -- An op the caller could not pass on (the gateway's stand-in for a value jsonb cannot hold,
 -- such as U+0000) refuses its batch, recorded under the seq: the client's next seq goes on.
 SELECT syncline.apply_writes('{"sub": "bob"}', 'refused-1', '{"seq": 1, "ops": [
