@@ -7,7 +7,6 @@
 extern "C" {
 #include "datatype/timestamp.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
 #include "utils/timestamp.h"
 }
 
@@ -37,72 +36,66 @@ int64 FetchCount() {
 int64 CompactBucket(const char *bucket, bool incremental, int64 window, bool *more) {
   int64 changed = 0;
   if (more != nullptr) *more = false;
+  // Never a nested loop: a bucket that grew since the op log was last analyzed
+  // (or one never analyzed, after a bulk load) is estimated at a few hundred
+  // ops, and a nested loop over a million of them probes the bucket once per
+  // object (it ran for 13 minutes on 1M ops here before it was cancelled). A
+  // hash join costs one pass whatever the estimates.
   AsEngine([&] {
-    // Never a nested loop: a bucket that grew since the op log was last
-    // analyzed (or one never analyzed, after a bulk load) is estimated at a
-    // few hundred ops, and a nested loop over a million of them probes the
-    // bucket once per object (it ran for 13 minutes on 1M ops here before it
-    // was cancelled). A hash join costs one pass whatever the estimates.
-    // Undone below, or by the transaction's abort.
-    int nest_level = NewGUCNestLevel();
-    (void)set_config_option("enable_nestloop", "off", PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE,
-                            true, 0, false);
-    Oid types[3] = {TEXTOID, INT8OID, INT8OID};
-    Datum args[3] = {CStringGetTextDatum(bucket), Int64GetDatum(0), Int64GetDatum(0)};
-    static const char *kLockSql =
-        "SELECT pg_catalog.pg_advisory_xact_lock(1398361669, pg_catalog.hashtext($1))";
-    static_assert(kCompactLockKey == 1398361669, "keep the SQL in step");
-    ExecPrepared(kLockSql, 1, types, args);
+    WithSetting("enable_nestloop", "off", [&] {
+      Oid types[3] = {TEXTOID, INT8OID, INT8OID};
+      Datum args[3] = {CStringGetTextDatum(bucket), Int64GetDatum(0), Int64GetDatum(0)};
+      static const char *kLockSql =
+          "SELECT pg_catalog.pg_advisory_xact_lock(1398361669, pg_catalog.hashtext($1))";
+      static_assert(kCompactLockKey == 1398361669, "keep the SQL in step");
+      ExecPrepared(kLockSql, 1, types, args);
 
-    // What this compaction covers: every op up to the bucket's last op id as
-    // read now (the statements below see at least those). An incremental
-    // compaction looks only at objects with an op since the last one: any op
-    // superseded since then is superseded by one of those.
-    static const char *kStateSql =
-        "SELECT last_op_id, compacted_op_id FROM syncline_internal.bucket_state "
-        " WHERE bucket = $1";
-    ExecPrepared(kStateSql, 1, types, args);
-    if (SPI_processed == 0) {
-      AtEOXact_GUC(true, nest_level);
-      return;
-    }
-    bool isnull;
-    int64 upto =
-        DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-    int64 compacted =
-        DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-    if (!incremental) compacted = 0;
-    // A backlog (a bulk load or update, a first compaction) is looked at a
-    // window at a time: the statements below read the bucket's ops up to the
-    // window's end, so each window costs at most one pass over them.
-    if (incremental && window > 0 && upto - compacted > window) {
-      // Op ids are global, so a window is a count of this bucket's ops: its
-      // end is the id of the window-th op after the last compaction.
-      Datum window_args[3] = {args[0], Int64GetDatum(compacted), Int64GetDatum(window - 1)};
-      static const char *kWindowEndSql =
-          "SELECT op_id FROM syncline_internal.ops "
-          " WHERE bucket = $1 AND op_id > $2 ORDER BY op_id OFFSET $3 LIMIT 1";
-      ExecPrepared(kWindowEndSql, 3, types, window_args);
-      if (SPI_processed == 1) {
-        int64 end =
-            DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-        if (end < upto) {
-          upto = end;
-          if (more != nullptr) *more = true;
+      // What this compaction covers: every op up to the bucket's last op id as
+      // read now (the statements below see at least those). An incremental
+      // compaction looks only at objects with an op since the last one: any op
+      // superseded since then is superseded by one of those.
+      static const char *kStateSql =
+          "SELECT last_op_id, compacted_op_id FROM syncline_internal.bucket_state "
+          " WHERE bucket = $1";
+      ExecPrepared(kStateSql, 1, types, args);
+      if (SPI_processed == 0) return;
+      bool isnull;
+      int64 upto =
+          DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+      int64 compacted =
+          DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+      if (!incremental) compacted = 0;
+      // A backlog (a bulk load or update, a first compaction) is looked at a
+      // window at a time: the statements below read the bucket's ops up to the
+      // window's end, so each window costs at most one pass over them.
+      if (incremental && window > 0 && upto - compacted > window) {
+        // Op ids are global, so a window is a count of this bucket's ops: its
+        // end is the id of the window-th op after the last compaction.
+        Datum window_args[3] = {args[0], Int64GetDatum(compacted), Int64GetDatum(window - 1)};
+        static const char *kWindowEndSql =
+            "SELECT op_id FROM syncline_internal.ops "
+            " WHERE bucket = $1 AND op_id > $2 ORDER BY op_id OFFSET $3 LIMIT 1";
+        ExecPrepared(kWindowEndSql, 3, types, window_args);
+        if (SPI_processed == 1) {
+          int64 end = DatumGetInt64(
+              SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+          if (end < upto) {
+            upto = end;
+            if (more != nullptr) *more = true;
+          }
         }
       }
-    }
-    args[1] = Int64GetDatum(compacted);
-    args[2] = Int64GetDatum(upto);
+      args[1] = Int64GetDatum(compacted);
+      args[2] = Int64GetDatum(upto);
 
-    // A PUT or REMOVE followed by a later op on the same object carries
-    // nothing a client needs: keep its place and checksum, drop its data.
-    // The objects with an op in ($2, $3], each with its newest op id there,
-    // are hash-joined with one pass over the bucket's PUTs and REMOVEs up to
-    // $3 (no sort of the whole bucket: a 1M-op bucket with 1,000 changed rows
-    // took 1,071 ms for the window over every op, 104 ms this way). An op
-    // superseded by one past $3 is moved by the window that holds that one.
-    static const char *kMoveSql = R"sql(
+      // A PUT or REMOVE followed by a later op on the same object carries
+      // nothing a client needs: keep its place and checksum, drop its data.
+      // The objects with an op in ($2, $3], each with its newest op id there,
+      // are hash-joined with one pass over the bucket's PUTs and REMOVEs up to
+      // $3 (no sort of the whole bucket: a 1M-op bucket with 1,000 changed rows
+      // took 1,071 ms for the window over every op, 104 ms this way). An op
+      // superseded by one past $3 is moved by the window that holds that one.
+      static const char *kMoveSql = R"sql(
       WITH touched AS (
         SELECT o.object_type, o.object_id, max(o.op_id) AS newest
           FROM syncline_internal.ops o
@@ -116,15 +109,15 @@ int64 CompactBucket(const char *bucket, bool incremental, int64 window, bool *mo
            AND o.op_id < t.newest
         RETURNING 1)
       SELECT count(*) FROM moved)sql";
-    ExecPrepared(kMoveSql, 3, types, args);
-    changed += FetchCount();
+      ExecPrepared(kMoveSql, 3, types, args);
+      changed += FetchCount();
 
-    // The leading run of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the run's
-    // last op id carrying the run's checksum. A reader part-way through the
-    // run meets the CLEAR next, which empties the bucket (nothing in the run
-    // was live) and sets its running checksum to the run's: still right.
-    // (The run's end is a scalar bound, so only the run is read.)
-    static const char *kClearSql = R"sql(
+      // The leading run of REMOVE/MOVE/CLEAR ops becomes one CLEAR at the run's
+      // last op id carrying the run's checksum. A reader part-way through the
+      // run meets the CLEAR next, which empties the bucket (nothing in the run
+      // was live) and sets its running checksum to the run's: still right.
+      // (The run's end is a scalar bound, so only the run is read.)
+      static const char *kClearSql = R"sql(
       WITH run AS (
         SELECT max(o.op_id) AS last_op, sum(o.checksum) % 4294967296 AS checksum,
                count(*) AS n
@@ -149,18 +142,18 @@ int64 CompactBucket(const char *bucket, bool incremental, int64 window, bool *mo
           FROM run r WHERE s.bucket = $1
         RETURNING 1)
       SELECT count(*) FROM counted)sql";
-    ExecPrepared(kClearSql, 1, types, args);
-    changed += FetchCount();
+      ExecPrepared(kClearSql, 1, types, args);
+      changed += FetchCount();
 
-    // Everything up to `upto` has been looked at (not the last op id as of
-    // this statement: a flush may have added ops the statements above did
-    // not see, and an incremental compaction would then never look at them).
-    args[1] = Int64GetDatum(upto);
-    static const char *kDoneSql =
-        "UPDATE syncline_internal.bucket_state SET compacted_op_id = $2 "
-        " WHERE bucket = $1 AND compacted_op_id < $2";
-    ExecPrepared(kDoneSql, 2, types, args);
-    AtEOXact_GUC(true, nest_level);
+      // Everything up to `upto` has been looked at (not the last op id as of
+      // this statement: a flush may have added ops the statements above did
+      // not see, and an incremental compaction would then never look at them).
+      args[1] = Int64GetDatum(upto);
+      static const char *kDoneSql =
+          "UPDATE syncline_internal.bucket_state SET compacted_op_id = $2 "
+          " WHERE bucket = $1 AND compacted_op_id < $2";
+      ExecPrepared(kDoneSql, 2, types, args);
+    });
   });
   return changed;
 }

@@ -59,47 +59,6 @@ struct StagedMarkers {
 
 std::string TextOf(Datum value) { return std::string(VarlenaBytes(value)); }
 
-// A snapshot leaves its own transaction out of its running list, so a
-// reader would see this transaction as committed before the flush. It is
-// not: syncline.flush() called in a transaction that applied a client batch
-// publishes none of the ops it keeps until its commit, so its batches must
-// wait for a later flush. `snapshot` (a pg_snapshot) with this transaction's
-// id, when it has one below xmax, added to the running ones. Postgres calls
-// inside: call it outside PgGuard (its strings must not be longjmp'd over).
-Datum WithOwnTransactionRunning(Datum snapshot) {
-  FullTransactionId own = GetTopFullTransactionIdIfAny();
-  if (!FullTransactionIdIsValid(own)) return snapshot;
-  const char *out_text = nullptr;
-  PgGuard([&] { out_text = DatumGetCString(DirectFunctionCall1(pg_snapshot_out, snapshot)); });
-  std::string text = out_text;
-  // "xmin:xmax:xip,xip,..." (the list may be empty), ids ascending.
-  size_t first = text.find(':'), second = text.find(':', first + 1);
-  if (first == std::string::npos || second == std::string::npos)
-    Fail("unexpected pg_snapshot \"%s\"", text.c_str());
-  uint64 xmin = strtoull(text.c_str(), nullptr, 10);
-  uint64 xmax = strtoull(text.c_str() + first + 1, nullptr, 10);
-  uint64 id = U64FromFullTransactionId(own);
-  if (id < xmin || id >= xmax)
-    return snapshot;  // already not visible in it (or, below xmin, impossible)
-  std::vector<uint64> running;
-  for (size_t at = second + 1; at < text.size();) {
-    size_t comma = text.find(',', at);
-    if (comma == std::string::npos) comma = text.size();
-    running.push_back(strtoull(text.c_str() + at, nullptr, 10));
-    at = comma + 1;
-  }
-  if (std::binary_search(running.begin(), running.end(), id)) return snapshot;
-  running.insert(std::upper_bound(running.begin(), running.end(), id), id);
-  std::string out = std::to_string(xmin) + ":" + std::to_string(xmax) + ":";
-  for (size_t i = 0; i < running.size(); i++) {
-    if (i > 0) out.push_back(',');
-    out += std::to_string(running[i]);
-  }
-  Datum with_own = 0;
-  PgGuard([&] { with_own = DirectFunctionCall1(pg_snapshot_in, CStringGetDatum(out.c_str())); });
-  return with_own;
-}
-
 // Takes (deletes) every staged row visible now and returns the ops of live
 // bucket definitions in them, chunk rows expanded, and the markers. Ops
 // staged for a bucket dropped meanwhile are discarded.
@@ -128,14 +87,28 @@ void TakeStaged(const std::unordered_set<std::string> &definitions, std::vector<
     if (RelationGetDescr(rel)->natts != 8)
       Fail("syncline_internal.pending has an unexpected shape");
     snapshot = RegisterSnapshot(GetLatestSnapshot());
-    // pg_current_snapshot() of exactly this snapshot (it reads the active one
-    // and takes no argument; Postgres 15 has no zero-argument direct call).
-    PushActiveSnapshot(snapshot);
+    // pg_current_snapshot() of this snapshot (it reads the active one and
+    // takes no argument; Postgres 15 has no zero-argument direct call), with
+    // this transaction among the running ones. A snapshot leaves its own
+    // transaction out, so readers would take it as committed before the
+    // flush; but syncline.flush() called in the transaction that applied a
+    // client batch publishes none of the ops it keeps until its commit, and
+    // its batches must wait for a later flush. (Only below xmax: a pg_snapshot
+    // lists no running id past it, and its own id there is not visible anyway.)
+    SnapshotData recorded = *snapshot;
+    recorded.copied = false;  // PushActiveSnapshot copies it, xip included
+    TransactionId own = GetTopTransactionIdIfAny();
+    if (TransactionIdIsValid(own) && TransactionIdPrecedes(own, snapshot->xmax)) {
+      recorded.xip =
+          static_cast<TransactionId *>(palloc((snapshot->xcnt + 1) * sizeof(TransactionId)));
+      memcpy(recorded.xip, snapshot->xip, snapshot->xcnt * sizeof(TransactionId));
+      recorded.xip[recorded.xcnt++] = own;
+    }
+    PushActiveSnapshot(&recorded);
     *taken_in = DirectFunctionCall1(pg_current_snapshot, (Datum)0);
     PopActiveSnapshot();
     scan = table_beginscan(rel, snapshot, 0, nullptr);
   });
-  *taken_in = WithOwnTransactionRunning(*taken_in);
   enum { kSeq, kKind, kBucket, kObjectType, kObjectId, kData, kChecksum, kChunk };
   Datum values[8];
   bool nulls[8];
@@ -677,20 +650,15 @@ FlushResult FlushStep(int64 copy_blocks) {
     // recording which database it belongs to (a restore into another one is
     // told apart).
     static std::string identity = CurrentDatabaseIdentity();
-    Oid advance_types[3] = {INT8OID, TEXTOID, PG_SNAPSHOTOID};
-    Datum advance_args[3] = {Int64GetDatum(last_op_id), TextDatumOf(identity), taken_in};
+    // Every statement takes all three; 0.2's leave the snapshot out.
+    Oid types[3] = {INT8OID, TEXTOID, PG_SNAPSHOTOID};
+    Datum args[3] = {Int64GetDatum(last_op_id), TextDatumOf(identity), taken_in};
     // An UPDATE, not an upsert: ON CONFLICT DO UPDATE WAL-logs a row lock
     // before the update, in every flush.
     static const char *kAdvanceSql = "UPDATE syncline_internal.state SET last_op_id = $1";
     static const char *kAdvanceRecordingSql =
-        "UPDATE syncline_internal.state SET last_op_id = $1, flushed_snapshot = $2";
-    if (resolves) {
-      Oid types[2] = {INT8OID, PG_SNAPSHOTOID};
-      Datum args[2] = {advance_args[0], taken_in};
-      rc = ExecPrepared(kAdvanceRecordingSql, 2, types, args);
-    } else {
-      rc = ExecPrepared(kAdvanceSql, 1, advance_types, advance_args);
-    }
+        "UPDATE syncline_internal.state SET last_op_id = $1, flushed_snapshot = $3";
+    rc = ExecPrepared(resolves ? kAdvanceRecordingSql : kAdvanceSql, 3, types, args);
     if (rc != SPI_OK_UPDATE) Fail("updating syncline state failed");
     if (SPI_processed == 0) {
       static const char *kCreateSql =
@@ -699,8 +667,7 @@ FlushResult FlushStep(int64 copy_blocks) {
       static const char *kCreateRecordingSql =
           "INSERT INTO syncline_internal.state (singleton, last_op_id, origin, flushed_snapshot) "
           "VALUES (true, $1, $2, $3)";
-      rc = resolves ? ExecPrepared(kCreateRecordingSql, 3, advance_types, advance_args)
-                    : ExecPrepared(kCreateSql, 2, advance_types, advance_args);
+      rc = ExecPrepared(resolves ? kCreateRecordingSql : kCreateSql, 3, types, args);
       if (rc != SPI_OK_INSERT) Fail("creating syncline state failed");
     }
   }

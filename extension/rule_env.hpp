@@ -61,17 +61,17 @@ void RunAs(Oid role, Fn &&fn) {
   if (cpp_error) std::rethrow_exception(cpp_error);
 }
 
-// Runs `fn` with search_path set to `path` (restored when it returns or
-// raises); errors come out of it as C++ exceptions, as from RunAs. Use
-// inside PgGuard.
+// Runs `fn` with the setting `name` at `value` (restored when it returns or
+// raises); errors come out of it as C++ exceptions, as from RunAs. Use inside
+// PgGuard.
 template <typename Fn>
-void WithSearchPath(const char *path, Fn &&fn) {
+void WithSetting(const char *name, const char *value, Fn &&fn) {
   int nest_level = NewGUCNestLevel();
   std::exception_ptr cpp_error;
   PG_TRY();
   {
-    (void)set_config_option("search_path", path, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true,
-                            0, false);
+    (void)set_config_option(name, value, PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0,
+                            false);
     try {
       PgGuard(fn);
     } catch (...) {
@@ -82,6 +82,12 @@ void WithSearchPath(const char *path, Fn &&fn) {
   { AtEOXact_GUC(true, nest_level); }
   PG_END_TRY();
   if (cpp_error) std::rethrow_exception(cpp_error);
+}
+
+// Runs `fn` with search_path set to `path` (see WithSetting).
+template <typename Fn>
+void WithSearchPath(const char *path, Fn &&fn) {
+  WithSetting("search_path", path, fn);
 }
 
 // Runs `fn` as the engine role: for statements on Syncline's internal tables.

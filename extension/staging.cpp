@@ -160,6 +160,11 @@ int64 spill_bytes = 0;
 
 int64 OpsMade() { return spilled_upto + static_cast<int64>(buffer.size()); }
 
+// What an op counts for against kBufferBytes.
+size_t BufferedBytes(const RowOp &op) {
+  return op.bucket.size() + op.object_id.size() + op.data.size();
+}
+
 // A transaction's single op is staged as a row of its own; two or more go
 // into chunk rows of at most kChunkOps ops / kChunkBytes bytes: one row, one
 // WAL record and later one delete for them all instead of one per op (a
@@ -342,8 +347,7 @@ void OnBufferSubtransactionEvent(SubXactEvent event, SubTransactionId subxact, S
   int64 pos = mark.pos;
   if (pos >= spilled_upto) {
     size_t keep = static_cast<size_t>(pos - spilled_upto);
-    for (size_t i = keep; i < buffer.size(); i++)
-      buffer_bytes -= buffer[i].bucket.size() + buffer[i].object_id.size() + buffer[i].data.size();
+    for (size_t i = keep; i < buffer.size(); i++) buffer_bytes -= BufferedBytes(buffer[i]);
     if (keep < buffer.size())
       buffer.erase(buffer.begin() + static_cast<std::ptrdiff_t>(keep), buffer.end());
     return;
@@ -401,7 +405,7 @@ void StageOps(std::vector<RowOp> &ops, bool initial_copy) {
     registered = true;
   }
   for (RowOp &op : ops) {
-    buffer_bytes += op.bucket.size() + op.object_id.size() + op.data.size();
+    buffer_bytes += BufferedBytes(op);
     buffer.push_back(std::move(op));
   }
   // A big transaction stages what it has early when every op not staged yet

@@ -3,9 +3,9 @@
 // of work): the flusher publishes staged ops within milliseconds of each
 // commit; the maintenance worker compacts the op log and prunes bookkeeping.
 // They are two processes because a maintenance round can take seconds (a
-// bucket's first compaction reads all of it: ~12 s for 2M ops; when the
-// flusher compacted, a 1.2M-op bucket held every flush up for 2.6 s), and no
-// flush may wait for it.
+// backlog of 1M updated rows: ~10 s, in windows of syncline.compact_window
+// ops; when the flusher compacted, a 1.2M-op bucket held every flush up for
+// 2.6 s), and no flush may wait for it.
 #include "flush.hpp"
 
 #include <algorithm>

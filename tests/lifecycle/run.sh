@@ -69,6 +69,11 @@ poll() {
   echo "$got"
 }
 
+# The query for BUCKET's ops by kind ("CLEAR:1,PUT:40,...") and for its
+# checksum and last op id ("<checksum>/<last op id>").
+ops_by_kind() { echo "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('$1[]', 0, NULL, 100000) GROUP BY op) x"; }
+checksum_last() { echo "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = '$1[]'"; }
+
 restore_round_trip() {
   local src=lc_src dst=lc_dst
   dropdb --if-exists "$src" 2>/dev/null; dropdb --if-exists "$dst" 2>/dev/null
@@ -273,20 +278,13 @@ UPDATE lc_compact SET v = 1;
 UPDATE lc_compact SET v = 2;
 DELETE FROM lc_compact WHERE id <= 10;
 SQL
-  for _ in $(seq 1 100); do
-    [ "$(value -d "$db" -c "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)")" = 160 ] && break
-    sleep 0.1
-  done
-  before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  poll 160 "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)" >/dev/null
+  before=$(value -d "$db" -c "$(checksum_last lc_compact)")
   # One maintenance round a second instead of a minute.
   psql_q -d "$db" -c "ALTER SYSTEM SET syncline.compact_interval = '1s'" -c "SELECT pg_reload_conf()" >/dev/null || return 1
   local ops="" want="CLEAR:1,PUT:40,REMOVE:10"
-  for _ in $(seq 1 100); do
-    ops=$(value -d "$db" -c "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
-    [ "$ops" = "$want" ] && break
-    sleep 0.1
-  done
-  after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  ops=$(poll "$want" "$(ops_by_kind lc_compact)")
+  after=$(value -d "$db" -c "$(checksum_last lc_compact)")
   # 50 inserts, 2 x 50 updates, 10 deletes: the first 110 ops are superseded
   # (MOVE) and, leading the bucket, become one CLEAR; the last PUT or REMOVE
   # of each row stays.
@@ -297,11 +295,11 @@ SQL
   # join the leading run, which becomes one CLEAR again.
   psql_q -d "$db" -c "UPDATE lc_compact SET v = 3 WHERE id IN (11, 12, 50)" >/dev/null || return 1
   poll 54 "SELECT count(*) FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000)" >/dev/null
-  before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  before=$(value -d "$db" -c "$(checksum_last lc_compact)")
   want="CLEAR:1,MOVE:1,PUT:40,REMOVE:10"
-  ops=$(poll "$want" "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_compact[]', 0, NULL, 100000) GROUP BY op) x")
+  ops=$(poll "$want" "$(ops_by_kind lc_compact)")
   psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" -c "SELECT pg_reload_conf()" >/dev/null
-  after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_compact[]'")
+  after=$(value -d "$db" -c "$(checksum_last lc_compact)")
   expect_eq "ops after the next, incremental compaction" "$ops" "$want" || return 1
   expect_eq "bucket checksum/last op (unchanged by it)" "$after" "$before" || return 1
   local moved
@@ -321,7 +319,7 @@ UPDATE lc_window SET v = 'v2';
 SELECT syncline.flush();
 SQL
   base=$(value -d "$db" -c "SELECT min(op_id) - 1 FROM syncline_internal.ops WHERE bucket = 'lc_window[]'") || return 1
-  before=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_window[]'")
+  before=$(value -d "$db" -c "$(checksum_last lc_window)")
   # 3,000 ops (inserts, first and second updates), compacted 500 at a time.
   # A MOVE of a first update (ops 1,001-2,000 of the bucket) is refused: the
   # fifth window, which supersedes them, fails; the four before it commit.
@@ -338,10 +336,10 @@ SQL
   still=$(value -d "$db" -c "SELECT compacted_op_id - $base FROM syncline_internal.bucket_state WHERE bucket = 'lc_window[]'")
   psql_q -d "$db" -c "ALTER TABLE syncline_internal.ops DROP CONSTRAINT lc_window_stop" >/dev/null || return 1
   local want="CLEAR:1,PUT:1000"
-  ops=$(poll "$want" "SELECT string_agg(op || ':' || n, ',' ORDER BY op) FROM (SELECT op, count(*) n FROM syncline.bucket_data('lc_window[]', 0, NULL, 100000) GROUP BY op) x" 200)
+  ops=$(poll "$want" "$(ops_by_kind lc_window)" 200)
   psql_q -d "$db" -c "ALTER SYSTEM RESET syncline.compact_interval" \
     -c "ALTER SYSTEM RESET syncline.compact_window" -c "SELECT pg_reload_conf()" >/dev/null
-  after=$(value -d "$db" -c "SELECT checksum || '/' || last_op_id FROM syncline.changes(0) WHERE bucket = 'lc_window[]'")
+  after=$(value -d "$db" -c "$(checksum_last lc_window)")
   expect_eq "ops compacted by the windows before the failing one" "$compacted" 2000 || return 1
   expect_eq "ops compacted after another round" "$still" 2000 || return 1
   # The inserts and first updates are superseded and lead the bucket: one CLEAR.
