@@ -1,15 +1,18 @@
 // Write-path load client for bench/write_bench.sh: N websocket clients, each its
 // own token subject and client id, upload single-op WriteBatches seq 1, 2, ...;
-// each waits for the WriteAck of a batch before sending the next. Runs for a
-// fixed duration after a warm-up and prints one line of key=value figures:
+// each keeps DEPTH batches sent and not yet acknowledged (1: waits for the
+// WriteAck of a batch before sending the next; more: a client uploading a
+// queue of offline writes). Runs for a fixed duration after a warm-up and
+// prints one line of key=value figures:
 //   batches per_s p50_ms p99_ms not_applied errors
-// Figures are printed, never asserted.
-//   write_bench CLIENTS SECONDS [WARMUP_SECONDS] [RUN_TAG]
+// Latency is from a batch's send to its WriteAck. Figures are printed, never asserted.
+//   write_bench CLIENTS SECONDS [WARMUP_SECONDS] [RUN_TAG] [DEPTH]
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -47,22 +50,24 @@ double Percentile(std::vector<double> v, double p) {
 struct Writer {
   std::unique_ptr<Client> client;
   std::string sub;
-  uint64_t seq = 0;    // last seq sent
-  size_t acked = 0;    // acks consumed
-  double sent_at = 0;  // when seq was sent
+  uint64_t seq = 0;            // last seq sent
+  uint64_t acked_seq = 0;      // last seq acknowledged
+  size_t acked = 0;            // acks consumed
+  std::deque<double> sent_at;  // when each unacknowledged seq was sent, oldest first
 };
 
 }  // namespace
 
 int main(int argc, char **argv) {
   if (argc < 3) {
-    fprintf(stderr, "usage: %s CLIENTS SECONDS [WARMUP_SECONDS] [RUN_TAG]\n", argv[0]);
+    fprintf(stderr, "usage: %s CLIENTS SECONDS [WARMUP_SECONDS] [RUN_TAG] [DEPTH]\n", argv[0]);
     return 2;
   }
   const int n = std::atoi(argv[1]);
   const double seconds = std::atof(argv[2]);
   const double warmup = argc > 3 ? std::atof(argv[3]) : 2;
   const std::string tag = argc > 4 ? argv[4] : std::to_string(getpid());
+  const int depth = std::max(1, argc > 5 ? std::atoi(argv[5]) : 1);
   const std::string host = Env("SYNCLINE_GW_HOST", "127.0.0.1");
   const int port = std::atoi(Env("SYNCLINE_GW_PORT", "8080").c_str());
   const std::string secret = Env("SYNCLINE_JWT_SECRET", "");
@@ -108,12 +113,13 @@ int main(int argc, char **argv) {
     std::string id = "g-" + tag + "-" + w.sub + "-" + std::to_string(w.seq);
     op->set_id(id);
     op->set_data(R"({"owner": ")" + w.sub + "\"" + payload);
-    w.sent_at = now;
+    w.sent_at.push_back(now);
     w.client->Send(m);
   };
 
   double start = NowSeconds();
-  for (auto &w : writers) send_next(w, start);
+  for (auto &w : writers)
+    for (int d = 0; d < depth; d++) send_next(w, start);
   const double measure_from = start + warmup, end = measure_from + seconds;
   uint64_t batches = 0, not_applied = 0;
   std::vector<double> latencies;
@@ -134,22 +140,27 @@ int main(int argc, char **argv) {
             failed = true;
             return true;
           }
-          if (c.acks.size() <= w.acked) continue;
-          const pb::WriteAck &a = c.acks[w.acked++];
-          if (now >= measure_from) {
-            batches++;
-            latencies.push_back((now - w.sent_at) * 1000);
-            if (a.status() != pb::WriteAck::APPLIED || a.seq() != w.seq) {
-              not_applied++;
-              if (first_problem.empty())
-                first_problem = w.sub + " seq " + std::to_string(a.seq()) + ": " +
-                                pb::WriteAck::Status_Name(a.status()) + " " + a.error_code() + " " +
-                                a.error_message();
+          while (w.acked < c.acks.size()) {
+            const pb::WriteAck &a = c.acks[w.acked++];
+            uint64_t expected = ++w.acked_seq;
+            double sent_at = w.sent_at.front();
+            w.sent_at.pop_front();
+            if (now >= measure_from) {
+              batches++;
+              latencies.push_back((now - sent_at) * 1000);
+              if (a.status() != pb::WriteAck::APPLIED || a.seq() != expected) {
+                not_applied++;
+                if (first_problem.empty())
+                  first_problem = w.sub + " seq " + std::to_string(a.seq()) + " (expected " +
+                                  std::to_string(expected) +
+                                  "): " + pb::WriteAck::Status_Name(a.status()) + " " +
+                                  a.error_code() + " " + a.error_message();
+              }
             }
+            send_next(w, now);
           }
           c.acks.clear();  // keep memory flat
           w.acked = 0;
-          send_next(w, now);
         }
         return false;
       },
@@ -157,9 +168,10 @@ int main(int argc, char **argv) {
   double elapsed = std::min(NowSeconds(), end) - measure_from;
   if (!first_problem.empty()) fprintf(stderr, "first problem: %s\n", first_problem.c_str());
   printf(
-      "clients=%d seconds=%.1f batches=%llu per_s=%.0f p50_ms=%.2f p99_ms=%.2f not_applied=%llu\n",
-      n, elapsed, static_cast<unsigned long long>(batches), elapsed > 0 ? batches / elapsed : 0,
-      Percentile(latencies, 0.5), Percentile(latencies, 0.99),
+      "clients=%d depth=%d seconds=%.1f batches=%llu per_s=%.0f p50_ms=%.2f p99_ms=%.2f "
+      "not_applied=%llu\n",
+      n, depth, elapsed, static_cast<unsigned long long>(batches),
+      elapsed > 0 ? batches / elapsed : 0, Percentile(latencies, 0.5), Percentile(latencies, 0.99),
       static_cast<unsigned long long>(not_applied));
   return failed ? 1 : 0;
 }

@@ -11,7 +11,10 @@
 #        PG_FSYNC (off: the disk is not what we measure; on for a real disk),
 #        WRITE_FLUSH_DELAY (syncline.flush_delay for the run, e.g. 2ms; default: the GUC's),
 #        WRITE_MIXED_TPS (0; N: direct INSERTs at N/s into the same table during the gateway
-#        runs, as an app writing alongside its clients).
+#        runs, as an app writing alongside its clients),
+#        WRITE_DEPTH (1: each client waits for a batch's WriteAck before sending the next;
+#        N: keeps N batches unacknowledged, as a client uploading its offline queue).
+#        WRITE_DIRECT=0 skips the direct runs (the ratio is then not computed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -22,6 +25,7 @@ CLIENTS=${WRITE_CLIENTS:-100}
 SECONDS_PER_RUN=${WRITE_SECONDS:-10}
 REPEAT=${WRITE_REPEAT:-2}
 POOL=${WRITE_POOL:-4}
+DEPTH=${WRITE_DEPTH:-1}
 export PG_FSYNC=${PG_FSYNC:-off}
 ulimit -n 4096 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
@@ -90,7 +94,7 @@ cat >"$OUT/write_direct.sql" <<'EOF'
 INSERT INTO wb_items (id, owner, v) VALUES ('d-' || nextval('wb_direct_seq'), 'wb' || :client_id, 'payload text of a typical row');
 EOF
 
-echo "== write path: $CLIENTS clients, ${SECONDS_PER_RUN} s x $REPEAT per side, $(nproc) cores, fsync $PG_FSYNC, gateway pool $POOL"
+echo "== write path: $CLIENTS clients (depth $DEPTH), ${SECONDS_PER_RUN} s x $REPEAT per side, $(nproc) cores, fsync $PG_FSYNC, gateway pool $POOL"
 : >"$OUT/write_bench.log"
 gws=() directs=() lines=()
 for r in $(seq 1 "$REPEAT"); do
@@ -102,7 +106,7 @@ for r in $(seq 1 "$REPEAT"); do
     mixed_pid=$!
   fi
   line=$(SYNCLINE_GW_HOST=127.0.0.1 SYNCLINE_GW_PORT=$port SYNCLINE_JWT_SECRET=$secret \
-    "$OUT/write_bench" "$CLIENTS" "$SECONDS_PER_RUN" 2 "r$r" 2>>"$OUT/write_bench.log") ||
+    "$OUT/write_bench" "$CLIENTS" "$SECONDS_PER_RUN" 2 "r$r" "$DEPTH" 2>>"$OUT/write_bench.log") ||
     echo "warning: gateway run $r had errors (see $OUT/write_bench.log)" >&2
   if [ -n "$mixed_pid" ]; then
     wait "$mixed_pid" || true
@@ -112,6 +116,7 @@ for r in $(seq 1 "$REPEAT"); do
   lines+=("$line")
   gws+=("$(echo "$line" | tr ' ' '\n' | sed -n 's/^per_s=//p')")
   settle
+  [ "${WRITE_DIRECT:-1}" = 0 ] && continue
   log=$("$PGBIN/pgbench" -n -M prepared -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$OUT/write_direct.sql" syncline 2>&1) || true
   printf '%s\n' "$log" >>"$OUT/write_bench.log"
   tps=$(printf '%s\n' "$log" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p')
@@ -137,7 +142,7 @@ regrouped=$(metric syncline_write_group_retries_total)
   echo
   echo "| path | batches/s | p50 ms | p99 ms |"
   echo "|---|---:|---:|---:|"
-  echo "| gateway: WriteBatch -> WriteAck ($CLIENTS websockets, pool $POOL) | $gw | $p50 | $p99 |"
+  echo "| gateway: WriteBatch -> WriteAck ($CLIENTS websockets, $DEPTH in flight each, pool $POOL) | $gw | $p50 | $p99 |"
   echo "| direct: INSERT over libpq (pgbench -c $CLIENTS -M prepared) | $direct | | |"
   echo "| **gateway / direct** | **$ratio** | | |"
   echo

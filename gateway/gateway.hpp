@@ -12,6 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -136,11 +137,20 @@ struct Session {
   double last_recheck_at = 0;                // when its last recheck started (monotonic)
   std::unique_ptr<SyncJob> pending_request;  // SyncRequest that arrived mid-job
 
-  // Writes: applied one batch at a time, in arrival order.
+  // Writes: applied one batch at a time, in arrival order. The next batch starts once the
+  // previous one committed; its WriteAck may still wait for the write checkpoint. Acks go
+  // out in the order the batches came: owed_acks holds one slot per batch started and not
+  // yet answered, filled when its ack is ready and sent from the front.
   std::string client_schema_version;
   std::deque<syncline::v1::ClientMessage> write_queue;
   size_t write_queue_bytes = 0;  // serialized size of write_queue, under --write-queue-bytes
-  bool write_in_flight = false;
+  bool write_in_flight = false;  // a batch's apply_writes statement has not returned
+  struct OwedAck {
+    uint64_t slot = 0;
+    std::optional<syncline::v1::ServerMessage> ack;  // set: ready, sent once it is in front
+  };
+  std::deque<OwedAck> owed_acks;
+  uint64_t next_ack_slot = 0;
 };
 
 // The error_code of a RETRY WriteAck for a failed apply_writes query (never empty).
@@ -248,7 +258,10 @@ class Gateway {
   // Writes (writes.cpp).
   void QueueWrite(Session *s, const syncline::v1::ClientMessage &m);
   void StartNextWrite(Session *s);
-  void FinishWrite(uint64_t session_id, const syncline::v1::ServerMessage &ack);
+  // A batch's statement returned: the session's next batch may start.
+  void ReleaseWrite(uint64_t session_id);
+  // The ack of the batch in `slot` is ready; acks are sent in the session's batch order.
+  void FillAck(uint64_t session_id, uint64_t slot, const syncline::v1::ServerMessage &ack);
   // One batch for syncline.apply_writes (a WriteBatch or a PowerSync /upload). `done` gets
   // the outcome's JSON text, or nullptr and the failed query (then nothing was applied, or
   // the outcome is unknown: the batch is sent again with the same seq).
@@ -377,6 +390,7 @@ class Gateway {
   // Applied batches waiting for their write checkpoint (writes.cpp).
   struct PendingAck {
     uint64_t session_id = 0, request_id = 0, seq = 0;
+    uint64_t slot = 0;  // the session's owed ack (Session::owed_acks)
     std::string client_id;
     double since = 0;
     uint64_t write_checkpoint = 0;

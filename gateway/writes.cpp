@@ -1,7 +1,9 @@
 // Client writes: each WriteBatch goes to syncline.apply_writes with the
 // session's verified claims, one batch at a time per connection so a client's
-// batches are applied in the order it sent them. The database decides
-// (authorization, constraints, exactly-once per (client_id, seq)); the
+// batches are applied in the order it sent them. The next batch starts when the
+// previous one's statement returns, not when its ack (which waits for the
+// write checkpoint) goes out; acks still go out in batch order. The database
+// decides (authorization, constraints, exactly-once per (client_id, seq)); the
 // gateway only translates its outcome into a WriteAck.
 #include <algorithm>
 #include <cstdio>
@@ -135,15 +137,17 @@ void Gateway::QueueWrite(Session *s, const pb::ClientMessage &m) {
     return;
   }
   size_t bytes = m.ByteSizeLong();
-  if (s->write_queue.size() >= kMaxQueuedWrites ||
+  // Batches waiting on this connection: queued, and applied but not yet acknowledged.
+  size_t waiting = s->write_queue.size() + s->owed_acks.size();
+  if (waiting > kMaxQueuedWrites ||
       (!s->write_queue.empty() && s->write_queue_bytes + bytes > config_.write_queue_bytes)) {
     // Back-pressure in bytes as well as batches: a client cannot park more than
     // --write-queue-bytes of batches in the gateway's memory.
     metrics_.writes_busy++;
     Send(s, Ack(m.request_id(), m.write_batch().seq(), pb::WriteAck::RETRY, "BUSY",
-                "too many batches waiting on this connection (" +
-                    std::to_string(s->write_queue.size()) + " batches, " +
-                    std::to_string(s->write_queue_bytes) + " bytes); wait for their acks",
+                "too many batches waiting on this connection (" + std::to_string(waiting) +
+                    " batches, " + std::to_string(s->write_queue_bytes) +
+                    " bytes); wait for their acks",
                 "send it again with the same seq once earlier batches are acknowledged"));
     return;
   }
@@ -159,6 +163,8 @@ void Gateway::StartNextWrite(Session *s) {
     s->write_queue_bytes -= std::min(s->write_queue_bytes, m.ByteSizeLong());
     const pb::WriteBatch &batch = m.write_batch();
     s->write_in_flight = true;
+    uint64_t slot = s->next_ack_slot++;
+    s->owed_acks.push_back({slot, std::nullopt});
     uint64_t id = s->id, request_id = m.request_id(), seq = batch.seq();
     std::string client_id = s->client_id;
     WriteCall call;
@@ -166,21 +172,26 @@ void Gateway::StartNextWrite(Session *s) {
     call.client_id = client_id;
     call.body = BuildBatch(batch, s->client_schema_version).dump();
     call.subject = s->subject;
-    call.done = [this, id, request_id, seq, client_id](QueryReply &reply, const char *text) {
+    call.done = [this, id, slot, request_id, seq, client_id](QueryReply &reply, const char *text) {
+      // The statement returned: committed, rolled back or failed. The session's next batch
+      // may go now; this one's ack follows when it is ready.
+      ReleaseWrite(id);
       if (text == nullptr) {
         // apply_writes raises only for transient trouble: keep the batch.
-        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, RetryCode(reply),
-                            "could not apply the batch now: " + reply.error,
-                            "retry later with the same seq"));
+        FillAck(
+            id, slot,
+            Ack(request_id, seq, pb::WriteAck::RETRY, RetryCode(reply),
+                "could not apply the batch now: " + reply.error, "retry later with the same seq"));
         return;
       }
       json outcome;
       try {
         outcome = json::parse(text);
       } catch (const std::exception &e) {
-        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY, "UNKNOWN_OUTCOME",
-                            std::string("unreadable apply_writes outcome: ") + e.what(),
-                            "retry later with the same seq"));
+        FillAck(id, slot,
+                Ack(request_id, seq, pb::WriteAck::RETRY, "UNKNOWN_OUTCOME",
+                    std::string("unreadable apply_writes outcome: ") + e.what(),
+                    "retry later with the same seq"));
         return;
       }
       std::string status = outcome.value("status", "");
@@ -188,26 +199,35 @@ void Gateway::StartNextWrite(Session *s) {
       if (outcome.contains("op_index"))
         message = "op " + outcome["op_index"].dump() + ": " + message;
       if (status == "rejected") {
-        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::REJECTED, outcome.value("code", ""),
-                            message, outcome.value("hint", "")));
+        FillAck(id, slot,
+                Ack(request_id, seq, pb::WriteAck::REJECTED, outcome.value("code", ""), message,
+                    outcome.value("hint", "")));
         return;
       }
       if (status != "applied") {  // out_of_order, or something newer
-        FinishWrite(id, Ack(request_id, seq, pb::WriteAck::RETRY,
-                            status.empty() ? "UNKNOWN_OUTCOME" : status,
-                            message.empty() ? "apply_writes answered " + outcome.dump() : message,
-                            outcome.value("hint", "")));
+        FillAck(
+            id, slot,
+            Ack(request_id, seq, pb::WriteAck::RETRY, status.empty() ? "UNKNOWN_OUTCOME" : status,
+                message.empty() ? "apply_writes answered " + outcome.dump() : message,
+                outcome.value("hint", "")));
         return;
       }
       if (outcome.contains("write_checkpoint") && outcome["write_checkpoint"].is_number()) {
         pb::ServerMessage ack = Ack(request_id, seq, pb::WriteAck::APPLIED);
         ack.mutable_write_ack()->set_write_checkpoint(outcome["write_checkpoint"].get<uint64_t>());
-        FinishWrite(id, ack);
+        FillAck(id, slot, ack);
         return;
       }
       // Applied. Its write checkpoint is the last op id of the flush that publishes it, which
       // the flusher's NOTIFY names (possibly before this reply arrived).
-      OnApplied({id, request_id, seq, client_id, MonotonicSeconds()});
+      PendingAck ack;
+      ack.session_id = id;
+      ack.request_id = request_id;
+      ack.seq = seq;
+      ack.slot = slot;
+      ack.client_id = client_id;
+      ack.since = MonotonicSeconds();
+      OnApplied(std::move(ack));
     };
     SubmitWrite(std::move(call));
   }
@@ -375,7 +395,7 @@ void Gateway::AckApplied(const PendingAck &p) {
   }
   pb::ServerMessage ack = Ack(p.request_id, p.seq, pb::WriteAck::APPLIED);
   if (p.write_checkpoint) ack.mutable_write_ack()->set_write_checkpoint(p.write_checkpoint);
-  FinishWrite(p.session_id, ack);
+  FillAck(p.session_id, p.slot, ack);
 }
 
 // NOTIFY syncline: the batches a flush published, with its last op id.
@@ -480,17 +500,34 @@ void Gateway::ForceStaleAcks() {
     }
 }
 
-void Gateway::FinishWrite(uint64_t session_id, const pb::ServerMessage &ack) {
+void Gateway::ReleaseWrite(uint64_t session_id) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  it->second->write_in_flight = false;
+  StartNextWrite(it->second);
+}
+
+void Gateway::FillAck(uint64_t session_id, uint64_t slot, const pb::ServerMessage &ack) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;
   Session *s = it->second;
-  s->write_in_flight = false;
-  const auto &a = ack.write_ack();
-  if (a.status() != pb::WriteAck::APPLIED)
-    LogEvent(s, "write-not-applied",
-             "seq=" + std::to_string(a.seq()) + " status=" + pb::WriteAck::Status_Name(a.status()) +
-                 " code=" + a.error_code() + " message=\"" + a.error_message() + "\"");
-  Send(s, ack);
+  for (Session::OwedAck &owed : s->owed_acks)
+    if (owed.slot == slot) {
+      owed.ack = ack;
+      break;
+    }
+  while (!s->owed_acks.empty() && s->owed_acks.front().ack) {
+    const pb::ServerMessage &m = *s->owed_acks.front().ack;
+    const auto &a = m.write_ack();
+    if (a.status() != pb::WriteAck::APPLIED)
+      LogEvent(s, "write-not-applied",
+               "seq=" + std::to_string(a.seq()) +
+                   " status=" + pb::WriteAck::Status_Name(a.status()) + " code=" + a.error_code() +
+                   " message=\"" + a.error_message() + "\"");
+    Send(s, m);
+    s->owed_acks.pop_front();
+  }
+  // A full queue waits for acks (QueueWrite): sending some may let the next batch in.
   StartNextWrite(s);
 }
 

@@ -14,6 +14,9 @@
 //   write_groups_isolate_failures: batches of many clients applied in one statement; a
 //     rejected one rejects only itself, one whose error escapes makes the gateway re-run the
 //     group batch by batch, and every other batch is applied exactly once.
+//   writes_pipelined_before_acks: a client's queued batches are applied one after another
+//     without waiting for each other's write checkpoints (every flush held back), and their
+//     acks then come in seq order, each with its write checkpoint.
 //
 // Registered in e2e_test.cpp's test list; run.sh starts the second gateway and passes its
 // port and pid (SYNCLINE_GW_BOUNDED_PORT, SYNCLINE_GW_BOUNDED_PID).
@@ -414,4 +417,57 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
   EXPECT(rows == want, "after the lost group, rows per owner: " + rows + " (want " + want + ")");
   for (auto &c : clients) c->Close();
   db.Exec("DELETE FROM e2e_items WHERE owner LIKE 'u_group_%'");
+}
+
+// A client uploading its queue of offline writes: each batch waits for the one before it to
+// commit, not for that one's write checkpoint. With every flush held back (the flush lock
+// taken here), all of the queued batches are applied and none is acknowledged; once flushes
+// run again, the acks come in seq order, each with the write checkpoint that publishes it.
+void TestWritesPipelinedBeforeAcks(ClientContext &ctx, const std::string &host, int port) {
+  Sql db, holder;
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_pipeline'");
+  Client c(&ctx, host, port);
+  c.client_id = "e2e-pipeline";
+  c.keep_objects = false;
+  EXPECT(c.ConnectAndSync(Token("u_pipeline")), Describe(c));
+  const std::string recorded =
+      "SELECT count(*) FROM syncline_internal.client_batches WHERE client_id = 'e2e-pipeline'";
+  std::string before = db.Exec(recorded);
+  holder.Exec("BEGIN");
+  holder.Exec("SELECT pg_advisory_xact_lock(1398361667, 1)");  // the flush lock
+  const int kBatches = 5;
+  for (int seq = 1; seq <= kBatches; seq++)
+    c.Send(OneOpBatch(
+        800 + seq, seq, "pipeline-" + std::to_string(seq),
+        nlohmann::json{{"owner", "u_pipeline"}, {"title", "queued " + std::to_string(seq)}}
+            .dump()));
+  std::string applied;
+  bool all_applied = ctx.WaitFor(
+      [&] {
+        applied = db.Exec(recorded);
+        return std::stoi(applied) - std::stoi(before) == kBatches;
+      },
+      5);
+  size_t acks_while_held = c.acks.size();
+  holder.Exec("COMMIT");
+  EXPECT(all_applied, "with flushes held back, " + applied + " of " + std::to_string(kBatches) +
+                          " queued batches were applied (each waited for the previous ack)");
+  EXPECT(acks_while_held == 0,
+         std::to_string(acks_while_held) + " acks came before any flush could publish a batch");
+  EXPECT(ctx.WaitFor([&] { return c.acks.size() >= kBatches || c.closed; }, 20),
+         std::to_string(c.acks.size()) + " acks; " + Describe(c));
+  uint64_t previous = 0;
+  for (int i = 0; i < kBatches; i++) {
+    const pb::WriteAck &a = c.acks[i];
+    EXPECT(a.seq() == static_cast<uint64_t>(i + 1) && a.status() == pb::WriteAck::APPLIED,
+           "ack " + std::to_string(i) + ": " + AckSummary(a));
+    EXPECT(a.write_checkpoint() > 0 && a.write_checkpoint() >= previous,
+           "ack " + std::to_string(i) + ": " + AckSummary(a));
+    previous = a.write_checkpoint();
+  }
+  EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE owner = 'u_pipeline'") ==
+             std::to_string(kBatches),
+         "rows written");
+  c.Close();
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_pipeline'");
 }

@@ -1292,6 +1292,7 @@ void TestStatementTimeoutEndsSlowQueries(ClientContext &ctx);
 void TestLiveRoundOverBudgetCatchesUp(ClientContext &ctx);
 void TestWriteQueueBoundedInBytes(ClientContext &ctx, const std::string &host, int port);
 void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host, int port);
+void TestWritesPipelinedBeforeAcks(ClientContext &ctx, const std::string &host, int port);
 
 int main(int argc, char **argv) {
   std::string only = argc > 1 ? argv[1] : "";
@@ -1323,6 +1324,10 @@ int main(int argc, char **argv) {
       {"write_groups_isolate_failures",
        [](ClientContext &c, Db &) {
          TestWriteGroupsIsolateFailures(c, g_settings.host, g_settings.port);
+       }},
+      {"writes_pipelined_before_acks",
+       [](ClientContext &c, Db &) {
+         TestWritesPipelinedBeforeAcks(c, g_settings.host, g_settings.port);
        }},
       {"large_bucket_bounded_memory",
        [](ClientContext &c, Db &) { TestLargeBucketBoundedMemory(c); }},
