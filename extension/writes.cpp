@@ -47,6 +47,7 @@ extern "C" {
 #include <vector>
 
 #include "flush.hpp"
+#include "json_exact.hpp"
 #include "rule_cache.hpp"
 #include "spi_util.hpp"
 #include "staging.hpp"
@@ -144,7 +145,10 @@ void AppendArrayLiteral(std::string &out, const json &array) {
     } else if (item.is_array()) {
       AppendArrayLiteral(out, item);
     } else {
-      std::string text = item.is_string() ? item.get<std::string>() : item.dump();
+      std::string_view number = ExactNumberText(item);
+      std::string text = !number.empty()    ? std::string(number)
+                         : item.is_string() ? item.get<std::string>()
+                                            : item.dump();
       out.push_back('"');
       for (char c : text) {
         if (c == '"' || c == '\\') out.push_back('\\');
@@ -154,6 +158,12 @@ void AppendArrayLiteral(std::string &out, const json &array) {
     }
   }
   out.push_back('}');
+}
+
+// A field that must be a string: its text, or "" when it is missing or anything else.
+std::string TextField(const json &object, const char *key) {
+  auto it = object.find(key);
+  return it != object.end() && IsJsonText(*it) ? it->get<std::string>() : std::string();
 }
 
 // The SQL name of a type, for messages; the Postgres call is guarded.
@@ -167,10 +177,12 @@ std::string TypeName(Oid type) {
 // PgGuard: every Postgres call it makes is guarded (none for strings and NULLs).
 std::optional<std::string> InputText(const json &value, Oid type, const std::string &column) {
   if (value.is_null()) return std::nullopt;
+  // A number that is not a 64-bit integer, as the client wrote it (json_exact.hpp).
+  if (std::string_view number = ExactNumberText(value); !number.empty()) return std::string(number);
   if (value.is_string()) return value.get<std::string>();
   Oid base = InvalidOid;
   PgGuard([&] { base = getBaseType(type); });
-  if (base == JSONOID || base == JSONBOID) return value.dump();
+  if (base == JSONOID || base == JSONBOID) return DumpJsonExact(value);
   if (value.is_array()) {
     bool is_array = false;
     PgGuard([&] { is_array = OidIsValid(get_element_type(base)); });
@@ -220,15 +232,15 @@ class BatchApplier {
 
   void Apply(const json &op, int index) {
     index_ = index;
-    std::string kind = op.value("op", "");
-    if (!op.contains("type") || !op["type"].is_string())
+    std::string kind = TextField(op, "op");
+    if (!op.contains("type") || !IsJsonText(op["type"]))
       Reject("22023", "op " + std::to_string(index) + " has no \"type\"");
     std::string type = op["type"];
     std::optional<json> rewritten = RunHandler(type, op);
     if (!rewritten) return;  // the handler applied it
     const json &effective = *rewritten;
-    kind = effective.value("op", "");
-    type = effective.value("type", type);
+    kind = TextField(effective, "op");
+    if (effective.contains("type")) type = TextField(effective, "type");
     if (kind != "PUT" && kind != "PATCH" && kind != "DELETE")
       Reject("22023", "op " + std::to_string(index) + " has unknown kind \"" + kind + "\"",
              "Use PUT, PATCH or DELETE.");
@@ -330,7 +342,7 @@ class BatchApplier {
       processed = SPI_processed;
     });
     if (kind == "PATCH" && processed == 0)
-      Reject("P0002", "row " + id.dump() + " of \"" + type + "\" does not exist",
+      Reject("P0002", "row " + DumpJsonExact(id) + " of \"" + type + "\" does not exist",
              "It was deleted (or is not visible to this user); the server state wins.");
   }
 
@@ -463,7 +475,7 @@ class BatchApplier {
 
   std::optional<json> ApplyHandler(Oid handler, const json &op) {
     std::optional<json> result;
-    std::string op_text = op.dump();
+    std::string op_text = DumpJsonExact(op);
     // Outside the guard that runs the handler: a handler that raises an ERROR (the usual
     // way to refuse a write) longjmps out of it, past the destructors of its locals.
     std::string sql;
@@ -472,6 +484,7 @@ class BatchApplier {
                                                     get_func_name(handler));
       sql = std::string("SELECT ") + name + "($1::pg_catalog.jsonb)";
     });
+    char *rewritten_text = nullptr;
     PgGuard([&] {
       Datum arg = DirectFunctionCall1(jsonb_in, CStringGetDatum(op_text.c_str()));
       Oid types[1] = {JSONBOID};
@@ -481,9 +494,15 @@ class BatchApplier {
       Datum out = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
       if (!isnull) {
         Jsonb *jb = DatumGetJsonbP(out);
-        result = json::parse(JsonbToCString(nullptr, &jb->root, VARSIZE(jb)));
+        rewritten_text = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
       }
     });
+    if (rewritten_text != nullptr) {
+      json rewritten;
+      if (!ParseJsonExact(rewritten_text, &rewritten))
+        Reject("22003", "write handler returned a number past the range of a double");
+      result = std::move(rewritten);
+    }
     if (result && !result->is_object()) {
       const char *name = nullptr;
       PgGuard([&] { name = format_procedure(handler); });
@@ -518,7 +537,7 @@ class BatchApplier {
 };
 
 Datum JsonbFrom(const json &value) {
-  std::string text = value.dump();
+  std::string text = DumpJsonExact(value);
   Datum result = 0;
   PgGuard([&] { result = DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
   return result;
@@ -676,14 +695,19 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
   });
   if (client_id.empty() || client_id.size() > 200)
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "client_id must be 1 to 200 characters");
-  json batch = json::parse(batch_text);
+  // Numbers kept as written: a value for a numeric or jsonb column arrives digit for digit.
+  json batch;
+  if (!syncline::ParseJsonExact(batch_text, &batch))
+    throw Error(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
+                "batch holds a number past the range of a double", {},
+                "Send such a value as a string; the column's type reads it.");
   if (!batch.is_object() || !batch.contains("seq") || !batch["seq"].is_number_integer() ||
       batch["seq"].get<int64_t>() < 0)
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "batch needs a non-negative integer \"seq\"", {},
                 "A batch is {\"seq\": n, \"schema_version\": \"...\", \"ops\": [...]}.");
   int64_t seq = batch["seq"].get<int64_t>();
   std::string schema_version =
-      batch.contains("schema_version") && batch["schema_version"].is_string()
+      batch.contains("schema_version") && syncline::IsJsonText(batch["schema_version"])
           ? batch["schema_version"].get<std::string>()
           : "";
   // PowerSync transaction ids grow but skip numbers; the native protocol's
@@ -821,12 +845,12 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
         if (!ops[i].is_object())
           throw syncline::Rejection{
               "22023", "op " + std::to_string(i) + " is not an object", {}, static_cast<int>(i)};
-        if (ops[i].contains("refused") && ops[i]["refused"].is_string()) {
+        if (ops[i].contains("refused") && syncline::IsJsonText(ops[i]["refused"])) {
           // The caller could not pass this op on (a value jsonb cannot hold, such as U+0000,
           // or one nested too deep): the batch is refused here, so that is recorded under its
           // seq like any rejection. The caller's SQLSTATE is kept when it is one.
           std::string code = "22P05";
-          if (ops[i].contains("code") && ops[i]["code"].is_string()) {
+          if (ops[i].contains("code") && syncline::IsJsonText(ops[i]["code"])) {
             const std::string &c = ops[i]["code"].get_ref<const std::string &>();
             if (c.size() == 5 && std::all_of(c.begin(), c.end(), [](char ch) {
                   return (ch >= '0' && ch <= '9') || (ch >= 'A' && ch <= 'Z');

@@ -4,6 +4,8 @@
 #include <utility>
 #include <vector>
 
+#include "extension/json_exact.hpp"
+
 namespace syncline::gateway {
 
 JsonScan ScanJson(const nlohmann::json &value) {
@@ -67,7 +69,7 @@ nlohmann::json RefusalOf(const nlohmann::json &value, const std::string &op,
 std::string DumpForMessage(const nlohmann::json &value, size_t max_chars) {
   if (ScanJson(value).depth > kMaxClientJsonDepth)
     return "(a value nested more than " + std::to_string(kMaxClientJsonDepth) + " levels deep)";
-  return value.dump().substr(0, max_chars);
+  return DumpJsonExact(value).substr(0, max_chars);
 }
 
 }  // namespace syncline::gateway

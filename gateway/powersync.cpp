@@ -5,6 +5,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "extension/json_exact.hpp"
+
 namespace syncline::gateway::powersync {
 namespace {
 
@@ -105,13 +107,15 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
 }
 
 bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string *error) {
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // Numbers kept as the client wrote them (json_exact.hpp), for numeric and jsonb columns.
+  json j;
+  if (!ParseJsonExact(body, &j)) j = json::value_t::discarded;
   if (j.is_discarded() || !j.is_object()) {
     *error = "the request body must be a JSON object {\"client_id\", \"transaction_id\", \"crud\"}";
     return false;
   }
   UploadRequest r;
-  if (!j.contains("client_id") || !j["client_id"].is_string() ||
+  if (!j.contains("client_id") || !IsJsonText(j["client_id"]) ||
       j["client_id"].get_ref<const std::string &>().empty()) {
     *error = "\"client_id\" must be a non-empty string (await db.getClientId())";
     return false;
@@ -138,17 +142,17 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
       *error = where + " must be an object";
       return false;
     }
-    std::string op = e.contains("op") && e["op"].is_string() ? e["op"].get<std::string>() : "";
+    std::string op = e.contains("op") && IsJsonText(e["op"]) ? e["op"].get<std::string>() : "";
     if (op != "PUT" && op != "PATCH" && op != "DELETE") {
       *error = where + ".op must be \"PUT\", \"PATCH\" or \"DELETE\"";
       return false;
     }
-    if (!e.contains("type") || !e["type"].is_string() ||
+    if (!e.contains("type") || !IsJsonText(e["type"]) ||
         e["type"].get_ref<const std::string &>().empty()) {
       *error = where + ".type must name the table";
       return false;
     }
-    if (!e.contains("id") || !e["id"].is_string() ||
+    if (!e.contains("id") || !IsJsonText(e["id"]) ||
         e["id"].get_ref<const std::string &>().empty()) {
       *error = where + ".id must be the row id as a non-empty string";
       return false;
@@ -165,7 +169,8 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
     const std::string &id = e["id"].get_ref<const std::string &>();
     if (id.front() == '[') {
       // A composite key, as a JSON array text.
-      json key = json::parse(id, nullptr, /*allow_exceptions=*/false);
+      json key;
+      if (!ParseJsonExact(id, &key)) key = json::value_t::discarded;
       if (key.is_array()) o["id"] = std::move(key);
     }
     if (op != "DELETE") {
@@ -187,7 +192,7 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
   // version through the write handlers declared for it.
   if (j.contains("schema_version") && !j["schema_version"].is_null()) {
     const json &v = j["schema_version"];
-    if (v.is_string() && !v.get_ref<const std::string &>().empty() &&
+    if (IsJsonText(v) && !v.get_ref<const std::string &>().empty() &&
         v.get_ref<const std::string &>().size() <= 64 && !JsonHoldsNul(v)) {
       batch["schema_version"] = v;
     } else if (v.is_number_integer() || v.is_number_unsigned()) {
@@ -198,7 +203,7 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
       return false;
     }
   }
-  r.batch_json = batch.dump();
+  r.batch_json = DumpJsonExact(batch);
   *out = std::move(r);
   return true;
 }

@@ -11,6 +11,7 @@
 
 #include "gateway/gateway.hpp"
 #include "gateway/pg_text.hpp"
+#include "extension/json_exact.hpp"
 
 namespace syncline::gateway {
 namespace {
@@ -79,7 +80,8 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
     json o = {{"op", OpName(op.op())}, {"type", op.type()}, {"id", op.id()}};
     if (!op.id().empty() && op.id().front() == '[') {
       // A composite key, sent as a JSON array text.
-      json key = json::parse(op.id(), nullptr, /*allow_exceptions=*/false);
+      json key;
+      if (!ParseJsonExact(op.id(), &key)) key = json::value_t::discarded;
       refusal = RefusalOf(key, OpName(op.op()), "id");
       if (!refusal.is_null()) {
         ops.push_back(std::move(refusal));
@@ -88,10 +90,10 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
       if (key.is_array()) o["id"] = std::move(key);
     }
     if (op.op() != pb::WriteOp::DELETE) {
-      json data;
-      try {
-        data = op.data().empty() ? json::object() : json::parse(op.data());
-      } catch (const std::exception &) {
+      // Numbers kept as the client wrote them (json_exact.hpp): 1.10 stays 1.10, and a
+      // decimal of more than 17 digits is not rounded to a double.
+      json data = json::object();
+      if (!op.data().empty() && !ParseJsonExact(op.data(), &data)) {
         // Let the database refuse it, so the rejection is recorded under this
         // seq like any other and the client's seq sequence has no hole.
         data = op.data();
@@ -170,7 +172,7 @@ void Gateway::StartNextWrite(Session *s) {
     WriteCall call;
     call.claims_json = s->claims_json;
     call.client_id = client_id;
-    call.body = BuildBatch(batch, s->client_schema_version).dump();
+    call.body = DumpJsonExact(BuildBatch(batch, s->client_schema_version));
     call.subject = s->subject;
     call.done = [this, id, slot, request_id, seq, client_id](QueryReply &reply, const char *text) {
       // The statement returned: committed, rolled back or failed. The session's next batch

@@ -215,6 +215,23 @@ SELECT syncline.apply_writes('{"sub": "bob"}', 'direct-1', '{"seq": 4, "ops": [
   {"op": "PUT", "type": "sets", "id": 215, "data": {"user_id": "bob", "reps": 5}}]}') ->> 'status' AS status;
 DROP TRIGGER note_batch ON syncline_internal.client_batches;
 DROP FUNCTION note_batch();
+-- Numbers arrive as the client wrote them: a decimal of more than 17 digits, trailing zeros,
+-- an integer past 64 bits inside a jsonb value, an array's elements. (Read through a double,
+-- 12345678901234567.891 was stored as 12345678901234568 and 1.10 as 1.1.)
+CREATE TABLE amounts (id text PRIMARY KEY, amount numeric, doc jsonb, parts numeric[], note text);
+GRANT SELECT, INSERT, UPDATE, DELETE ON amounts TO syncline_writer;
+SELECT syncline.allow_writes('amounts');
+SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 1, "ops": [{"op": "PUT", "type": "amounts",
+  "id": "a1", "data": {"amount": 12345678901234567.891, "doc": {"price": 1.10, "big": 123456789012345678901234567890},
+  "parts": [0.10, 2.50], "note": 1.50}}]}') ->> 'status' AS status;
+SELECT amount, doc, parts, note FROM amounts;
+-- A number where a string belongs is no string: refused, as before numbers kept their text.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 2, "ops": [{"op": "PUT", "type": 1.5, "id": "a2"}]}') ->> 'message' AS message;
+SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 3, "ops": [{"op": 2.5, "type": "amounts", "id": "a2"}]}') ->> 'message' AS message;
+SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 4, "schema_version": 1.5, "ops": [{"op": "PUT", "type": "amounts", "id": 2.50, "data": {"amount": 1}}]}') ->> 'status' AS status;
+SELECT id, amount FROM amounts WHERE id <> 'a1';
+SELECT syncline.disallow_writes('amounts');
+DROP TABLE amounts;
 SELECT syncline.drop_bucket('user_sets');
 SELECT syncline.drop_bucket('all_secrets');
 SELECT syncline.disallow_writes('audit');

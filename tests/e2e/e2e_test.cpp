@@ -515,6 +515,28 @@ std::string AckText(const pb::WriteAck &a) {
          " message=" + a.error_message() + " wc=" + std::to_string(a.write_checkpoint());
 }
 
+// Numbers in a batch's data arrive as the client wrote them: not read through a double on
+// the way (gateway and apply_writes), which stored 12345678901234567.891 as
+// 1.2345678901234568e+16 in this text column and 1.10 as 1.1.
+void TestWritesKeepExactNumbers(ClientContext &ctx, Db &db) {
+  Client c(&ctx, g_settings.host, g_settings.port);
+  c.client_id = "e2e-exact";
+  c.keep_objects = false;
+  EXPECT(c.ConnectAndSync(Token("u_exact")), ErrorsOf(c));
+  auto a =
+      Write(ctx, c, 1,
+            {{pb::WriteOp::PUT, "ex-1", R"({"owner": "u_exact", "title": 12345678901234567.891})"},
+             {pb::WriteOp::PUT, "ex-2", R"({"owner": "u_exact", "title": 1.10})"},
+             {pb::WriteOp::PUT, "ex-3",
+              R"({"owner": "u_exact", "title": 123456789012345678901234567890})"}});
+  EXPECT(a.status() == pb::WriteAck::APPLIED, AckText(a));
+  std::string titles =
+      db.Exec("SELECT string_agg(title, ' ' ORDER BY id) FROM e2e_items WHERE owner = 'u_exact'");
+  EXPECT(titles == "12345678901234567.891 1.10 123456789012345678901234567890", titles);
+  c.Close();
+  db.Exec("DELETE FROM e2e_items WHERE owner = 'u_exact'");
+}
+
 void TestWrites(ClientContext &ctx, Db &db) {
   Client c(&ctx, g_settings.host, g_settings.port);
   c.client_id = "e2e-writer";
@@ -1313,6 +1335,7 @@ int main(int argc, char **argv) {
       {"live_rounds_converge_under_rechecks", TestLiveRoundsConvergeUnderRechecks},
       {"bucket_gained_and_lost", TestBucketGainedAndLost},
       {"writes", TestWrites},
+      {"writes_keep_exact_numbers", TestWritesKeepExactNumbers},
       {"offline_writes_rejected_then_applied",
        [](ClientContext &c, Db &) { TestOfflineWritesRejectedThenApplied(c); }},
       {"same_batch_on_two_connections", TestSameBatchOnTwoConnections},

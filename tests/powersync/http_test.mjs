@@ -340,6 +340,19 @@ test('http_upload_gaps_allowed_older_refused', async () => {
   assertEqual(sql("SELECT count(*) FROM pst_todos WHERE id = 'h5'"), '0', 'the older one was not applied');
 });
 
+test('http_upload_keeps_exact_numbers', async () => {
+  // Written as JSON text: a JavaScript number would already have rounded them. Read through a
+  // double, these were stored as 12345678901234568 and 1.1.
+  const body = `{"client_id": "http-exact", "transaction_id": 1, "crud": [
+    {"op": "PUT", "type": "pst_todos", "id": "hx1", "data": {"list_id": "H1", "description": 12345678901234567.891}},
+    {"op": "PUT", "type": "pst_todos", "id": "hx2", "data": {"list_id": "H1", "description": 1.10}}]}`;
+  const r = await (await upload('http-user', body)).json();
+  assertEqual(r.status, 'applied', 'outcome');
+  assertEqual(sql("SELECT string_agg(description, ' ' ORDER BY id) FROM pst_todos WHERE id IN ('hx1', 'hx2')"),
+    '12345678901234567.891 1.10', 'descriptions as written');
+  sql("DELETE FROM pst_todos WHERE id IN ('hx1', 'hx2')");
+});
+
 test('http_upload_other_users_client_id_refused', async () => {
   const r = await (await upload('someone-else', { client_id: CLIENT, transaction_id: 100, crud: [{ op: 'DELETE', type: 'pst_todos', id: 'h1' }] })).json();
   assertEqual(r.status, 'rejected', 'outcome');

@@ -172,10 +172,31 @@ TEST(PowerSyncRequests, UploadBecomesABatchWithGapsAllowed) {
        R"({"client_id":"c","transaction_id":1,"schema_version":[1],"crud":[{"op":"DELETE","type":"t","id":"1"}]})",
        R"({"client_id":"c","transaction_id":1,"schema_version":"","crud":[{"op":"DELETE","type":"t","id":"1"}]})",
        R"({"client_id":"c\u0000d","transaction_id":1,"crud":[{"op":"DELETE","type":"t","id":"1"}]})",
-       R"({"client_id":"c","transaction_id":1,"schema_version":"a\u0000","crud":[{"op":"DELETE","type":"t","id":"1"}]})"}) {
+       R"({"client_id":"c","transaction_id":1,"schema_version":"a\u0000","crud":[{"op":"DELETE","type":"t","id":"1"}]})",
+       // Numbers kept as text (json_exact.hpp) are still no strings.
+       R"({"client_id":1.5,"transaction_id":1,"crud":[{"op":"PUT","type":"t","id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":2.5,"id":"1"}]})",
+       R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":1.5}]})",
+       R"({"client_id":"c","transaction_id":1,"schema_version":1.5,"crud":[{"op":"DELETE","type":"t","id":"1"}]})"}) {
     EXPECT_FALSE(ps::ParseUploadRequest(bad, &u, &error)) << bad;
     EXPECT_FALSE(error.empty());
   }
+}
+
+// Numbers in an entry's data reach apply_writes as the client wrote them, not through a double.
+TEST(PowerSyncRequests, UploadKeepsNumbersAsWritten) {
+  ps::UploadRequest u;
+  std::string error;
+  ASSERT_TRUE(ps::ParseUploadRequest(
+      R"({"client_id":"c1","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":"1",
+          "data":{"amount":12345678901234567.891,"price":1.10,"n":[0.10,7],"big":123456789012345678901234567890}}]})",
+      &u, &error))
+      << error;
+  EXPECT_NE(
+      u.batch_json.find(
+          R"("data":{"amount":12345678901234567.891,"big":123456789012345678901234567890,"n":[0.10,7],"price":1.10})"),
+      std::string::npos)
+      << u.batch_json;
 }
 
 // U+0000 cannot be stored in PostgreSQL text or jsonb: sent as is, the whole apply_writes
