@@ -114,6 +114,53 @@ inline bool ParseJsonExact(std::string_view text, nlohmann::json *out) {
                                    nlohmann::json::input_format_t::json, /*strict=*/true);
 }
 
+namespace json_exact_detail {
+
+// A JSON string literal: quotes, backslashes and control characters escaped, every other byte
+// as it is (what nlohmann's dump writes for UTF-8 text).
+inline void AppendString(std::string &out, const std::string &text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.push_back('"');
+  size_t run = 0;
+  for (size_t i = 0; i < text.size(); i++) {
+    unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(text, run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      default:
+        out += "\\u00";
+        out.push_back(kHex[c >> 4]);
+        out.push_back(kHex[c & 15]);
+    }
+  }
+  out.append(text, run, std::string::npos);
+  out.push_back('"');
+}
+
+}  // namespace json_exact_detail
+
 // Appends `value` as JSON text, numbers kept by ParseJsonExact written as they were read.
 inline void DumpJsonExact(const nlohmann::json &value, std::string &out) {
   if (value.is_object()) {
@@ -122,8 +169,7 @@ inline void DumpJsonExact(const nlohmann::json &value, std::string &out) {
     for (auto it = value.begin(); it != value.end(); ++it) {
       if (!first) out.push_back(',');
       first = false;
-      out +=
-          nlohmann::json(it.key()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+      json_exact_detail::AppendString(out, it.key());
       out.push_back(':');
       DumpJsonExact(it.value(), out);
     }
@@ -137,12 +183,14 @@ inline void DumpJsonExact(const nlohmann::json &value, std::string &out) {
       DumpJsonExact(item, out);
     }
     out.push_back(']');
-  } else if (std::string_view number = ExactNumberText(value); !number.empty()) {
-    out += number;
+  } else if (value.is_string()) {
+    std::string_view number = ExactNumberText(value);
+    if (!number.empty())
+      out += number;
+    else
+      json_exact_detail::AppendString(out, value.get_ref<const std::string &>());
   } else {
-    // Never throws: a string that is not UTF-8 (only text this process made, never a parsed
-    // one) gets U+FFFD for its bad bytes.
-    out += value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    out += value.dump();  // other numbers, booleans, null
   }
 }
 

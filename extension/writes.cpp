@@ -685,10 +685,16 @@ bool RecordBatch(const std::string &client_id, int64_t seq, const std::string &s
 SYNCLINE_FUNCTION(syncline_apply_writes) {
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
     throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "claims, client_id and batch must not be NULL");
-  std::string claims_text, client_id, batch_text;
+  std::string claims_text, client_id, batch_text, subject;
   syncline::PgGuard([&] {
     Jsonb *claims = PG_GETARG_JSONB_P(0);
     claims_text = JsonbToCString(nullptr, &claims->root, VARSIZE(claims));
+    // The subject straight from the jsonb: the claims are not needed as a document here.
+    if (JB_ROOT_IS_OBJECT(claims)) {
+      JsonbValue *sub = getKeyJsonValueFromContainer(&claims->root, "sub", 3, nullptr);
+      if (sub != nullptr && sub->type == jbvString)
+        subject.assign(sub->val.string.val, sub->val.string.len);
+    }
     client_id = TextDatumGetCString(PG_GETARG_DATUM(1));
     Jsonb *batch = PG_GETARG_JSONB_P(2);
     batch_text = JsonbToCString(nullptr, &batch->root, VARSIZE(batch));
@@ -714,10 +720,6 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
   // seqs are contiguous from 1.
   bool allow_gaps = batch.contains("allow_gaps") && batch["allow_gaps"].is_boolean() &&
                     batch["allow_gaps"].get<bool>();
-  json claims = json::parse(claims_text);
-  std::string subject = claims.is_object() && claims.contains("sub") && claims["sub"].is_string()
-                            ? claims["sub"].get<std::string>()
-                            : "";
   if (subject.empty())
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "claims need a non-empty \"sub\"", {},
                 "A client id belongs to the token subject that wrote its first batch.");

@@ -57,6 +57,13 @@ TEST(JsonExact, DocumentsAsNlohmannBuildsThem) {
   EXPECT_EQ(DumpJsonExact(exact), json::parse(text).dump());
 }
 
+TEST(JsonExact, StringsEscapedAsNlohmannEscapesThem) {
+  std::string text =
+      "quote\" backslash\\ nl\n cr\r tab\t bs\b ff\f ctl\x01\x1f del\x7f \u00e9\u20ac";
+  json value = {{"k\"\n", text}, {"plain", "abc"}, {"", ""}};
+  EXPECT_EQ(DumpJsonExact(value), value.dump());
+}
+
 TEST(JsonExact, RefusesWhatIsNotOneJsonValue) {
   json value;
   for (const char *bad : {"", "{", "[1,]", "{\"a\" 1}", "1 2", "nul", "\"abc", "01", "1.", ".5"})
