@@ -40,6 +40,7 @@ extern "C" {
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <charconv>
 #include <map>
 #include <optional>
 #include <string>
@@ -223,6 +224,108 @@ WriteCatalog &Catalog() {
 void ClearWriteCatalog(Datum, Oid) {
   Catalog().tables.clear();
   Catalog().handlers.clear();
+}
+
+// A jsonb scalar as ParseJsonExact reads its text: an integer that fits 64 bits as a number,
+// any other number as its exact text behind the marker (json_exact.hpp).
+json ExactScalar(const JsonbValue &v) {
+  switch (v.type) {
+    case jbvNull:
+      return nullptr;
+    case jbvBool:
+      return static_cast<bool>(v.val.boolean);
+    case jbvString:
+      return std::string(v.val.string.val, v.val.string.len);
+    case jbvNumeric: {
+      char *text = nullptr;
+      syncline::PgGuard([&] {
+        text = DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v.val.numeric)));
+      });
+      std::string_view digits(text);
+      // numeric_out writes no exponent: an integer is an optional '-' and digits.
+      bool negative = !digits.empty() && digits.front() == '-';
+      std::string_view magnitude = negative ? digits.substr(1) : digits;
+      if (!magnitude.empty() &&
+          magnitude.find_first_not_of("0123456789") == std::string_view::npos) {
+        if (negative) {
+          int64_t i;
+          auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), i);
+          if (ec == std::errc() && end == digits.data() + digits.size()) return i;
+        } else {
+          uint64_t u;
+          auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), u);
+          if (ec == std::errc() && end == digits.data() + digits.size()) {
+            if (u <= static_cast<uint64_t>(INT64_MAX)) return static_cast<int64_t>(u);
+            return u;
+          }
+        }
+      }
+      return std::string(syncline::kExactNumberMark) + std::string(digits);
+    }
+    default:
+      syncline::Fail("unexpected jsonb scalar type %d", static_cast<int>(v.type));
+  }
+}
+
+// The document `jb` holds, as ParseJsonExact reads the text JsonbToCString would write for it
+// (numbers digit for digit), without writing and reading that text.
+json ExactFromJsonb(Jsonb *jb) {
+  json root;
+  std::vector<json *> open;  // the containers being filled, innermost last
+  std::string key;
+  auto place = [&](json value) -> json * {
+    if (open.empty()) {
+      root = std::move(value);
+      return &root;
+    }
+    json &top = *open.back();
+    if (top.is_array()) {
+      top.push_back(std::move(value));
+      return &top.back();
+    }
+    json &slot = top[key];
+    slot = std::move(value);
+    return &slot;
+  };
+  JsonbIterator *it = nullptr;
+  syncline::PgGuard([&] { it = JsonbIteratorInit(&jb->root); });
+  bool raw_scalar = false;  // a scalar document: jsonb wraps it in a one-element array
+  for (;;) {
+    JsonbValue v;
+    JsonbIteratorToken token = WJB_DONE;
+    syncline::PgGuard([&] { token = JsonbIteratorNext(&it, &v, false); });
+    if (token == WJB_DONE) break;
+    switch (token) {
+      case WJB_BEGIN_OBJECT:
+        open.push_back(place(json::object()));
+        break;
+      case WJB_BEGIN_ARRAY:
+        if (v.val.array.rawScalar)
+          raw_scalar = true;
+        else
+          open.push_back(place(json::array()));
+        break;
+      case WJB_END_OBJECT:
+        open.pop_back();
+        break;
+      case WJB_END_ARRAY:
+        if (raw_scalar)
+          raw_scalar = false;
+        else
+          open.pop_back();
+        break;
+      case WJB_KEY:
+        key.assign(v.val.string.val, v.val.string.len);
+        break;
+      case WJB_VALUE:
+      case WJB_ELEM:
+        place(ExactScalar(v));
+        break;
+      default:
+        break;
+    }
+  }
+  return root;
 }
 
 class BatchApplier {
@@ -484,7 +587,7 @@ class BatchApplier {
                                                     get_func_name(handler));
       sql = std::string("SELECT ") + name + "($1::pg_catalog.jsonb)";
     });
-    char *rewritten_text = nullptr;
+    Jsonb *rewritten = nullptr;  // in SPI's memory until its next statement
     PgGuard([&] {
       Datum arg = DirectFunctionCall1(jsonb_in, CStringGetDatum(op_text.c_str()));
       Oid types[1] = {JSONBOID};
@@ -492,17 +595,9 @@ class BatchApplier {
       if (rc != SPI_OK_SELECT || SPI_processed != 1) Fail("write handler failed");
       bool isnull;
       Datum out = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-      if (!isnull) {
-        Jsonb *jb = DatumGetJsonbP(out);
-        rewritten_text = JsonbToCString(nullptr, &jb->root, VARSIZE(jb));
-      }
+      if (!isnull) rewritten = DatumGetJsonbP(out);
     });
-    if (rewritten_text != nullptr) {
-      json rewritten;
-      if (!ParseJsonExact(rewritten_text, &rewritten))
-        Reject("22003", "write handler returned a number past the range of a double");
-      result = std::move(rewritten);
-    }
+    if (rewritten != nullptr) result = ExactFromJsonb(rewritten);
     if (result && !result->is_object()) {
       const char *name = nullptr;
       PgGuard([&] { name = format_procedure(handler); });
@@ -685,7 +780,8 @@ bool RecordBatch(const std::string &client_id, int64_t seq, const std::string &s
 SYNCLINE_FUNCTION(syncline_apply_writes) {
   if (PG_ARGISNULL(0) || PG_ARGISNULL(1) || PG_ARGISNULL(2))
     throw Error(ERRCODE_NULL_VALUE_NOT_ALLOWED, "claims, client_id and batch must not be NULL");
-  std::string claims_text, client_id, batch_text, subject;
+  std::string claims_text, client_id, subject;
+  Jsonb *batch_jsonb = nullptr;
   syncline::PgGuard([&] {
     Jsonb *claims = PG_GETARG_JSONB_P(0);
     claims_text = JsonbToCString(nullptr, &claims->root, VARSIZE(claims));
@@ -696,17 +792,12 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
         subject.assign(sub->val.string.val, sub->val.string.len);
     }
     client_id = TextDatumGetCString(PG_GETARG_DATUM(1));
-    Jsonb *batch = PG_GETARG_JSONB_P(2);
-    batch_text = JsonbToCString(nullptr, &batch->root, VARSIZE(batch));
+    batch_jsonb = PG_GETARG_JSONB_P(2);
   });
   if (client_id.empty() || client_id.size() > 200)
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "client_id must be 1 to 200 characters");
   // Numbers kept as written: a value for a numeric or jsonb column arrives digit for digit.
-  json batch;
-  if (!syncline::ParseJsonExact(batch_text, &batch))
-    throw Error(ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE,
-                "batch holds a number past the range of a double", {},
-                "Send such a value as a string; the column's type reads it.");
+  json batch = syncline::ExactFromJsonb(batch_jsonb);
   if (!batch.is_object() || !batch.contains("seq") || !batch["seq"].is_number_integer() ||
       batch["seq"].get<int64_t>() < 0)
     throw Error(ERRCODE_INVALID_PARAMETER_VALUE, "batch needs a non-negative integer \"seq\"", {},

@@ -230,6 +230,9 @@ SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 2, "ops": [{"
 SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 3, "ops": [{"op": 2.5, "type": "amounts", "id": "a2"}]}') ->> 'message' AS message;
 SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 4, "schema_version": 1.5, "ops": [{"op": "PUT", "type": "amounts", "id": 2.50, "data": {"amount": 1}}]}') ->> 'status' AS status;
 SELECT id, amount FROM amounts WHERE id <> 'a1';
+-- Past a double's range too (jsonb holds any numeric).
+SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 5, "ops": [{"op": "PUT", "type": "amounts", "id": "a3", "data": {"amount": 1e400, "doc": [-1e-400]}}]}') ->> 'status' AS status;
+SELECT amount = 1e400 AS exact, doc = '[-1e-400]'::jsonb AS exact_doc FROM amounts WHERE id = 'a3';
 SELECT syncline.disallow_writes('amounts');
 DROP TABLE amounts;
 SELECT syncline.drop_bucket('user_sets');
