@@ -42,6 +42,7 @@ extern "C" {
 #include <algorithm>
 #include <charconv>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -202,10 +203,13 @@ std::optional<std::string> InputText(const json &value, Oid type, const std::str
 // each type names and the handler (or none) of each (type, schema version).
 // Cleared by every relcache invalidation: DDL, create_bucket and drop_bucket
 // (they invalidate the data table) and changes to writable_tables and
-// write_handlers (their trigger invalidates them). Callers copy entries out,
-// since an invalidation can arrive in the middle of a batch.
+// write_handlers (their trigger invalidates them). A batch keeps its own
+// reference to a table's entry (or a copy of a handler's oid), since an
+// invalidation can arrive in the middle of it.
 struct WriteCatalog {
-  std::unordered_map<std::string, TableInfo> tables;
+  // Shared with the batches that took an entry: an invalidation drops the catalog's
+  // reference, never theirs.
+  std::unordered_map<std::string, std::shared_ptr<const TableInfo>> tables;
   std::map<std::pair<std::string, std::string>, Oid> handlers;
 };
 
@@ -496,10 +500,10 @@ class BatchApplier {
 
   const TableInfo &Table(const std::string &type) {
     auto it = tables_.find(type);
-    if (it != tables_.end()) return it->second;
+    if (it != tables_.end()) return *it->second;
     auto cached = Catalog().tables.find(type);
     if (cached != Catalog().tables.end())
-      return tables_.emplace(type, cached->second).first->second;
+      return *tables_.emplace(type, cached->second).first->second;
     std::vector<Oid> found;
     PgGuard([&] {
       AsEngine([&] {
@@ -541,8 +545,9 @@ class BatchApplier {
     });
     if (info.key_attnums.empty())
       Reject("55000", "table of type \"" + type + "\" has no primary key");
-    Catalog().tables[type] = info;
-    return tables_.emplace(type, std::move(info)).first->second;
+    auto shared = std::make_shared<const TableInfo>(std::move(info));
+    Catalog().tables[type] = shared;
+    return *tables_.emplace(type, std::move(shared)).first->second;
   }
 
   // Runs the app's handler for ops of an older schema version. Returns the
@@ -627,7 +632,7 @@ class BatchApplier {
 
   std::string schema_version_;
   Oid role_;
-  std::map<std::string, TableInfo> tables_;
+  std::map<std::string, std::shared_ptr<const TableInfo>> tables_;
   int index_ = -1;
 };
 
