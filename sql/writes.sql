@@ -192,6 +192,13 @@ SELECT seq, subject, outcome ->> 'status' AS outcome, write_checkpoint IS NULL A
        applied_at = now() AS applied_now, txid = pg_current_xact_id() AS this_xact
   FROM syncline_internal.client_batches WHERE client_id = 'direct-1';
 COMMIT;
+-- Two batches of one client in one statement (a gateway's write group): the second sees the
+-- first's record, and a copy of the second is its duplicate.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'direct-3', '{"seq": 1, "ops": [
+         {"op": "PUT", "type": "sets", "id": 221, "data": {"user_id": "bob", "reps": 1}}]}') ->> 'status' AS first,
+       syncline.apply_writes('{"sub": "bob"}', 'direct-3', '{"seq": 2, "ops": [
+         {"op": "PUT", "type": "sets", "id": 222, "data": {"user_id": "bob", "reps": 2}}]}') ->> 'status' AS second,
+       syncline.apply_writes('{"sub": "bob"}', 'direct-3', '{"seq": 2, "ops": []}') ->> 'duplicate' AS again;
 -- A column this library does not know (a newer schema): the record goes through the INSERT
 -- statement (the column gets its default), and the batch is applied once.
 ALTER TABLE syncline_internal.client_batches ADD COLUMN note text;
