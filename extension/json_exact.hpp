@@ -7,8 +7,8 @@
 // valid UTF-8, and the parser refuses invalid UTF-8); DumpJsonExact writes it back as the
 // number it was. Integers that fit 64 bits stay ordinary numbers.
 //
-// Header-only, no Postgres header: used by the extension (apply_writes), the gateway (the
-// batches it builds) and the unit tests.
+// No Postgres header: used by the extension (apply_writes), the gateway (the batches it
+// builds) and the unit tests, each linking json_text.cpp for the string escaper.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -17,6 +17,8 @@
 #include <string_view>
 #include <utility>
 #include <vector>
+
+#include "json_text.hpp"
 
 namespace syncline {
 
@@ -36,43 +38,18 @@ inline bool IsJsonText(const nlohmann::json &value) {
   return value.is_string() && ExactNumberText(value).empty();
 }
 
-namespace json_exact_detail {
-
-// nlohmann's SAX interface, building the same document its own parser builds (a repeated
-// key keeps the last value), except for numbers that are not 64-bit integers.
-class ExactDomBuilder {
+// Builds a document from a stream of values, keys and container starts and ends, the way
+// nlohmann's own parser does (a repeated key keeps the last value). The SAX reader below and
+// apply_writes' jsonb walk feed it.
+class JsonDocumentBuilder {
  public:
   using json = nlohmann::json;
-  explicit ExactDomBuilder(json &root) : root_(root) {}
+  explicit JsonDocumentBuilder(json &root) : root_(root) {}
 
-  bool null() { return Add(nullptr); }
-  bool boolean(bool v) { return Add(v); }
-  bool number_integer(json::number_integer_t v) { return Add(v); }
-  bool number_unsigned(json::number_unsigned_t v) { return Add(v); }
-  bool number_float(json::number_float_t, const json::string_t &text) {
-    std::string marked(kExactNumberMark);
-    marked += text;
-    return Add(std::move(marked));
-  }
-  bool string(json::string_t &v) { return Add(std::move(v)); }
-  bool binary(json::binary_t &) { return false; }
-  bool start_object(std::size_t) { return Open(json::object()); }
-  bool key(json::string_t &k) {
-    key_ = std::move(k);
-    return true;
-  }
-  bool end_object() {
-    open_.pop_back();
-    return true;
-  }
-  bool start_array(std::size_t) { return Open(json::array()); }
-  bool end_array() {
-    open_.pop_back();
-    return true;
-  }
-  bool parse_error(std::size_t, const std::string &, const nlohmann::detail::exception &) {
-    return false;
-  }
+  void Value(json v) { Place(std::move(v)); }
+  void Key(std::string k) { key_ = std::move(k); }
+  void Open(json container) { open_.push_back(Place(std::move(container))); }
+  void Close() { open_.pop_back(); }
 
  private:
   json *Place(json v) {
@@ -89,18 +66,63 @@ class ExactDomBuilder {
     slot = std::move(v);
     return &slot;
   }
-  bool Add(json v) {
-    Place(std::move(v));
-    return true;
-  }
-  bool Open(json container) {
-    open_.push_back(Place(std::move(container)));
-    return true;
-  }
 
   json &root_;
   std::vector<json *> open_;  // the containers being filled, innermost last
   std::string key_;
+};
+
+namespace json_exact_detail {
+
+// nlohmann's SAX interface: the document nlohmann builds, except for numbers that are not
+// 64-bit integers.
+class ExactSax {
+ public:
+  using json = nlohmann::json;
+  explicit ExactSax(json &root) : builder_(root) {}
+
+  bool null() { return Add(nullptr); }
+  bool boolean(bool v) { return Add(v); }
+  bool number_integer(json::number_integer_t v) { return Add(v); }
+  bool number_unsigned(json::number_unsigned_t v) { return Add(v); }
+  bool number_float(json::number_float_t, const json::string_t &text) {
+    std::string marked(kExactNumberMark);
+    marked += text;
+    return Add(std::move(marked));
+  }
+  bool string(json::string_t &v) { return Add(std::move(v)); }
+  bool binary(json::binary_t &) { return false; }
+  bool start_object(std::size_t) {
+    builder_.Open(json::object());
+    return true;
+  }
+  bool key(json::string_t &k) {
+    builder_.Key(std::move(k));
+    return true;
+  }
+  bool end_object() {
+    builder_.Close();
+    return true;
+  }
+  bool start_array(std::size_t) {
+    builder_.Open(json::array());
+    return true;
+  }
+  bool end_array() {
+    builder_.Close();
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string &, const nlohmann::detail::exception &) {
+    return false;
+  }
+
+ private:
+  bool Add(json v) {
+    builder_.Value(std::move(v));
+    return true;
+  }
+
+  JsonDocumentBuilder builder_;
 };
 
 }  // namespace json_exact_detail
@@ -109,57 +131,10 @@ class ExactDomBuilder {
 // valid JSON; `out` is then unspecified.
 inline bool ParseJsonExact(std::string_view text, nlohmann::json *out) {
   *out = nullptr;
-  json_exact_detail::ExactDomBuilder builder(*out);
+  json_exact_detail::ExactSax builder(*out);
   return nlohmann::json::sax_parse(text.begin(), text.end(), &builder,
                                    nlohmann::json::input_format_t::json, /*strict=*/true);
 }
-
-namespace json_exact_detail {
-
-// A JSON string literal: quotes, backslashes and control characters escaped, every other byte
-// as it is (what nlohmann's dump writes for UTF-8 text).
-inline void AppendString(std::string &out, const std::string &text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  out.push_back('"');
-  size_t run = 0;
-  for (size_t i = 0; i < text.size(); i++) {
-    unsigned char c = static_cast<unsigned char>(text[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
-    out.append(text, run, i - run);
-    run = i + 1;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        out += "\\u00";
-        out.push_back(kHex[c >> 4]);
-        out.push_back(kHex[c & 15]);
-    }
-  }
-  out.append(text, run, std::string::npos);
-  out.push_back('"');
-}
-
-}  // namespace json_exact_detail
 
 // Appends `value` as JSON text, numbers kept by ParseJsonExact written as they were read.
 inline void DumpJsonExact(const nlohmann::json &value, std::string &out) {
@@ -169,7 +144,7 @@ inline void DumpJsonExact(const nlohmann::json &value, std::string &out) {
     for (auto it = value.begin(); it != value.end(); ++it) {
       if (!first) out.push_back(',');
       first = false;
-      json_exact_detail::AppendString(out, it.key());
+      AppendJsonString(out, it.key());
       out.push_back(':');
       DumpJsonExact(it.value(), out);
     }
@@ -188,7 +163,7 @@ inline void DumpJsonExact(const nlohmann::json &value, std::string &out) {
     if (!number.empty())
       out += number;
     else
-      json_exact_detail::AppendString(out, value.get_ref<const std::string &>());
+      AppendJsonString(out, value.get_ref<const std::string &>());
   } else {
     out += value.dump();  // other numbers, booleans, null
   }

@@ -275,22 +275,7 @@ json ExactScalar(const JsonbValue &v) {
 // (numbers digit for digit), without writing and reading that text.
 json ExactFromJsonb(Jsonb *jb) {
   json root;
-  std::vector<json *> open;  // the containers being filled, innermost last
-  std::string key;
-  auto place = [&](json value) -> json * {
-    if (open.empty()) {
-      root = std::move(value);
-      return &root;
-    }
-    json &top = *open.back();
-    if (top.is_array()) {
-      top.push_back(std::move(value));
-      return &top.back();
-    }
-    json &slot = top[key];
-    slot = std::move(value);
-    return &slot;
-  };
+  JsonDocumentBuilder builder(root);
   JsonbIterator *it = nullptr;
   syncline::PgGuard([&] { it = JsonbIteratorInit(&jb->root); });
   bool raw_scalar = false;  // a scalar document: jsonb wraps it in a one-element array
@@ -301,29 +286,29 @@ json ExactFromJsonb(Jsonb *jb) {
     if (token == WJB_DONE) break;
     switch (token) {
       case WJB_BEGIN_OBJECT:
-        open.push_back(place(json::object()));
+        builder.Open(json::object());
         break;
       case WJB_BEGIN_ARRAY:
         if (v.val.array.rawScalar)
           raw_scalar = true;
         else
-          open.push_back(place(json::array()));
+          builder.Open(json::array());
         break;
       case WJB_END_OBJECT:
-        open.pop_back();
+        builder.Close();
         break;
       case WJB_END_ARRAY:
         if (raw_scalar)
           raw_scalar = false;
         else
-          open.pop_back();
+          builder.Close();
         break;
       case WJB_KEY:
-        key.assign(v.val.string.val, v.val.string.len);
+        builder.Key(std::string(v.val.string.val, v.val.string.len));
         break;
       case WJB_VALUE:
       case WJB_ELEM:
-        place(ExactScalar(v));
+        builder.Value(ExactScalar(v));
         break;
       default:
         break;

@@ -21,12 +21,15 @@ TEST_LIBS := -lgtest -lgtest_main -lprotobuf -ljwt -lssl -lcrypto -lpthread
 PROTO_SRC := $(GEN)/proto/syncline.pb.cc
 PROTO_HDR := $(GEN)/proto/syncline.pb.h
 
-# Every gateway source; main.cpp only goes into the server binary.
-GW_SRCS := $(sort $(wildcard gateway/*.cpp))
+# Every gateway source, and the extension's Postgres-free JSON helpers it shares; main.cpp
+# only goes into the server binary.
+GW_SHARED_SRCS := extension/json_text.cpp
+GW_SRCS := $(sort $(wildcard gateway/*.cpp)) $(GW_SHARED_SRCS)
 GW_LIB_SRCS := $(filter-out gateway/main.cpp,$(GW_SRCS))
-GW_HDRS := $(wildcard gateway/*.hpp)
+GW_HDRS := $(wildcard gateway/*.hpp) extension/json_exact.hpp extension/json_text.hpp
 # Sources the unit tests link: no libwebsockets or libpq in them.
-GW_PURE_SRCS := $(filter gateway/checkpoint.cpp gateway/config.cpp gateway/fanout.cpp gateway/framing.cpp gateway/jwt.cpp gateway/jwks.cpp gateway/pg_text.cpp gateway/powersync.cpp,$(GW_SRCS))
+GW_PURE_SRCS := $(filter gateway/checkpoint.cpp gateway/config.cpp gateway/fanout.cpp gateway/framing.cpp gateway/jwt.cpp gateway/jwks.cpp gateway/pg_text.cpp gateway/powersync.cpp,$(GW_SRCS)) \
+                $(GW_SHARED_SRCS)
 UNIT_TESTS := $(sort $(wildcard tests/unit/gateway_*_test.cpp))
 
 E2E_SRCS := $(sort $(wildcard tests/e2e/*.cpp))
