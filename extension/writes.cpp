@@ -621,10 +621,80 @@ class BatchApplier {
   int index_ = -1;
 };
 
+// A scalar as a JsonbValue. Strings point into `value`, which must outlive the jsonb's
+// construction. Called inside PgGuard; nothing here has a destructor.
+JsonbValue JsonbScalar(const json &value) {
+  JsonbValue v;
+  if (value.is_null()) {
+    v.type = jbvNull;
+  } else if (value.is_boolean()) {
+    v.type = jbvBool;
+    v.val.boolean = value.get<bool>();
+  } else if (value.is_string() && ExactNumberText(value).empty()) {
+    const std::string &text = value.get_ref<const std::string &>();
+    v.type = jbvString;
+    v.val.string.val = const_cast<char *>(text.data());
+    v.val.string.len = static_cast<int>(text.size());
+  } else {
+    v.type = jbvNumeric;
+    if (value.is_number_integer() && !value.is_number_unsigned()) {
+      v.val.numeric = int64_to_numeric(value.get<int64_t>());
+    } else if (value.is_number_float()) {
+      v.val.numeric =
+          DatumGetNumeric(DirectFunctionCall1(float8_numeric, Float8GetDatum(value.get<double>())));
+    } else {
+      // An unsigned integer past int64, or a number kept as its exact text.
+      std::string_view exact = ExactNumberText(value);
+      char digits[24];
+      if (exact.empty()) {
+        auto end = std::to_chars(digits, digits + sizeof digits, value.get<uint64_t>()).ptr;
+        exact = std::string_view(digits, static_cast<size_t>(end - digits));
+      }
+      char *text = pnstrdup(exact.data(), exact.size());
+      v.val.numeric = DatumGetNumeric(DirectFunctionCall3(
+          numeric_in, CStringGetDatum(text), ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)));
+    }
+  }
+  return v;
+}
+
+// Pushes a container's tokens; returns the finished value at its end.
+JsonbValue *PushContainer(JsonbParseState **state, const json &value) {
+  bool object = value.is_object();
+  pushJsonbValue(state, object ? WJB_BEGIN_OBJECT : WJB_BEGIN_ARRAY, nullptr);
+  for (auto it = value.begin(); it != value.end(); ++it) {
+    if (object) {
+      JsonbValue key;
+      key.type = jbvString;
+      key.val.string.val = const_cast<char *>(it.key().data());
+      key.val.string.len = static_cast<int>(it.key().size());
+      pushJsonbValue(state, WJB_KEY, &key);
+    }
+    if (it->is_structured()) {
+      PushContainer(state, *it);
+    } else {
+      JsonbValue scalar = JsonbScalar(*it);
+      pushJsonbValue(state, object ? WJB_VALUE : WJB_ELEM, &scalar);
+    }
+  }
+  return pushJsonbValue(state, object ? WJB_END_OBJECT : WJB_END_ARRAY, nullptr);
+}
+
+// The jsonb of a document, built directly rather than written as text and parsed again.
 Datum JsonbFrom(const json &value) {
-  std::string text = DumpJsonExact(value);
   Datum result = 0;
-  PgGuard([&] { result = DirectFunctionCall1(jsonb_in, CStringGetDatum(text.c_str())); });
+  PgGuard([&] {
+    JsonbValue *built;
+    JsonbValue scalar;
+    if (value.is_structured()) {
+      JsonbParseState *state = nullptr;
+      built = PushContainer(&state, value);
+    } else {
+      scalar = JsonbScalar(value);
+      built = &scalar;
+    }
+    result = JsonbPGetDatum(JsonbValueToJsonb(built));
+  });
   return result;
 }
 
