@@ -16,7 +16,8 @@
 //     group batch by batch, and every other batch is applied exactly once.
 //   writes_pipelined_before_acks: a client's queued batches are applied one after another
 //     without waiting for each other's write checkpoints (every flush held back), and their
-//     acks then come in seq order, each with its write checkpoint.
+//     acks then come in seq order (a rejected one's too), each applied one with its write
+//     checkpoint.
 //
 // Registered in e2e_test.cpp's test list; run.sh starts the second gateway and passes its
 // port and pid (SYNCLINE_GW_BOUNDED_PORT, SYNCLINE_GW_BOUNDED_PID).
@@ -421,8 +422,10 @@ void TestWriteGroupsIsolateFailures(ClientContext &ctx, const std::string &host,
 
 // A client uploading its queue of offline writes: each batch waits for the one before it to
 // commit, not for that one's write checkpoint. With every flush held back (the flush lock
-// taken here), all of the queued batches are applied and none is acknowledged; once flushes
-// run again, the acks come in seq order, each with the write checkpoint that publishes it.
+// taken here), all of the queued batches are applied and none is acknowledged, not even the
+// rejected third one, whose answer is ready at once: acks go out in batch order. Once flushes
+// run again, the acks come in seq order, each applied one with the write checkpoint that
+// publishes it.
 void TestWritesPipelinedBeforeAcks(ClientContext &ctx, const std::string &host, int port) {
   Sql db, holder;
   db.Exec("DELETE FROM e2e_items WHERE owner = 'u_pipeline'");
@@ -436,11 +439,14 @@ void TestWritesPipelinedBeforeAcks(ClientContext &ctx, const std::string &host, 
   holder.Exec("BEGIN");
   holder.Exec("SELECT pg_advisory_xact_lock(1398361667, 1)");  // the flush lock
   const int kBatches = 5;
-  for (int seq = 1; seq <= kBatches; seq++)
-    c.Send(OneOpBatch(
-        800 + seq, seq, "pipeline-" + std::to_string(seq),
-        nlohmann::json{{"owner", "u_pipeline"}, {"title", "queued " + std::to_string(seq)}}
-            .dump()));
+  const int kRejected = 3;  // no owner: NOT NULL
+  for (int seq = 1; seq <= kBatches; seq++) {
+    std::string data = seq == kRejected ? R"({"title": "no owner"})"
+                                        : nlohmann::json{{"owner", "u_pipeline"},
+                                                         {"title", "queued " + std::to_string(seq)}}
+                                              .dump();
+    c.Send(OneOpBatch(800 + seq, seq, "pipeline-" + std::to_string(seq), data));
+  }
   std::string applied;
   bool all_applied = ctx.WaitFor(
       [&] {
@@ -459,14 +465,20 @@ void TestWritesPipelinedBeforeAcks(ClientContext &ctx, const std::string &host, 
   uint64_t previous = 0;
   for (int i = 0; i < kBatches; i++) {
     const pb::WriteAck &a = c.acks[i];
-    EXPECT(a.seq() == static_cast<uint64_t>(i + 1) && a.status() == pb::WriteAck::APPLIED,
+    bool rejected = i + 1 == kRejected;
+    EXPECT(a.seq() == static_cast<uint64_t>(i + 1) &&
+               a.status() == (rejected ? pb::WriteAck::REJECTED : pb::WriteAck::APPLIED),
            "ack " + std::to_string(i) + ": " + AckSummary(a));
+    if (rejected) {
+      EXPECT(a.error_code() == "23502", AckSummary(a));
+      continue;
+    }
     EXPECT(a.write_checkpoint() > 0 && a.write_checkpoint() >= previous,
            "ack " + std::to_string(i) + ": " + AckSummary(a));
     previous = a.write_checkpoint();
   }
   EXPECT(db.Exec("SELECT count(*) FROM e2e_items WHERE owner = 'u_pipeline'") ==
-             std::to_string(kBatches),
+             std::to_string(kBatches - 1),
          "rows written");
   c.Close();
   db.Exec("DELETE FROM e2e_items WHERE owner = 'u_pipeline'");
