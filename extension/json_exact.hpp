@@ -28,8 +28,17 @@ inline constexpr std::string_view kExactNumberMark = "\xFF\xFE";
 inline std::string_view ExactNumberText(const nlohmann::json &value) {
   if (!value.is_string()) return {};
   const std::string &s = value.get_ref<const std::string &>();
-  if (s.size() <= kExactNumberMark.size() || s.compare(0, 2, kExactNumberMark) != 0) return {};
+  if (s.size() <= kExactNumberMark.size() ||
+      s.compare(0, kExactNumberMark.size(), kExactNumberMark) != 0)
+    return {};
   return std::string_view(s).substr(kExactNumberMark.size());
+}
+
+// A number kept as its exact text (`text` is a JSON number, as written).
+inline nlohmann::json ExactNumber(std::string_view text) {
+  std::string marked(kExactNumberMark);
+  marked += text;
+  return marked;
 }
 
 // A string the JSON text held, not a number ParseJsonExact kept as text: what a field that
@@ -86,9 +95,7 @@ class ExactSax {
   bool number_integer(json::number_integer_t v) { return Add(v); }
   bool number_unsigned(json::number_unsigned_t v) { return Add(v); }
   bool number_float(json::number_float_t, const json::string_t &text) {
-    std::string marked(kExactNumberMark);
-    marked += text;
-    return Add(std::move(marked));
+    return Add(ExactNumber(text));
   }
   bool string(json::string_t &v) { return Add(std::move(v)); }
   bool binary(json::binary_t &) { return false; }
@@ -127,13 +134,15 @@ class ExactSax {
 
 }  // namespace json_exact_detail
 
-// Parses `text` (one JSON value, nothing after it but whitespace). False when it is not
-// valid JSON; `out` is then unspecified.
-inline bool ParseJsonExact(std::string_view text, nlohmann::json *out) {
-  *out = nullptr;
-  json_exact_detail::ExactSax builder(*out);
-  return nlohmann::json::sax_parse(text.begin(), text.end(), &builder,
-                                   nlohmann::json::input_format_t::json, /*strict=*/true);
+// Parses `text` (one JSON value, nothing after it but whitespace); a discarded value when it
+// is not valid JSON, as nlohmann::json::parse(text, nullptr, false) answers.
+inline nlohmann::json ParseJsonExact(std::string_view text) {
+  nlohmann::json out;
+  json_exact_detail::ExactSax builder(out);
+  if (!nlohmann::json::sax_parse(text.begin(), text.end(), &builder,
+                                 nlohmann::json::input_format_t::json, /*strict=*/true))
+    out = nlohmann::json::value_t::discarded;
+  return out;
 }
 
 // Appends `value` as JSON text, numbers kept by ParseJsonExact written as they were read.

@@ -264,7 +264,7 @@ json ExactScalar(const JsonbValue &v) {
           }
         }
       }
-      return std::string(syncline::kExactNumberMark) + std::string(digits);
+      return ExactNumber(digits);
     }
     default:
       syncline::Fail("unexpected jsonb scalar type %d", static_cast<int>(v.type));
@@ -906,26 +906,30 @@ SYNCLINE_FUNCTION(syncline_apply_writes) {
   }
   // Batches recorded before 0.2 have no subject: the next one binds it.
   if (newest && (owner.empty() || owner == subject) && seq <= *last_seq) {
+    Jsonb *recorded_outcome = nullptr;  // in SPI's memory until its next statement
     syncline::PgGuard([&] {
       syncline::AsEngine([&] {
         Datum id = CStringGetTextDatum(client_id.c_str());
         // A retry: its recorded outcome.
         syncline::Exec(syncline::ResolvesWriteCheckpoints()
-                           ? "SELECT outcome::text, syncline_internal.published_write_checkpoint("
+                           ? "SELECT outcome, syncline_internal.published_write_checkpoint("
                              "         write_checkpoint, txid) "
                              "  FROM syncline_internal.client_batches "
                              " WHERE client_id = $1 AND seq = $2"
-                           : "SELECT outcome::text, write_checkpoint "
+                           : "SELECT outcome, write_checkpoint "
                              "  FROM syncline_internal.client_batches "
                              " WHERE client_id = $1 AND seq = $2",
                        {TEXTOID, INT8OID}, {id, Int64GetDatum(seq)});
         if (SPI_processed == 0) return;
-        previous = json::parse(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
         bool isnull;
+        recorded_outcome =
+            DatumGetJsonbP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
         Datum wc = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
         if (!isnull) previous_checkpoint = DatumGetInt64(wc);
       });
     });
+    // Read as apply_writes reads a batch: the answer repeats the first one digit for digit.
+    if (recorded_outcome != nullptr) previous = syncline::ExactFromJsonb(recorded_outcome);
   }
   auto answer = [](const json &outcome) {
     syncline::PgGuard([] { SPI_finish(); });

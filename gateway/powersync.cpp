@@ -108,8 +108,7 @@ bool ParseStreamRequest(const std::string &body, StreamRequest *out, std::string
 
 bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string *error) {
   // Numbers kept as the client wrote them (json_exact.hpp), for numeric and jsonb columns.
-  json j;
-  if (!ParseJsonExact(body, &j)) j = json::value_t::discarded;
+  json j = ParseJsonExact(body);
   if (j.is_discarded() || !j.is_object()) {
     *error = "the request body must be a JSON object {\"client_id\", \"transaction_id\", \"crud\"}";
     return false;
@@ -169,8 +168,7 @@ bool ParseUploadRequest(const std::string &body, UploadRequest *out, std::string
     const std::string &id = e["id"].get_ref<const std::string &>();
     if (id.front() == '[') {
       // A composite key, as a JSON array text.
-      json key;
-      if (!ParseJsonExact(id, &key)) key = json::value_t::discarded;
+      json key = ParseJsonExact(id);
       if (key.is_array()) o["id"] = std::move(key);
     }
     if (op != "DELETE") {

@@ -80,8 +80,7 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
     json o = {{"op", OpName(op.op())}, {"type", op.type()}, {"id", op.id()}};
     if (!op.id().empty() && op.id().front() == '[') {
       // A composite key, sent as a JSON array text.
-      json key;
-      if (!ParseJsonExact(op.id(), &key)) key = json::value_t::discarded;
+      json key = ParseJsonExact(op.id());
       refusal = RefusalOf(key, OpName(op.op()), "id");
       if (!refusal.is_null()) {
         ops.push_back(std::move(refusal));
@@ -92,8 +91,8 @@ json BuildBatch(const pb::WriteBatch &batch, const std::string &default_schema) 
     if (op.op() != pb::WriteOp::DELETE) {
       // Numbers kept as the client wrote them (json_exact.hpp): 1.10 stays 1.10, and a
       // decimal of more than 17 digits is not rounded to a double.
-      json data = json::object();
-      if (!op.data().empty() && !ParseJsonExact(op.data(), &data)) {
+      json data = op.data().empty() ? json::object() : ParseJsonExact(op.data());
+      if (data.is_discarded()) {
         // Let the database refuse it, so the rejection is recorded under this
         // seq like any other and the client's seq sequence has no hole.
         data = op.data();

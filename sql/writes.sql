@@ -242,6 +242,8 @@ SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 5, "ops": [{"
 SELECT amount = 1e400 AS exact, doc = '[-1e-400]'::jsonb AS exact_doc FROM amounts WHERE id = 'a3';
 -- A rejection names the op's id as written, in the outcome's jsonb too.
 SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 6, "ops": [{"op": "PATCH", "type": "amounts", "id": 9.90, "data": {"amount": 1}}]}') -> 'id' AS id;
+-- Its retry repeats that answer digit for digit.
+SELECT syncline.apply_writes('{"sub": "bob"}', 'exact-1', '{"seq": 6, "ops": []}') -> 'id' AS id;
 SELECT syncline.disallow_writes('amounts');
 DROP TABLE amounts;
 SELECT syncline.drop_bucket('user_sets');

@@ -489,18 +489,14 @@ worker_sizes_staging() {
   # single-row transactions, a second apart, are given, and truncation must come within them
   # (it failed ~1 run in 10 with the first vacuum only; a snapshot held for 9 s from the start
   # of this test is outlasted, one held throughout fails it).
-  local blocks=$2 attempt vacuums
+  local blocks=$2 attempt
   for attempt in $(seq 1 10); do
     [ "$blocks" -le 256 ] && break
     echo "  still $blocks blocks after the worker's vacuum; another 1,100 rows ($attempt)"
     sleep 1  # the horizon's holder gets time to finish: ~15 s in all
-    vacuums=$(value -d "$db" -c "SELECT vacuum_count FROM pg_stat_all_tables WHERE relid = 'syncline_internal.pending'::regclass")
-    psql_q -d "$db" -c "DO \$\$ BEGIN FOR i IN 1..1100 LOOP
-        INSERT INTO lc_staging VALUES ($attempt * 10000 + 200000 + i, 'one more'); COMMIT;
-      END LOOP; END \$\$" >/dev/null
-    [ "$(poll t "SELECT vacuum_count > $vacuums FROM pg_stat_all_tables WHERE relid = 'syncline_internal.pending'::regclass" 300)" = t ] ||
-      { echo "  no vacuum of staging after a flush"; return 1; }
-    blocks=$(value -d "$db" -c "SELECT pg_relation_size('syncline_internal.pending') / 8192")
+    sizes=$(staging_blocks_after_backlog 1100 $((200000 + attempt * 10000))) || return 1
+    set -- $sizes
+    blocks=$2
   done
   [ "$blocks" -le 256 ] || { echo "  staging was not truncated ($blocks blocks)"; return 1; }
   psql_q -d "$db" -c "ALTER TABLE syncline_internal.pending RESET (autovacuum_enabled)" \

@@ -177,7 +177,9 @@ TEST(PowerSyncRequests, UploadBecomesABatchWithGapsAllowed) {
        R"({"client_id":1.5,"transaction_id":1,"crud":[{"op":"PUT","type":"t","id":"1"}]})",
        R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":2.5,"id":"1"}]})",
        R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":1.5}]})",
-       R"({"client_id":"c","transaction_id":1,"schema_version":1.5,"crud":[{"op":"DELETE","type":"t","id":"1"}]})"}) {
+       R"({"client_id":"c","transaction_id":1,"schema_version":1.5,"crud":[{"op":"DELETE","type":"t","id":"1"}]})",
+       // Past a double's range: the JSON parser refuses it.
+       R"({"client_id":"c","transaction_id":1,"crud":[{"op":"PUT","type":"t","id":"1","data":{"n":1e400}}]})"}) {
     EXPECT_FALSE(ps::ParseUploadRequest(bad, &u, &error)) << bad;
     EXPECT_FALSE(error.empty());
   }
