@@ -51,6 +51,9 @@ struct FlusherShared {
   Latch *latch;
   Oid database;                    // only commits in this database wake the worker
   pg_atomic_uint32 client_writes;  // commits that staged a client write batch (wraps)
+  // Set by those commits only: the flusher waits on it between two flushes under load,
+  // when every other commit's wake (`latch`) should wait for the pause to end.
+  Latch client_write_latch;
 };
 
 FlusherShared *shared = nullptr;
@@ -72,12 +75,17 @@ void StartupShmem() {
     shared->latch = nullptr;
     shared->database = InvalidOid;
     pg_atomic_init_u32(&shared->client_writes, 0);
+    InitSharedLatch(&shared->client_write_latch);
   }
   LWLockRelease(AddinShmemInitLock);
 }
 
 void ForgetLatch(int, Datum) {
-  if (shared) shared->latch = nullptr;
+  if (shared) {
+    shared->latch = nullptr;
+    // A restarted flusher owns it again (OwnLatch refuses an owned latch).
+    if (shared->client_write_latch.owner_pid == MyProcPid) DisownLatch(&shared->client_write_latch);
+  }
 }
 
 bool ExtensionInstalled() {
@@ -95,24 +103,32 @@ constexpr long kVacuumIntervalMs = 100;
 // next one waits syncline.flush_delay; smaller ones wait kLightLoadPauseMs.
 constexpr int64 kBusyFlushOps = 8;
 constexpr long kLightLoadPauseMs = 1;
+// A pause waits on client_write_latch at most this long at a time, then looks for interrupts.
+constexpr long kPauseStepMs = 10;
 
 uint32 ClientWritesCommitted() {
   return shared != nullptr ? pg_atomic_read_u32(&shared->client_writes) : 0;
 }
 
-// The pause between two flushes under load, cut short (after kLightLoadPauseMs at
-// least) once a client write batch has committed since `writes_seen`, read before
-// the flush: its client waits for the flush that publishes it (the WriteAck), so
-// pacing it would pace every client's writes, also while direct writes keep the
-// flushes busy. Polled every kLightLoadPauseMs; the latch is not used, so the
-// other commits, thousands a second, do not wake a pausing worker.
+// The pause between two flushes under load, cut short once a client write batch has
+// committed since `writes_seen`, read before the flush: its client waits for the flush that
+// publishes it (the WriteAck), so pacing it would pace every client's writes, also while
+// direct writes keep the flushes busy. Such a commit sets client_write_latch; the other
+// commits, thousands a second, set only the worker's own latch, which is not waited on here.
+// (This replaced polling the counter every kLightLoadPauseMs, which left each client batch
+// ~0.5 ms more on average before its flush.)
 void PauseBetweenFlushes(long pause_ms, uint32 writes_seen) {
-  for (long slept = 0; slept < pause_ms;) {
-    long step = std::min(kLightLoadPauseMs, pause_ms - slept);
-    pg_usleep(step * 1000L);
-    slept += step;
-    CHECK_FOR_INTERRUPTS();
+  TimestampTz start = GetCurrentTimestamp();
+  for (;;) {
+    ResetLatch(&shared->client_write_latch);
     if (ClientWritesCommitted() != writes_seen) return;
+    long waited_ms = static_cast<long>((GetCurrentTimestamp() - start) / 1000);
+    if (waited_ms >= pause_ms) return;
+    // In steps: SIGTERM and SIGHUP set the worker's own latch, not this one.
+    long step = std::min(pause_ms - waited_ms, kPauseStepMs);
+    (void)WaitLatch(&shared->client_write_latch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                    step, PG_WAIT_EXTENSION);
+    CHECK_FOR_INTERRUPTS();
   }
 }
 
@@ -256,8 +272,11 @@ bool FlusherAttached() {
 }
 
 void NoteClientWriteCommitted() {
-  if (shared != nullptr && shared->database == MyDatabaseId)
+  if (shared != nullptr && shared->database == MyDatabaseId) {
     pg_atomic_fetch_add_u32(&shared->client_writes, 1);
+    // A signal only while the flusher waits on it.
+    SetLatch(&shared->client_write_latch);
+  }
 }
 
 void WakeFlusher() {
@@ -337,6 +356,7 @@ void syncline_worker_main(Datum) {
   BackgroundWorkerInitializeConnection(syncline::worker_database, nullptr, 0);
   syncline::shared->database = MyDatabaseId;
   syncline::shared->latch = &MyProc->procLatch;
+  OwnLatch(&syncline::shared->client_write_latch);
   before_shmem_exit(syncline::ForgetLatch, 0);
   elog(LOG, "syncline flusher started for database \"%s\"", syncline::worker_database);
 
